@@ -1,0 +1,14 @@
+"""Backbones. ``build_backbone(config)`` picks the class from the config's family."""
+
+from .config import PRESETS, ModelConfig, preset
+from .decoder import Decoder
+from .encoder import Encoder
+
+BACKBONES = {"encoder": Encoder, "decoder": Decoder}
+
+
+def build_backbone(cfg: ModelConfig):
+    return BACKBONES[cfg.family](cfg)
+
+
+__all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "build_backbone", "BACKBONES"]

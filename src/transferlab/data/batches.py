@@ -1,0 +1,119 @@
+"""Batch sources: the loop asks ``source.batch(step)`` and gets a dict of tensors.
+
+A batch is a pure function of (seed, step), so resuming at step s reproduces exactly the batches an
+uninterrupted run would have seen, and rank r of a data-parallel world takes its own slice of the global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A generator whose stream depends only on (seed, step)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+
+
+@dataclass
+class BlockBatches:
+    """Pretraining batches: packed token blocks from an infinite seeded stream, then the objective's corruption.
+
+    ``global_batch`` blocks per step across the world; this rank takes every ``world_size``-th of them.
+    """
+
+    blocks: object  # data.blocks.PackedBlocks
+    corruption: Callable[[torch.Tensor, torch.Generator], dict]
+    global_batch: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    steps_per_epoch: int | None = None  # an infinite stream
+    _perm_cache: dict = field(default_factory=dict, repr=False)
+
+    def _indices(self, step: int) -> np.ndarray:
+        n = len(self.blocks)
+        pos = np.arange(step * self.global_batch + self.rank, (step + 1) * self.global_batch, self.world_size)
+        epochs, offsets = np.divmod(pos, n)
+        out = np.empty_like(pos)
+        for e in np.unique(epochs):
+            out[epochs == e] = self._perm(int(e))[offsets[epochs == e]]
+        return out
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perm_cache:
+            self._perm_cache.clear()
+            self._perm_cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))
+        return self._perm_cache[epoch]
+
+    def batch(self, step: int) -> dict:
+        tokens = self.blocks.get_batch(self._indices(step))
+        return self.corruption(tokens, step_generator(self.seed, step))
+
+    def tokens_per_batch(self) -> int:
+        return self.global_batch * self.blocks.block_len
+
+
+@dataclass
+class EncodedExamples:
+    """Tokenised labeled examples, ready to pad into batches."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: np.ndarray | None  # int64 class ids or float32 targets
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def collate(self, idx) -> dict:
+        seqs = [self.input_ids[i] for i in idx]
+        T = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), T), self.pad_id, dtype=np.int64)
+        types = np.zeros((len(seqs), T), dtype=np.int64)
+        attention = np.zeros((len(seqs), T), dtype=np.int64)
+        for row, i in enumerate(idx):
+            n = len(self.input_ids[i])
+            ids[row, :n] = self.input_ids[i]
+            types[row, :n] = self.token_type_ids[i]
+            attention[row, :n] = 1
+        batch = {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types),
+                 "attention": torch.from_numpy(attention)}
+        if self.labels is not None:
+            batch["labels"] = torch.from_numpy(self.labels[np.asarray(idx)])
+        return batch
+
+    def subset(self, idx) -> "EncodedExamples":
+        idx = list(idx)
+        return EncodedExamples([self.input_ids[i] for i in idx], [self.token_type_ids[i] for i in idx],
+                               None if self.labels is None else self.labels[np.asarray(idx)], self.pad_id)
+
+
+@dataclass
+class ExampleBatches:
+    """Fine-tuning batches: a fresh seeded permutation every epoch; the last partial batch is kept."""
+
+    examples: EncodedExamples
+    batch_size: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, -(-len(self.examples) // self.batch_size))
+
+    def batch(self, step: int) -> dict:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+        idx = perm[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world_size]
+        return self.examples.collate(idx)
+
+
+def in_order(examples: EncodedExamples, batch_size: int) -> Iterator[dict]:
+    """Evaluation batches in file order, sorted by length within a window to waste less padding."""
+    for start in range(0, len(examples), batch_size):
+        yield examples.collate(range(start, min(start + batch_size, len(examples))))

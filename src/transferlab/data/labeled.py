@@ -1,0 +1,579 @@
+"""Labeled files for fine-tuning: TSV, CSV and JSON Lines, and GLUE task directories, validated row by row.
+
+A labeled file becomes a ``LabeledSet``: one or two text columns, an optional label column, the task
+("classification" or "regression") and, for every example, the line it came from so later messages can point
+at it. Every problem a user can fix is a ``UserError`` naming ``file:line``; with ``skip_bad_rows=True`` a bad row
+is dropped and recorded in ``LabeledSet.skipped`` instead, never silently.
+
+Formats are chosen by extension:
+
+- ``.tsv``: split on tabs with no quote handling. GLUE files contain bare ``"`` characters (MRPC, STS-B, QNLI);
+  a quote-aware reader would merge rows across them.
+- ``.csv``: the ``csv`` module with ordinary double-quote quoting, so a field may contain commas or newlines.
+- ``.jsonl``: one JSON object per line; the keys are the columns.
+
+The file is read as bytes and each line decoded as UTF-8 on its own, so an undecodable line is reported with its
+number. A leading BOM (MRPC) is dropped, CRLF and CR line endings are accepted, blank lines are ignored, and text
+cells are stripped of surrounding whitespace (SST-2 ends every sentence with a space).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..errors import UserError
+
+# Column names tried, in order, when the caller does not name the text / label columns. These cover the GLUE
+# files (SST-2, MRPC, STS-B, QNLI, RTE, MNLI, ...) and the usual text_a/text_b and text/label conventions.
+TEXT_COLUMN_CANDIDATES: tuple[tuple[str, ...], ...] = (
+    ("sentence1", "sentence2"),
+    ("#1 String", "#2 String"),
+    ("question", "sentence"),
+    ("premise", "hypothesis"),
+    ("text_a", "text_b"),
+    ("sentence",),
+    ("text",),
+)
+LABEL_COLUMN_CANDIDATES: tuple[str, ...] = ("label", "Quality", "score", "labels", "gold_label")
+
+FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}
+TASKS = ("classification", "regression")
+
+# GLUE calls the validation split "dev"; other collections call it "validation" or "val".
+_SPLIT_ALIASES = {
+    "dev": ("validation", "valid", "val"),
+    "validation": ("dev", "valid", "val"),
+    "valid": ("dev", "validation", "val"),
+    "val": ("dev", "validation", "valid"),
+}
+_SKIP_HINT = (
+    "Fix the file, or pass skip_bad_rows=True (--skip-bad-rows on the command line) to drop bad rows; "
+    "dropped rows are listed, never dropped silently."
+)
+
+
+@dataclass
+class LabeledSet:
+    """Examples read from one labeled file.
+
+    ``labels`` holds class ids (classification) or floats (regression), or is None when the file has no labels.
+    ``lines[i]`` is the 1-based source line of example ``i``; ``skipped`` lists ``(line, reason)`` for rows
+    dropped with ``skip_bad_rows``.
+    """
+
+    texts_a: list[str]
+    texts_b: list[str] | None
+    labels: list[int] | list[float] | None
+    task: str
+    label_names: list[str] | None
+    source: str
+    lines: list[int]
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts_a)
+
+    @property
+    def num_labels(self) -> int | None:
+        """Number of classes for classification (None if unknown), 1 for regression."""
+        if self.task == "regression":
+            return 1
+        return None if self.label_names is None else len(self.label_names)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.texts_b is not None
+
+    def subset(self, indices: Iterable[int]) -> "LabeledSet":
+        """The examples at ``indices`` (any iterable of ints, numpy array or tensor), in that order."""
+        idx = [int(i) for i in indices]
+        return LabeledSet(
+            texts_a=[self.texts_a[i] for i in idx],
+            texts_b=None if self.texts_b is None else [self.texts_b[i] for i in idx],
+            labels=None if self.labels is None else [self.labels[i] for i in idx],
+            task=self.task,
+            label_names=None if self.label_names is None else list(self.label_names),
+            source=self.source,
+            lines=[self.lines[i] for i in idx],
+            skipped=list(self.skipped),
+        )
+
+    def skipped_summary(self, max_rows: int = 5) -> str:
+        """A short human-readable account of the dropped rows ("" when none were dropped)."""
+        if not self.skipped:
+            return ""
+        shown = "; ".join(f"line {line}: {reason}" for line, reason in self.skipped[:max_rows])
+        more = len(self.skipped) - max_rows
+        tail = f"; ... and {more} more" if more > 0 else ""
+        return f"{self.source}: skipped {len(self.skipped)} bad row(s) ({shown}{tail})."
+
+
+def find_split(path_or_dir: str | Path, split: str) -> Path:
+    """Resolve a split: a file is returned as is; a directory gives ``dir/{split}.tsv`` (or .csv / .jsonl).
+
+    ``dev`` and ``validation`` (also ``valid``, ``val``) stand in for each other when the exact name is absent.
+    """
+    path = Path(path_or_dir)
+    if not path.exists():
+        raise UserError(f"'{path}' does not exist. Pass a labeled file (.tsv, .csv, .jsonl) or a directory "
+                        f"that holds {split}.tsv / {split}.csv / {split}.jsonl.")
+    if path.is_file():
+        return path
+    for name in (split, *_SPLIT_ALIASES.get(split, ())):
+        found = [path / f"{name}{ext}" for ext in FORMATS if (path / f"{name}{ext}").is_file()]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            listed = ", ".join(p.name for p in found)
+            raise UserError(f"'{path}' holds more than one file for split '{split}' ({listed}). Pass the file "
+                            f"you mean directly instead of the directory.")
+    present = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix in FORMATS)
+    what = ", ".join(present) if present else "no .tsv, .csv or .jsonl files"
+    raise UserError(f"directory '{path}' has no file for split '{split}' (looked for {split}.tsv, {split}.csv, "
+                    f"{split}.jsonl). It contains: {what}. Pass the file itself, or name the split after one of "
+                    f"those files.")
+
+
+def read_labeled(
+    path: str | Path,
+    text_cols: Sequence[str] | str | None = None,
+    label_col: str | None = None,
+    task: str | None = None,
+    label_names: Sequence[str] | None = None,
+    skip_bad_rows: bool = False,
+    require_labels: bool = True,
+    header: bool = True,
+) -> LabeledSet:
+    """Read and validate a labeled TSV / CSV / JSONL file.
+
+    Args:
+        path: the file.
+        text_cols: one or two text columns (a list, or a comma-separated string). None auto-detects them from
+            ``TEXT_COLUMN_CANDIDATES``. With ``header=False`` columns are 0-based index strings ("0", "3").
+        label_col: the label column. None auto-detects from ``LABEL_COLUMN_CANDIDATES``.
+        task: "classification" or "regression"; None infers regression when the labels are non-integer numbers.
+        label_names: the class names in id order; any other label value is an error. None uses the sorted set
+            of values seen (numerically when they are all integers).
+        skip_bad_rows: drop bad rows and record them in ``skipped`` instead of raising.
+        require_labels: when False (prediction), a file without the label column, or with any empty label
+            cell, gives ``labels=None``; an explicit ``label_col`` that is absent is then not an error either.
+            Labels that are present in every row are still parsed and validated.
+        header: whether the first row names the columns (JSON Lines always uses the keys).
+
+    Returns:
+        a ``LabeledSet``.
+    """
+    path = Path(path)
+    source = str(path)
+    if task is not None and task not in TASKS:
+        raise UserError(f"unknown task '{task}' for '{path}'. Use 'classification' or 'regression'.")
+    if label_names is not None:
+        label_names = [str(n) for n in label_names]
+        if not label_names or len(set(label_names)) != len(label_names):
+            raise UserError(f"the label set {label_names} given for '{path}' must be non-empty with no "
+                            f"duplicates. Pass each class name once, in id order.")
+        if task == "regression":
+            raise UserError(f"label names were given for '{path}' but the task is regression, which has no "
+                            f"classes. Drop the label names or use task 'classification'.")
+    fmt = _check_file(path)
+    if isinstance(text_cols, str):
+        text_cols = [c.strip() for c in text_cols.split(",") if c.strip()]
+
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read labeled file '{path}': {e.strerror or e}. Check the path and its "
+                        f"permissions.") from None
+    lines, bad_lines = _decode_lines(raw)
+    if fmt == "jsonl":
+        columns, records = _parse_jsonl(lines)
+    else:
+        columns, records = _parse_delimited(lines, fmt, header, path, bad_lines)
+    if not records:
+        raise UserError(f"'{path}' has no data rows" + (" after its header row" if header and columns else "")
+                        + ". Check that you passed the right file.")
+
+    text_cols, label_col = _select_columns(path, columns, text_cols, label_col, require_labels, header, fmt)
+    label_name = label_col[0] if isinstance(label_col, tuple) else label_col
+
+    bad: list[tuple[int, str]] = []
+    keep_lines: list[int] = []
+    texts = [[] for _ in text_cols]
+    raw_labels: list[str | None] = []
+    sep_name = "tab" if fmt == "tsv" else "comma"
+    for start, end, rec in records:
+        reason = _undecodable(start, end, bad_lines) if bad_lines else None
+        if reason is None:
+            if isinstance(rec, str):  # the parser already found the row broken
+                reason = rec
+            elif fmt != "jsonl" and len(rec) != len(columns):
+                text = "\n".join(lines[start - 1:end])
+                reason = _field_count_reason(fmt, sep_name, len(columns), len(rec), start, end, text)
+        if reason is None:
+            row_texts, reason = _row_texts(rec, text_cols, fmt)
+        if reason is None and label_col is not None:
+            label, reason = _cell_label(rec, label_col, fmt)
+            if reason is None and label is None and require_labels:
+                reason = f"missing label in column '{label_name}'"
+        if reason is not None:
+            bad.append((start, reason))
+            continue
+        keep_lines.append(start)
+        for j, t in enumerate(row_texts):
+            texts[j].append(t)
+        raw_labels.append(label if label_col is not None else None)
+
+    have_labels = label_col is not None and bool(raw_labels) and all(v is not None for v in raw_labels)
+    labels = None
+    if have_labels:
+        if task is None:
+            task = "classification" if label_names is not None else _infer_task(raw_labels)
+        if task == "regression":
+            labels, label_bad = _regression_targets(raw_labels, keep_lines, label_name)
+        else:
+            label_names, labels, label_bad = _class_ids(raw_labels, keep_lines, label_names)
+        if label_bad:
+            drop = {line for line, _ in label_bad}
+            keep = [i for i, line in enumerate(keep_lines) if line not in drop]
+            texts = [[col[i] for i in keep] for col in texts]
+            labels = [labels[i] for i in keep]
+            keep_lines = [keep_lines[i] for i in keep]
+            bad = sorted(bad + label_bad)
+    elif task is None:
+        task = "classification"
+
+    if bad and (not skip_bad_rows or not keep_lines):
+        line, reason = bad[0]
+        if not keep_lines:
+            raise UserError(f"{path}:{line}: {reason}. Every one of the {len(bad)} data rows is bad, so there "
+                            f"is nothing to read; check the format, the columns and the label set.")
+        others = f" {len(bad) - 1} more row(s) have problems too." if len(bad) > 1 else ""
+        raise UserError(f"{path}:{line}: {reason}.{others} {_SKIP_HINT}")
+
+    return LabeledSet(
+        texts_a=texts[0],
+        texts_b=texts[1] if len(texts) > 1 else None,
+        labels=labels,
+        task=task,
+        label_names=label_names if task == "classification" else None,
+        source=source,
+        lines=keep_lines,
+        skipped=bad,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+def _check_file(path: Path) -> str:
+    if not path.exists():
+        raise UserError(f"labeled file '{path}' does not exist. Check the path.")
+    if path.is_dir():
+        raise UserError(f"'{path}' is a directory, not a labeled file. Pass the file itself, or pass the "
+                        f"directory where a split name is expected (e.g. train / dev).")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"'{path}' has an unsupported extension '{path.suffix}'. Labeled files must be .tsv "
+                        f"(tab-separated), .csv or .jsonl (one JSON object per line); rename the file to the "
+                        f"extension that matches its format.")
+    if path.stat().st_size == 0:
+        raise UserError(f"labeled file '{path}' is empty. Check the path, or that the file was fully written.")
+    return fmt
+
+
+def _decode_lines(raw: bytes) -> tuple[list[str], dict[int, str]]:
+    """Split bytes into lines and decode each as UTF-8.
+
+    Returns the lines (no line endings; undecodable ones decoded with replacement characters) and, for each
+    undecodable line, its 1-based number mapped to a description of the first bad byte.
+    """
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if b"\n" not in raw and b"\r" in raw:  # old Mac line endings
+        raw = raw.replace(b"\r", b"\n")
+    bad: dict[int, str] = {}
+    try:
+        # Fast path: the whole file decodes. A "\n" byte never occurs inside a multi-byte UTF-8 sequence, so
+        # splitting the text or the bytes gives the same lines.
+        lines = raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        lines = []
+        for i, chunk in enumerate(raw.split(b"\n")):
+            try:
+                lines.append(chunk.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                bad[i + 1] = f"byte 0x{chunk[e.start]:02x} at column {e.start + 1}"
+                lines.append(chunk.decode("utf-8", errors="replace"))
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines], bad
+
+
+def _undecodable(start: int, end: int, bad_lines: dict[int, str]) -> str | None:
+    if not bad_lines:
+        return None
+    for line in range(start, end + 1):
+        if line in bad_lines:
+            return (f"line {line} is not valid UTF-8 ({bad_lines[line]}); re-save the file as UTF-8")
+    return None
+
+
+def _parse_delimited(lines: list[str], fmt: str, header: bool, path: Path, bad_lines: dict[int, str]):
+    """Return (column names, [(start line, end line, fields or error string)]) for TSV / CSV."""
+    records = list(_tsv_records(lines) if fmt == "tsv" else _csv_records(lines))
+    if not records:
+        raise UserError(f"labeled file '{path}' has only blank lines. Check the path.")
+    if header:
+        start, end, names = records.pop(0)
+        if isinstance(names, str) or _undecodable(start, end, bad_lines):
+            problem = names if isinstance(names, str) else _undecodable(start, end, bad_lines)
+            raise UserError(f"{path}:{start}: cannot read the header row: {problem}.")
+        columns = [n.strip() for n in names]
+    else:
+        first = next((r for _, _, r in records if not isinstance(r, str)), [])
+        columns = [str(i) for i in range(len(first))]
+    return columns, records
+
+
+def _tsv_records(lines: list[str]) -> Iterator[tuple[int, int, list[str]]]:
+    for i, line in enumerate(lines, start=1):
+        if line and not line.isspace():
+            yield i, i, line.split("\t")
+
+
+def _csv_records(lines: list[str]) -> Iterator[tuple[int, int, list[str] | str]]:
+    reader = csv.reader(line + "\n" for line in lines)
+    prev = 0
+    while True:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            if "new-line" in str(e):
+                reason = "a bare carriage return (\\r) inside an unquoted field; quote the field or remove the \\r"
+            else:  # e.g. a field over the size limit: an unbalanced quote swallowed the rest of the file
+                reason = f"CSV parse error ({e}); check for an unbalanced '\"' that starts a quoted field"
+            yield prev + 1, max(reader.line_num, prev + 1), reason
+            prev = reader.line_num
+            continue
+        start, prev = prev + 1, reader.line_num
+        if not rec or (len(rec) == 1 and rec[0].strip() == ""):
+            continue
+        yield start, prev, rec
+
+
+def _parse_jsonl(lines: list[str]):
+    """Return (keys in first-seen order, [(line, line, dict or error string)]) for JSON Lines."""
+    columns: dict[str, None] = {}
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line or line.isspace():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            msg = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+            records.append((i, i, f"not valid JSON ({msg})"))
+            continue
+        if not isinstance(obj, dict):
+            records.append((i, i, f"expected a JSON object ({{\"key\": value, ...}}), found {_json_type(obj)}"))
+            continue
+        columns.update(dict.fromkeys(obj))
+        records.append((i, i, obj))
+    return list(columns), records
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _field_count_reason(fmt: str, sep_name: str, expected: int, got: int, start: int, end: int, text: str) -> str:
+    reason = f"expected {expected} {sep_name}-separated field(s) but found {got}"
+    if fmt == "tsv":
+        return reason + " (a stray tab inside a text, or a missing cell?)"
+    if text.count('"') % 2:
+        span = f" in a record spanning lines {start}-{end}" if end > start else ""
+        return reason + span + " (an unbalanced '\"' starts a quoted field that never closes)"
+    return reason + " (quote fields that contain commas: \"like, this\")"
+
+
+# --------------------------------------------------------------------------------------------------- columns
+
+
+def _select_columns(path, columns, text_cols, label_col, require_labels, header, fmt):
+    how = ("columns are 0-based indices because header=False" if fmt != "jsonl" and not header
+           else "column names")
+    available = ", ".join(f"'{c}'" for c in columns) or "(none)"
+
+    def missing(col: str, option: str) -> UserError:
+        hint = ""
+        if fmt != "jsonl" and header and col.isdigit():
+            hint = (" If the file has no header row, read it with header=False and refer to columns by "
+                    "0-based index.")
+        return UserError(f"'{path}' has no column '{col}' ({how}). Available columns: {available}. "
+                         f"Pass {option} with one of those.{hint}")
+
+    if text_cols is None:
+        present = set(columns)
+        text_cols = next((list(c) for c in TEXT_COLUMN_CANDIDATES if all(n in present for n in c)), None)
+        if text_cols is None:
+            tried = ", ".join("/".join(c) for c in TEXT_COLUMN_CANDIDATES)
+            raise UserError(f"cannot tell which column of '{path}' holds the text: none of the usual names "
+                            f"({tried}) is present. Available columns: {available}. Pass --text-cols with one "
+                            f"column, or two for sentence pairs.")
+    else:
+        text_cols = list(text_cols)
+        if not 1 <= len(text_cols) <= 2:
+            raise UserError(f"--text-cols for '{path}' must name one text column, or two for sentence pairs; "
+                            f"got {len(text_cols)}: {text_cols}.")
+        for col in text_cols:
+            if col not in columns:
+                raise missing(col, "--text-cols")
+
+    if label_col is None:
+        label_col = next((c for c in LABEL_COLUMN_CANDIDATES if c in columns and c not in text_cols), None)
+        if label_col is None and require_labels:
+            raise UserError(f"cannot tell which column of '{path}' holds the labels: none of "
+                            f"{', '.join(LABEL_COLUMN_CANDIDATES)} is present. Available columns: {available}. "
+                            f"Pass --label-col.")
+    elif label_col not in columns:
+        if require_labels:
+            raise missing(label_col, "--label-col")
+        label_col = None
+    if label_col is not None and label_col in text_cols:
+        raise UserError(f"column '{label_col}' of '{path}' is used both as text and as label. Pass different "
+                        f"columns to --text-cols and --label-col.")
+    if fmt == "jsonl":
+        return text_cols, label_col
+    # Delimited records are lists: turn names into positions once.
+    index = {}
+    for i, c in enumerate(columns):
+        index.setdefault(c, i)
+    return [(c, index[c]) for c in text_cols], None if label_col is None else (label_col, index[label_col])
+
+
+def _row_texts(rec, text_cols, fmt) -> tuple[list[str], str | None]:
+    out = []
+    for col in text_cols:
+        if fmt == "jsonl":
+            if col not in rec:
+                return out, f"missing key '{col}'"
+            value, name = rec[col], col
+            if not isinstance(value, str):
+                return out, f"text in '{col}' must be a string, found {_json_type(value)}"
+        else:
+            name, i = col
+            value = rec[i]
+        value = value.strip()
+        if not value:
+            return out, f"empty text in column '{name}'"
+        out.append(value)
+    return out, None
+
+
+def _cell_label(rec, label_col, fmt) -> tuple[str | None, str | None]:
+    """The label cell as a stripped string (None when empty or absent), or an error reason."""
+    if fmt != "jsonl":
+        value = rec[label_col[1]].strip()
+        return (value or None), None
+    value = rec.get(label_col)
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return ("true" if value else "false"), None
+    if isinstance(value, (int, float)):
+        return repr(value), None
+    if isinstance(value, str):
+        return (value.strip() or None), None
+    return None, f"label in '{label_col}' must be a string or a number, found {_json_type(value)}"
+
+
+# --------------------------------------------------------------------------------------------------- labels
+
+
+def _as_int(text: str) -> int | None:
+    try:
+        return int(text) if "_" not in text else None
+    except ValueError:
+        return None
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text) if "_" not in text else None
+    except ValueError:
+        return None
+
+
+def _infer_task(raw_labels: list[str]) -> str:
+    """Regression when most labels are numbers and some finite one is not written as an integer ("3.800")."""
+    counts: dict[str, int] = {}
+    for v in raw_labels:
+        counts[v] = counts.get(v, 0) + 1
+    numeric, fractional = 0, False
+    for value, n in counts.items():
+        x = _as_float(value)
+        if x is None:
+            continue
+        numeric += n
+        if _as_int(value) is None and math.isfinite(x):
+            fractional = True
+    return "regression" if fractional and numeric * 2 > len(raw_labels) else "classification"
+
+
+def _regression_targets(raw_labels, lines, label_name):
+    cache: dict[str, tuple[float, str | None]] = {}
+    labels, bad = [], []
+    for value, line in zip(raw_labels, lines):
+        if value not in cache:
+            x = _as_float(value)
+            if x is None:
+                cache[value] = (0.0, f"regression target '{value}' in column '{label_name}' is not a number")
+            elif not math.isfinite(x):
+                cache[value] = (0.0, f"regression target '{value}' is not finite (NaN or infinity)")
+            else:
+                cache[value] = (x, None)
+        x, reason = cache[value]
+        labels.append(x)
+        if reason is not None:
+            bad.append((line, reason))
+    return labels, bad
+
+
+def _class_ids(raw_labels, lines, label_names):
+    if label_names is None:
+        distinct = set(raw_labels)
+        ints = {v: _as_int(v) for v in distinct}
+        floats = {v: _as_float(v) for v in distinct}
+        if all(i is not None for i in ints.values()):
+            # "0", "1" -> ids 0, 1; "01" and "1" are the same class.
+            label_names = [str(i) for i in sorted(set(ints.values()))]
+            ids = {name: k for k, name in enumerate(label_names)}
+            mapping = {v: ids[str(ints[v])] for v in distinct}
+        else:
+            if all(f is not None and not math.isnan(f) for f in floats.values()):
+                label_names = sorted(distinct, key=lambda v: (floats[v], v))
+            else:
+                label_names = sorted(distinct)
+            mapping = {v: k for k, v in enumerate(label_names)}
+        return label_names, [mapping[v] for v in raw_labels], []
+    mapping = {name: k for k, name in enumerate(label_names)}
+    labels, bad = [], []
+    shown = label_names if len(label_names) <= 20 else label_names[:20] + ["..."]
+    for value, line in zip(raw_labels, lines):
+        k = mapping.get(value)
+        if k is None:
+            bad.append((line, f"label '{value}' is not in the label set {shown}; fix the label, or pass the full "
+                              f"label set (the model's classes, in id order)"))
+            k = -1
+        labels.append(k)
+    return label_names, labels, bad

@@ -1,0 +1,50 @@
+"""Evaluation passes: held-out language-model loss / perplexity, and classifier predictions + metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..data.batches import EncodedExamples, in_order
+from .metrics import compute_metrics
+
+
+@torch.no_grad()
+def evaluate_lm(module, source, n_batches: int) -> dict:
+    """Mean loss over the first ``n_batches`` of a fixed held-out source, weighted by predictions; ppl = exp(loss)."""
+    total, count = 0.0, 0
+    for i in range(n_batches):
+        out = module(source.batch(i))
+        n = int(out["n_predictions"])
+        total += float(out["loss"]) * n
+        count += n
+    loss = total / max(count, 1)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+
+
+@torch.no_grad()
+def predict_logits(module, examples: EncodedExamples, batch_size: int = 64) -> torch.Tensor:
+    device = next(module.parameters()).device
+    outs = []
+    for batch in in_order(examples, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        outs.append(module(batch)["logits"].float().cpu())
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def evaluate_classifier(module, examples: EncodedExamples, metrics: list[str], batch_size: int = 64,
+                        loss_fn=None) -> dict:
+    """Loss (the module's own, or ``loss_fn(logits, labels)``) and the named metrics on labeled examples."""
+    logits = predict_logits(module, examples, batch_size)
+    labels = torch.from_numpy(np.asarray(examples.labels))
+    if module.problem == "regression":
+        loss = torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+    else:
+        loss = torch.nn.functional.cross_entropy(logits, labels.long())
+    if loss_fn is not None:
+        loss = loss_fn(logits, labels)
+    preds = module.predictions(logits).numpy()
+    return {"loss": float(loss), **compute_metrics(metrics, preds, labels.numpy())}

@@ -1,0 +1,68 @@
+"""The language-model head (tied to the input embedding) and the sequence classification/regression head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.config import ModelConfig
+from ..models.layers import init_weights
+
+
+class LMHead(nn.Module):
+    """Hidden states -> vocabulary logits, with the output matrix tied to the token embedding.
+
+    The encoder version has BERT's transform (dense, GELU, LayerNorm) before the projection; the decoder's
+    final LayerNorm already lives in the backbone. The tied embedding is held outside the module tree so the
+    weight is saved once, under ``backbone.wte.weight``.
+    """
+
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding):
+        super().__init__()
+        self._embedding = [embedding]  # a list hides it from state_dict / parameters()
+        self.transform = cfg.family == "encoder"
+        if self.transform:
+            self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+            self.ln = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+            self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        init_weights(self, cfg.init_std)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.transform:
+            hidden = self.ln(F.gelu(self.dense(hidden), approximate=self.approximate))
+        return F.linear(hidden, self._embedding[0].weight, self.bias)
+
+
+def pool(hidden: torch.Tensor, attention: torch.Tensor | None, how: str) -> torch.Tensor:
+    """(B, T, C) -> (B, C): first token ("cls"), last real token ("last", for causal models), or "mean"."""
+    if how == "cls":
+        return hidden[:, 0]
+    if attention is None:
+        attention = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+    if how == "last":
+        last = attention.long().sum(1).clamp(min=1) - 1  # right padding
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if how == "mean":
+        w = attention.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * w).sum(1) / w.sum(1).clamp(min=1)
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+class ClassificationHead(nn.Module):
+    """Pool, then BERT's pooler (dense + tanh), dropout and a linear layer to ``num_labels`` outputs
+    (1 output = regression)."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int, pooling: str | None = None):
+        super().__init__()
+        self.num_labels = num_labels
+        self.pooling = pooling or ("last" if cfg.causal else "cls")
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.d_model, num_labels)
+        init_weights(self, cfg.init_std)
+
+    def forward(self, hidden: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+        x = torch.tanh(self.dense(pool(hidden, attention, self.pooling)))
+        return self.out(self.drop(x))

@@ -1,0 +1,86 @@
+"""Backbone configurations as plain dataclasses, and presets as plain data.
+
+Presets follow the published small BERTs (Turc et al. 2019, "Well-Read Students Learn Better"): tiny 2/128,
+mini 4/256, small 4/512, medium 8/512, base 12/768 (layers/hidden), heads = hidden / 64 (tiny: 2), FFN = 4 x hidden,
+so results line up with that table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import UserError
+
+FAMILIES = ("encoder", "decoder")
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(n_layer=2, d_model=128, n_head=2),
+    "mini": dict(n_layer=4, d_model=256, n_head=4),
+    "small": dict(n_layer=4, d_model=512, n_head=8),
+    "medium": dict(n_layer=8, d_model=512, n_head=8),
+    "base": dict(n_layer=12, d_model=768, n_head=12),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a backbone. Round-trips through ``config.json``.
+
+    ``family`` decides the attention pattern and the norm placement: ``encoder`` is BERT (bidirectional,
+    post-norm, token types, embedding LayerNorm); ``decoder`` is GPT-2 (causal, pre-norm, final LayerNorm).
+    """
+
+    family: str = "encoder"
+    vocab_size: int = 8000
+    n_layer: int = 2
+    d_model: int = 128
+    n_head: int = 2
+    d_ff: int = 0  # 0 -> 4 * d_model
+    max_len: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    activation: str = "gelu"  # "gelu" (erf, BERT) or "gelu_tanh" (GPT-2)
+    norm_eps: float = 1e-12
+    init_std: float = 0.02  # small init keeps softmax gradients out of the denormal range on CPU
+    pad_id: int = 0
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise UserError(f"unknown model family '{self.family}'; choose one of {', '.join(FAMILIES)}.")
+        if self.d_ff == 0:
+            self.d_ff = 4 * self.d_model
+        if self.d_model % self.n_head:
+            raise UserError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}.")
+        if self.activation not in ("gelu", "gelu_tanh"):
+            raise UserError(f"unknown activation '{self.activation}'; choose gelu or gelu_tanh.")
+
+    @property
+    def causal(self) -> bool:
+        return self.family == "decoder"
+
+    @property
+    def norm_first(self) -> bool:
+        return self.family == "decoder"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"model config has unknown fields {sorted(unknown)}; it was written by a newer version "
+                            f"or edited by hand.")
+        return cls(**d)
+
+
+def preset(name: str, family: str, vocab_size: int, **overrides) -> ModelConfig:
+    """Build a config from a preset name; ``overrides`` replace any field."""
+    if name not in PRESETS:
+        raise UserError(f"unknown model preset '{name}' (--model); choose one of {', '.join(PRESETS)}.")
+    kw = dict(PRESETS[name], family=family, vocab_size=vocab_size)
+    if family == "decoder":
+        kw.update(activation="gelu_tanh", norm_eps=1e-5)
+    kw.update(overrides)
+    return ModelConfig(**kw)

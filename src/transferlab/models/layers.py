@@ -1,0 +1,103 @@
+"""Blocks shared by every backbone: attention with arbitrary masks and separate query / key-value streams,
+the MLP, and the residual block (pre- or post-norm).
+
+Masks follow ``scaled_dot_product_attention``: a bool tensor broadcastable to (B, nh, Tq, Tk), True = may attend.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class Attention(nn.Module):
+    """Multi-head attention with one fused qkv projection.
+
+    ``forward(x)`` is self-attention. ``forward(x, kv=y)`` takes queries from ``x`` and keys/values from ``y``
+    (cross-attention, or XLNet's query stream attending to the content stream) with the same weights.
+    """
+
+    def __init__(self, d_model: int, n_head: int, dropout: float):
+        super().__init__()
+        self.n_head = n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        B, T, C = x.shape
+        if kv is None:
+            q, k, v = self.qkv(x).split(C, dim=-1)
+        else:
+            w_q, w_kv = self.qkv.weight.split([C, 2 * C], dim=0)
+            b_q, b_kv = self.qkv.bias.split([C, 2 * C], dim=0)
+            q = F.linear(x, w_q, b_q)
+            k, v = F.linear(kv, w_kv, b_kv).split(C, dim=-1)
+        S = k.shape[1]
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
+        v = v.view(B, S, self.n_head, hs).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, activation: str):
+        super().__init__()
+        self.fc = nn.Linear(d_model, d_ff)
+        self.proj = nn.Linear(d_ff, d_model)
+        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
+
+
+class Block(nn.Module):
+    """Attention + MLP with residuals. Post-norm (BERT) or pre-norm (GPT-2), from the config's family."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm_first = cfg.norm_first
+        self.attn = Attention(cfg.d_model, cfg.n_head, cfg.dropout)
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
+                kv: torch.Tensor | None = None) -> torch.Tensor:
+        if self.norm_first:
+            kv_in = None if kv is None else self.ln_1(kv)
+            x = x + self.drop(self.attn(self.ln_1(x), kv=kv_in, mask=mask, is_causal=is_causal))
+            return x + self.drop(self.mlp(self.ln_2(x)))
+        x = self.ln_1(x + self.drop(self.attn(x, kv=kv, mask=mask, is_causal=is_causal)))
+        return self.ln_2(x + self.drop(self.mlp(x)))
+
+
+def padding_mask(attention: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) 1/0 attention -> (B, 1, 1, T) bool key mask, or None when nothing is padded (fast SDPA path)."""
+    if attention is None:
+        return None
+    attention = attention.bool()
+    if bool(attention.all()):
+        return None
+    return attention[:, None, None, :]
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT/GPT-2 initialisation: normal(0, std) for linear and embedding weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

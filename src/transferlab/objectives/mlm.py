@@ -1,0 +1,81 @@
+"""BERT's masked language model.
+
+``mask_tokens`` is the corruption (pure tensor ops, seeded): each ordinary token is selected with probability
+``mask_prob``; of the selected, 80% become [MASK], 10% a random ordinary token, 10% stay. Special tokens are never
+selected and never drawn as replacements. ``MaskedLM`` runs the LM head only on selected positions (sparse
+prediction: the vocabulary projection is the largest matmul of a small model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..heads import LMHead
+from ..tokenization import SPECIAL_TOKENS
+from .base import TaskModule
+
+IGNORE = -100
+N_SPECIAL = len(SPECIAL_TOKENS)
+
+
+def mask_tokens(input_ids: torch.Tensor, vocab_size: int, mask_id: int, generator: torch.Generator,
+                mask_prob: float = 0.15, n_special: int = N_SPECIAL) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (corrupted inputs, labels) where labels are IGNORE except at selected positions."""
+    ordinary = input_ids >= n_special
+    selected = (torch.rand(input_ids.shape, generator=generator) < mask_prob) & ordinary
+    if not bool(selected.any()) and bool(ordinary.any()):  # keep the loss defined on tiny batches
+        first = ordinary.flatten().nonzero()[0]
+        selected.view(-1)[first] = True
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
+    roll = torch.rand(input_ids.shape, generator=generator)
+    to_mask = selected & (roll < 0.8)
+    to_random = selected & (roll >= 0.8) & (roll < 0.9)
+    random_tokens = torch.randint(n_special, vocab_size, input_ids.shape, generator=generator)
+    inputs = torch.where(to_mask, torch.full_like(input_ids, mask_id), input_ids)
+    inputs = torch.where(to_random, random_tokens, inputs)
+    return inputs, labels
+
+
+@dataclass
+class MLMCorruption:
+    """blocks (B, T) of packed tokens -> batch for ``MaskedLM``. A [CLS] is put in front, as in BERT."""
+
+    vocab_size: int
+    mask_id: int
+    cls_id: int
+    mask_prob: float = 0.15
+
+    def __post_init__(self):
+        if not 0.0 < self.mask_prob < 1.0:
+            raise UserError(f"--mask-prob must be in (0, 1), got {self.mask_prob}.")
+
+    def __call__(self, blocks: torch.Tensor, generator: torch.Generator) -> dict:
+        inputs, labels = mask_tokens(blocks, self.vocab_size, self.mask_id, generator, self.mask_prob)
+        cls = torch.full((blocks.shape[0], 1), self.cls_id, dtype=blocks.dtype)
+        return {"input_ids": torch.cat([cls, inputs], 1),
+                "labels": torch.cat([torch.full_like(cls, IGNORE), labels], 1)}
+
+    def block_len(self, seq_len: int) -> int:
+        return seq_len - 1
+
+
+class MaskedLM(TaskModule):
+    kind = "mlm"
+
+    def __init__(self, backbone):
+        super().__init__(backbone)
+        self.heads["lm"] = LMHead(backbone.config, backbone.wte)
+
+    def forward(self, batch: dict) -> dict:
+        hidden = self.backbone(batch["input_ids"], attention=batch.get("attention"),
+                               token_type_ids=batch.get("token_type_ids"))
+        labels = batch["labels"]
+        selected = labels != IGNORE
+        logits = self.heads["lm"](hidden[selected])  # (N_masked, V)
+        targets = labels[selected]
+        loss = F.cross_entropy(logits.float(), targets)
+        return {"loss": loss, "logits": logits, "labels": targets, "n_predictions": targets.numel()}

@@ -1,0 +1,302 @@
+"""Subword tokenizers: train, save, load, encode — a thin layer over Hugging Face ``tokenizers``.
+
+Every transferlab tokenizer reserves ids 0..6 for :data:`SPECIAL_TOKENS`, in that order, so model code can
+rely on ``pad_id == 0`` and friends. Encoding never adds special tokens: each objective adds the ones it needs
+([CLS]/[SEP] for BERT-style inputs, [BOS]/[EOS] for GPT-style ones) in its collate code.
+
+The special tokens live in the vocabulary but are *not* registered as Hugging Face "added tokens". Added tokens
+are matched in raw text before tokenisation, so a corpus sentence that mentions "[MASK]" (Wikipedia's article on
+BERT does) would turn into a real mask token. Here raw text can never produce a special id.
+
+Three kinds:
+
+- ``bpe``: byte-level BPE as in GPT-2 (NFC; no unknown tokens, every byte string round-trips exactly).
+- ``wordpiece``: BERT's WordPiece (BertNormalizer with optional lowercasing, punctuation split, ``##`` pieces).
+- ``unigram``: SentencePiece-style unigram LM (NFKC, ``▁`` marks word starts).
+
+Reproducibility: byte-level BPE training is deterministic, but the WordPiece and Unigram trainers of
+``tokenizers`` break ties in hash-map order, so training twice on the same text can give different ids. That
+is why :attr:`Tokenizer.sha256` identifies a tokenizer *file*, and why corpora and checkpoints carry a copy of
+their ``tokenizer.json`` instead of a recipe to re-train it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..errors import UserError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]")
+KINDS = ("bpe", "wordpiece", "unigram")
+TOKENIZER_FILE = "tokenizer.json"
+
+# Smallest useful vocabularies: byte-level BPE needs its 256-symbol alphabet besides the specials; the others
+# need room for at least a basic character set.
+_MIN_VOCAB = {"bpe": len(SPECIAL_TOKENS) + 256, "wordpiece": 100, "unigram": 100}
+_MODEL_TO_KIND = {"BPE": "bpe", "WordPiece": "wordpiece", "Unigram": "unigram"}
+# Score given to special pieces in a unigram vocabulary so that Viterbi never picks them for raw text.
+_UNIGRAM_SPECIAL_SCORE = -1e9
+
+
+class Tokenizer:
+    """A trained subword tokenizer with transferlab's fixed special-token ids.
+
+    Args:
+        hf: a ``tokenizers.Tokenizer`` whose vocabulary maps :data:`SPECIAL_TOKENS` to ids 0..6.
+        source: where it came from (a file path), used in error messages.
+    """
+
+    def __init__(self, hf, source: str | None = None):
+        where = f"Tokenizer '{source}'" if source else "The tokenizer"
+        for expected, token in enumerate(SPECIAL_TOKENS):
+            got = hf.token_to_id(token)
+            if got != expected:
+                found = "is missing" if got is None else f"has id {got}"
+                raise UserError(
+                    f"{where} is not a transferlab tokenizer: special token {token} {found}, but transferlab "
+                    f"reserves ids 0..6 for {', '.join(SPECIAL_TOKENS)}. Train one with "
+                    f"`transferlab tokenizer train`, or convert a Hugging Face checkpoint with `transferlab convert`."
+                )
+        self.hf = hf
+        self.source = source
+        self._sha256: str | None = None
+
+    # ----------------------------------------------------------------------------------------------- training
+    @classmethod
+    def train(
+        cls,
+        inputs: Sequence[str | Path],
+        kind: str = "wordpiece",
+        vocab_size: int = 8000,
+        min_frequency: int = 2,
+        lowercase: bool = False,
+        progress: bool = True,
+    ) -> "Tokenizer":
+        """Train on text files or directories (read with :mod:`transferlab.data.text`, streaming).
+
+        Args:
+            inputs: files (.txt, .txt.gz, .jsonl, .jsonl.gz) or directories holding them.
+            kind: "bpe", "wordpiece" or "unigram".
+            vocab_size: target vocabulary size including the special tokens; a small corpus may give fewer.
+            min_frequency: a merge must occur at least this often (bpe, wordpiece; unigram ignores it).
+            lowercase: lowercase (and for wordpiece strip accents) before tokenising.
+            progress: show the trainer's progress bars.
+
+        Returns:
+            The trained tokenizer.
+        """
+        from ..data.text import expand_inputs, iter_paragraph_batches
+
+        paths = expand_inputs(inputs)
+        return cls._train(iter_paragraph_batches(paths), kind, vocab_size, min_frequency, lowercase, progress)
+
+    @classmethod
+    def train_from_texts(
+        cls,
+        texts: Iterable[str],
+        kind: str = "wordpiece",
+        vocab_size: int = 8000,
+        min_frequency: int = 2,
+        lowercase: bool = False,
+        progress: bool = False,
+    ) -> "Tokenizer":
+        """Train on an iterable of strings (each one a paragraph or sentence); see :meth:`train`."""
+        return cls._train(_batched(texts, 2000), kind, vocab_size, min_frequency, lowercase, progress)
+
+    @classmethod
+    def _train(cls, batches: Iterator[list[str]], kind, vocab_size, min_frequency, lowercase, progress):
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+        if kind not in KINDS:
+            raise UserError(f"Unknown tokenizer kind '{kind}' (--kind). Choose one of: {', '.join(KINDS)}.")
+        if not isinstance(vocab_size, int) or vocab_size < _MIN_VOCAB[kind]:
+            raise UserError(
+                f"--vocab-size {vocab_size} is too small for a {kind} tokenizer; use at least "
+                f"{_MIN_VOCAB[kind]} (typical values are 8000 to 32000)."
+            )
+        if not isinstance(min_frequency, int) or min_frequency < 1:
+            raise UserError(f"--min-frequency must be a positive integer, got {min_frequency}.")
+        specials = list(SPECIAL_TOKENS)
+        # Characters that spell the special tokens are always in the vocabulary, so text such as "[MASK]" can
+        # be tokenised as plain characters (unigram would otherwise fall back on the special piece).
+        special_chars = sorted(set("".join(SPECIAL_TOKENS)))
+
+        if kind == "bpe":
+            hf = HFTokenizer(models.BPE())
+            norms = [normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else [])
+            hf.normalizer = normalizers.Sequence(norms)
+            hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            hf.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=specials,
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=progress,
+            )
+        elif kind == "wordpiece":
+            hf = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
+            hf.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+            hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            hf.decoder = decoders.WordPiece()
+            trainer = trainers.WordPieceTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=specials,
+                initial_alphabet=special_chars,
+                show_progress=progress,
+            )
+        else:
+            hf = HFTokenizer(models.Unigram())
+            norms = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+            hf.normalizer = normalizers.Sequence(norms)
+            hf.pre_tokenizer = pre_tokenizers.Metaspace()
+            hf.decoder = decoders.Metaspace()
+            trainer = trainers.UnigramTrainer(
+                vocab_size=vocab_size,
+                special_tokens=specials,
+                unk_token="[UNK]",
+                initial_alphabet=special_chars,
+                show_progress=progress,
+            )
+
+        seen = [0]
+
+        def counted(batches):
+            for batch in batches:
+                seen[0] += len(batch)
+                yield batch
+
+        hf.train_from_iterator(counted(batches), trainer=trainer)
+        if seen[0] == 0:
+            raise UserError(
+                "The tokenizer training text is empty: the inputs hold no non-blank line. Check the corpus files."
+            )
+        return cls(_canonical(hf))
+
+    # ------------------------------------------------------------------------------------------- save / load
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        """Load from a ``tokenizer.json`` file or a directory holding one (a tokenizer or checkpoint dir)."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        path = Path(path)
+        file = path / TOKENIZER_FILE if path.is_dir() else path
+        if not file.is_file():
+            hint = f"'{path}' has no {TOKENIZER_FILE}" if path.is_dir() else f"'{path}' does not exist"
+            raise UserError(
+                f"Cannot load a tokenizer: {hint}. Pass a tokenizer.json file or a directory holding one "
+                f"(e.g. the output of `transferlab tokenizer train` or a checkpoint directory)."
+            )
+        try:
+            hf = HFTokenizer.from_file(str(file))
+        except Exception as e:  # the Rust side raises plain Exception subclasses with a parse message
+            raise UserError(
+                f"'{file}' is not a valid tokenizer file ({e}). It may be truncated or not a Hugging Face "
+                f"tokenizers JSON file; re-create it with `transferlab tokenizer train`."
+            ) from None
+        return cls(hf, source=str(file))
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/tokenizer.json`` (creating the directory if needed) and return the file path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        file = directory / TOKENIZER_FILE
+        tmp = directory / f".{TOKENIZER_FILE}.tmp-{os.getpid()}"
+        tmp.write_text(self.hf.to_str(pretty=True), encoding="utf-8")
+        os.replace(tmp, file)
+        return file
+
+    # ------------------------------------------------------------------------------------------ encode / decode
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, without special tokens."""
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of many texts, encoded in parallel by the Rust side; much faster than a loop."""
+        texts = list(texts)
+        fast = getattr(self.hf, "encode_batch_fast", None)  # skips offset tracking (tokenizers >= 0.20)
+        encodings = (fast or self.hf.encode_batch)(texts, add_special_tokens=False)
+        return [e.ids for e in encodings]
+
+    def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
+        """Text of ``ids``; special tokens are dropped unless ``skip_special`` is False."""
+        ids = [int(i) for i in ids]
+        if skip_special:
+            ids = [i for i in ids if i >= len(SPECIAL_TOKENS)]
+        return self.hf.decode(ids, skip_special_tokens=False)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.hf.id_to_token(int(token_id))
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.hf.token_to_id(token)
+
+    # -------------------------------------------------------------------------------------------- properties
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    @property
+    def kind(self) -> str:
+        """"bpe", "wordpiece" or "unigram" (the model type's name if it is none of these)."""
+        name = type(self.hf.model).__name__
+        return _MODEL_TO_KIND.get(name, name.lower())
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the canonical serialisation; equal hashes mean identical tokenisation."""
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(self.hf.to_str().encode("utf-8")).hexdigest()
+        return self._sha256
+
+    @property
+    def special_ids(self) -> list[int]:
+        return list(range(len(SPECIAL_TOKENS)))
+
+    pad_id = 0
+    unk_id = 1
+    cls_id = 2
+    sep_id = 3
+    mask_id = 4
+    bos_id = 5
+    eos_id = 6
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+def _batched(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _canonical(hf):
+    """Post-process a freshly trained tokenizer (see the module docstring).
+
+    - Drop the trainer's "added tokens", so raw text never matches a special token.
+    - Unigram scores special pieces 0.0 (probability 1), so Viterbi would pick "[MASK]" out of text; give them
+      a prohibitive score instead (the characters that spell them are in the alphabet, so text always has a
+      cheaper path).
+    """
+    from tokenizers import Tokenizer as HFTokenizer
+
+    spec = json.loads(hf.to_str())
+    spec["added_tokens"] = [t for t in spec.get("added_tokens", []) if t["content"] not in SPECIAL_TOKENS]
+    model = spec["model"]
+    if model["type"] == "Unigram":
+        for piece in model["vocab"]:
+            if piece[0] in SPECIAL_TOKENS:
+                piece[1] = _UNIGRAM_SPECIAL_SCORE
+    return HFTokenizer.from_str(json.dumps(spec))

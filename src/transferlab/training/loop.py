@@ -1,0 +1,215 @@
+"""The one training loop. Pretraining and fine-tuning both run through ``train``.
+
+The loop knows nothing about objectives: it asks ``data.batch(i)`` for the i-th micro-batch, calls
+``module(batch)["loss"]``, and handles everything around that: accumulation, clipping, schedule, precision,
+periodic evaluation, checkpoints, resume, progress bar and metrics log.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from . import checkpoint as ckpt
+from .callbacks import Callback, MetricsLog
+from .distributed import is_main, unwrap, world
+from .optim import build_optimizer, build_scheduler
+from .precision import autocast, configure_cpu, resolve_precision
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = None  # optimizer steps; or give epochs
+    epochs: float | None = None
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.06  # < 1: fraction of all steps; >= 1: steps
+    schedule: str = "linear"
+    grad_accum: int = 1
+    clip: float = 1.0
+    precision: str = "auto"
+    log_every: int = 10
+    eval_every: int | None = None  # default: once per epoch, or 10 times per run for step-based runs
+    save_every: int | None = None  # step checkpoints (with trainer state); None: only final/
+    keep_checkpoints: int = 2
+    seed: int = 0
+    progress: bool = True
+    device: str = "cpu"
+
+
+@dataclass
+class TrainState:
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    max_steps: int
+    steps_per_epoch: int | None
+    tokenizer: object = None
+    run_dir: Path | None = None
+    step: int = 0
+    should_stop: bool = False
+    last_loss: float = float("nan")  # loss of the latest optimizer step
+    history: list = field(default_factory=list)  # eval rows: {"step", "epoch", metrics...}
+
+    @property
+    def epoch(self) -> float:
+        return self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
+
+
+def _plan(cfg: TrainConfig, data) -> tuple[int, int | None]:
+    """Total optimizer steps and steps per epoch (None for infinite streams)."""
+    micro_per_epoch = getattr(data, "steps_per_epoch", None)
+    per_epoch = max(1, micro_per_epoch // cfg.grad_accum) if micro_per_epoch else None
+    if cfg.steps is not None:
+        return cfg.steps, per_epoch
+    if cfg.epochs is None or per_epoch is None:
+        raise UserError("give the number of steps (--steps) for a streaming corpus, or epochs for a finite dataset.")
+    return max(1, math.ceil(cfg.epochs * per_epoch)), per_epoch
+
+
+def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable[[torch.nn.Module], dict] | None = None,
+          run_dir: str | Path | None = None, tokenizer=None, extra_config: dict | None = None,
+          callbacks: list[Callback] = (), optimizer=None, scheduler=None, resume: bool = False) -> TrainState:
+    """Train ``module`` on ``data`` (an object with ``batch(i) -> dict`` and ``steps_per_epoch``).
+
+    ``evaluate(module) -> {"loss": ..., ...}`` is called every ``eval_every`` steps and at the end. With
+    ``run_dir``, metrics go to RUN/metrics.jsonl, step checkpoints to RUN/step-N/, the final model to RUN/final/;
+    ``resume=True`` continues from the newest complete step checkpoint.
+    """
+    if cfg.device == "cpu":
+        configure_cpu()
+    device = torch.device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    module.to(device)
+    max_steps, per_epoch = _plan(cfg, data)
+    optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay)
+    scheduler = scheduler or build_scheduler(optimizer, cfg.schedule, max_steps, cfg.warmup)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, tokenizer, run_dir)
+    eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)
+    rank, world_size = world()
+    callbacks = list(callbacks)
+    log = None
+    if run_dir is not None and is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(run_dir)
+        callbacks.insert(0, log)
+
+    if resume and run_dir is not None and (found := ckpt.step_checkpoints(run_dir)):
+        latest = found[-1]
+        weights = ckpt.load_weights(latest)
+        unwrap(module).load_state_dict(weights)
+        saved = ckpt.load_trainer_state(latest, optimizer, scheduler)
+        state.step, state.history = saved["step"], saved.get("history", [])
+        if log is not None:
+            log.truncate_after(state.step)
+        print(f"resumed from {latest} at step {state.step}", file=sys.stderr)
+
+    model = module
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(module)
+
+    def save(directory: Path, with_state: bool) -> None:
+        if not is_main():
+            return
+        trainer_state = {"step": state.step, "history": state.history} if with_state else None
+        ckpt.save_checkpoint(directory, unwrap(module), tokenizer, trainer_state,
+                             optimizer if with_state else None, scheduler if with_state else None, extra_config)
+
+    def run_eval() -> None:
+        if evaluate is None:
+            return
+        module.eval()
+        with torch.no_grad(), autocast(precision, device):
+            metrics = evaluate(unwrap(module))
+        module.train()
+        state.history.append({"step": state.step, "epoch": round(state.epoch, 4), **metrics})
+        for cb in callbacks:
+            cb.on_eval_end(state, metrics)
+
+    for cb in callbacks:
+        cb.on_fit_start(state)
+    bar = tqdm(total=max_steps, initial=state.step, disable=not (cfg.progress and is_main()), dynamic_ncols=True,
+               unit="step", desc="train", file=sys.stderr)
+    module.train()
+    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    window_steps = 0
+    try:
+        while state.step < max_steps and not state.should_stop:
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for k in range(cfg.grad_accum):
+                batch = {key: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                         for key, v in data.batch(state.step * cfg.grad_accum + k).items()}
+                sync = k == cfg.grad_accum - 1 or world_size == 1
+                with (model.no_sync() if not sync else _null()), autocast(precision, device):
+                    loss = model(batch)["loss"] / cfg.grad_accum
+                loss.backward()
+                step_loss += float(loss.detach())
+                window_tokens += batch["input_ids"].numel() * world_size
+            if not math.isfinite(step_loss):
+                raise UserError(_nan_message(state.step + 1, run_dir))
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip)
+            optimizer.step()
+            scheduler.step()
+            state.step += 1
+            state.last_loss = step_loss
+            window_loss += step_loss
+            window_steps += 1
+            bar.update(1)
+            logs = {}
+            if state.step % cfg.log_every == 0 or state.step == max_steps:
+                elapsed = time.perf_counter() - window_start
+                logs = {"loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
+                        "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}",
+                                tok_s=f"{logs['tokens_per_s']:,.0f}")
+                window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+            for cb in callbacks:
+                cb.on_step_end(state, logs)
+            if state.step % eval_every == 0 and state.step != max_steps:
+                run_eval()
+            if run_dir is not None and cfg.save_every and state.step % cfg.save_every == 0:
+                save(run_dir / f"step-{state.step:07d}", with_state=True)
+                if is_main():
+                    ckpt.prune_checkpoints(run_dir, cfg.keep_checkpoints)
+        if not state.history or state.history[-1]["step"] != state.step:
+            run_eval()
+    except KeyboardInterrupt:
+        bar.close()
+        if run_dir is not None:
+            save(run_dir / f"step-{state.step:07d}", with_state=True)
+            print(f"\ninterrupted at step {state.step}; checkpoint saved. Continue with the same command and "
+                  f"--resume auto.", file=sys.stderr)
+        raise
+    bar.close()
+    for cb in callbacks:
+        cb.on_fit_end(state)
+    if run_dir is not None:
+        save(run_dir / "final", with_state=False)
+    return state
+
+
+def _nan_message(step: int, run_dir: Path | None) -> str:
+    where = ""
+    if run_dir is not None and (found := ckpt.step_checkpoints(run_dir)):
+        where = f" The last good checkpoint is {found[-1]}."
+    return (f"the loss became NaN or infinite at step {step}.{where} Lower the learning rate (--lr), keep gradient "
+            f"clipping on, or use --precision fp32.")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

@@ -1,0 +1,126 @@
+"""Pretraining: corpus directory + objective + preset -> a run directory with step checkpoints and final/."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.batches import BlockBatches
+from ..data.blocks import PackedBlocks, TokenCorpus
+from ..errors import UserError
+from ..evaluation.predict import evaluate_lm
+from ..fsutil import read_json, write_json
+from ..models import build_backbone, preset
+from ..objectives import OBJECTIVES
+from ..tokenization import Tokenizer
+from .distributed import is_main, world
+from .loop import TrainConfig, train
+
+
+@dataclass
+class PretrainConfig:
+    corpus: str
+    out: str
+    objective: str = "mlm"
+    model: str = "tiny"
+    seq_len: int = 128
+    batch_size: int = 32  # global: split across data-parallel ranks
+    steps: int = 1000
+    lr: float = 1e-3
+    warmup: float = 0.06
+    schedule: str = "linear"
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    mask_prob: float = 0.15
+    dropout: float = 0.1
+    eval_every: int | None = None
+    eval_batches: int = 20
+    save_every: int | None = None
+    log_every: int = 10
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "cpu"
+    progress: bool = True
+
+
+# Fields that may change when a run is resumed (they do not change what is being trained).
+RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
+                     "precision"}
+
+
+def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
+    """Decide whether to resume. Refuse to mix runs or clobber one."""
+    out = Path(cfg.out)
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if overwrite:
+        import shutil
+
+        shutil.rmtree(out)
+        return False
+    if not resume:
+        raise UserError(f"output directory '{out}' already holds a run. Pass --resume auto to continue it, "
+                        f"--overwrite to replace it, or choose another --out.")
+    saved_path = out / "run.json"
+    if saved_path.is_file():
+        saved = read_json(saved_path)
+        diffs = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+        if diffs:
+            raise UserError(f"--resume: '{out}' was started with different settings "
+                            f"({', '.join(f'{k}={saved.get(k)!r}' for k in diffs)}). Use the same options, "
+                            f"or a new --out.")
+    return True
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Pretrain and return the final checkpoint directory (RUN/final)."""
+    if cfg.objective not in OBJECTIVES:
+        raise UserError(f"unknown --objective '{cfg.objective}'; choose one of {', '.join(OBJECTIVES)}.")
+    family, module_cls, corruption_factory = OBJECTIVES[cfg.objective]
+    corpus = TokenCorpus(cfg.corpus)
+    tokenizer = Tokenizer.load(Path(cfg.corpus) / "tokenizer.json")
+    corpus.check_tokenizer(tokenizer)
+    model_cfg = preset(cfg.model, family, tokenizer.vocab_size, max_len=max(512, cfg.seq_len),
+                       dropout=cfg.dropout, pad_id=tokenizer.pad_id)
+    if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
+        raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
+    resuming = _check_run_dir(cfg, resume, overwrite)
+    out = Path(cfg.out)
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            write_json(out / "run.json", asdict(cfg))
+
+    torch.manual_seed(cfg.seed)
+    module = module_cls(build_backbone(model_cfg))
+    corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob)
+    block_len = corruption.block_len(cfg.seq_len)
+    rank, world_size = world()
+    if cfg.batch_size % (world_size * cfg.grad_accum):
+        raise UserError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
+                        f"({world_size} x {cfg.grad_accum}).")
+    micro = cfg.batch_size // cfg.grad_accum
+    data = BlockBatches(PackedBlocks(corpus, "train", block_len), corruption, micro, cfg.seed, rank, world_size)
+    heldout = BlockBatches(PackedBlocks(corpus, "heldout", block_len), corruption, micro, seed=12345)
+    n_eval = min(cfg.eval_batches, max(1, len(heldout.blocks) // micro))
+
+    def evaluate(module):
+        return evaluate_lm(module, heldout, n_eval)
+
+    n_params = sum(p.numel() for p in module.backbone.parameters())
+    if is_main():
+        print(f"pretraining {cfg.model} {family} ({n_params / 1e6:.2f}M backbone parameters) with {cfg.objective} "
+              f"on {corpus.meta['splits']['train']['tokens']:,} tokens; {cfg.steps} steps of "
+              f"{cfg.batch_size}x{cfg.seq_len}", file=sys.stderr)
+    train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
+                            schedule=cfg.schedule, grad_accum=cfg.grad_accum, precision=cfg.precision,
+                            log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
+                            seed=cfg.seed, progress=cfg.progress, device=cfg.device)
+    train(module, data, train_cfg, evaluate=evaluate, run_dir=out, tokenizer=tokenizer,
+          extra_config={"pretraining": {"objective": cfg.objective, "preset": cfg.model, "seq_len": cfg.seq_len,
+                                        "steps": cfg.steps, "corpus": str(cfg.corpus)}},
+          resume=resuming)
+    return out / "final"

@@ -1,0 +1,226 @@
+"""The Keras-style facade the classic fine-tuning tutorial uses: compile, fit, evaluate, predict.
+
+``fit`` is a thin wrapper over ``training.loop.train``; everything else is input handling. With ``loss=None``
+the task's own loss is used (the right default). A user loss that expects probabilities while the model emits
+logits (Keras's ``from_logits`` trap) is caught at ``compile`` and explained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.labeled import LabeledSet, read_labeled
+from ..errors import UserError
+from ..evaluation.metrics import check_metrics_fit_task, default_metrics
+from ..evaluation.predict import evaluate_classifier, predict_logits
+from ..tasks import encode_texts
+from ..training.callbacks import Callback
+from ..training.checkpoint import save_checkpoint
+from ..training.loop import TrainConfig, train
+from ..training.optim import build_scheduler
+
+
+class SparseCategoricalCrossentropy:
+    """Keras-named cross-entropy on integer labels. ``from_logits=False`` means it expects probabilities."""
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = from_logits
+
+    def __call__(self, y_true, y_pred):
+        if self.from_logits:
+            return nn.functional.cross_entropy(y_pred, y_true.long())
+        return nn.functional.nll_loss(torch.log(y_pred.clamp_min(1e-12)), y_true.long())
+
+
+class MeanSquaredError:
+    def __call__(self, y_true, y_pred):
+        return nn.functional.mse_loss(y_pred.squeeze(-1), y_true.float())
+
+
+def _call_loss(loss, logits, labels):
+    """torch losses take (input, target); Keras-style callables take (y_true, y_pred)."""
+    return loss(logits, labels) if isinstance(loss, nn.Module) else loss(labels, logits)
+
+
+def check_loss(loss, problem: str, num_labels: int) -> None:
+    """Probe a user loss on logits; refuse one that only makes sense on probabilities."""
+    if problem != "classification":
+        return
+    trap = ("the model returns logits (unnormalised scores, any real number), but this loss expects "
+            "probabilities. Pass loss=None to use the model's own cross-entropy, or "
+            "SparseCategoricalCrossentropy(from_logits=True), or nn.CrossEntropyLoss().")
+    if getattr(loss, "from_logits", True) is False:
+        raise UserError(f"compile(loss=...): {trap}")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, num_labels, generator=g) * 4
+    labels = torch.randint(0, num_labels, (8,), generator=g)
+    try:
+        value = float(_call_loss(loss, logits, labels))
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"compile(loss=...): calling the loss on logits failed ({e}). {trap}") from None
+    if not np.isfinite(value) or value < 0:
+        raise UserError(f"compile(loss=...): the loss gave {value} on logits (a cross-entropy is never negative). "
+                        f"{trap}")
+
+
+@dataclass
+class History:
+    """Per-epoch values, Keras-style: ``history.history["val_accuracy"][epoch]``."""
+
+    history: dict = field(default_factory=dict)
+    epoch: list = field(default_factory=list)
+
+    def best(self, metric: str, mode: str = "max") -> tuple[int, float]:
+        values = self.history[metric]
+        i = int(np.argmax(values) if mode == "max" else np.argmin(values))
+        return i, values[i]
+
+
+class _LossOverride(nn.Module):
+    def __init__(self, module, loss):
+        super().__init__()
+        self.module, self.loss = module, loss
+
+    def forward(self, batch):
+        out = self.module({k: v for k, v in batch.items() if k != "labels"})
+        out["loss"] = _call_loss(self.loss, out["logits"], batch["labels"])
+        return out
+
+
+class _EpochHistory(Callback):
+    """Mean training loss per epoch, and the validation metrics of each end-of-epoch evaluation."""
+
+    def __init__(self, history: History, steps_per_epoch: int):
+        self.history, self.per_epoch = history, steps_per_epoch
+        self.losses: list[float] = []
+
+    def on_step_end(self, state, logs):
+        self.losses.append(state.last_loss)
+        if state.step % self.per_epoch == 0 or state.step == state.max_steps:
+            self.history.history.setdefault("loss", []).append(float(np.mean(self.losses)))
+            self.history.epoch.append(round(state.epoch, 4))
+            self.losses = []
+
+    def on_eval_end(self, state, metrics):
+        for k, v in metrics.items():
+            self.history.history.setdefault(f"val_{k}", []).append(v)
+
+
+class TransferModel:
+    """A task module + its tokenizer, with the Keras workflow. Get one from ``from_pretrained``."""
+
+    def __init__(self, module, tokenizer, report=None, max_len: int = 128):
+        self.module, self.tokenizer, self.report = module, tokenizer, report
+        self.max_len = min(max_len, module.config.max_len)
+        self.compiled = None
+
+    @property
+    def problem(self) -> str:
+        return self.module.problem
+
+    def compile(self, optimizer="adamw", loss=None, metrics=None, lr: float = 5e-5, weight_decay: float = 0.01,
+                schedule: str = "linear", warmup: float = 0.1, precision: str = "auto", clip: float = 1.0):
+        """``optimizer``: "adamw"/"adam"/"sgd", a torch optimizer over ``model.parameters()``, or a callable
+        ``params -> optimizer``. ``schedule``: "linear" (warm-up then decay), "cosine" or "constant"."""
+        metrics = list(metrics) if metrics else default_metrics(self.problem, self.module.num_labels)
+        check_metrics_fit_task(metrics, self.problem)
+        if loss is not None:
+            check_loss(loss, self.problem, self.module.num_labels)
+        self.compiled = dict(optimizer=optimizer, loss=loss, metrics=metrics, lr=lr, weight_decay=weight_decay,
+                             schedule=schedule, warmup=warmup, precision=precision, clip=clip)
+        return self
+
+    def parameters(self):
+        return self.module.parameters()
+
+    # ---- data ----
+    def _labeled(self, x, y=None) -> LabeledSet:
+        if isinstance(x, LabeledSet):
+            return x
+        if isinstance(x, (str, Path)):
+            return read_labeled(x, label_names=self.module.label_names, task=self.problem, require_labels=False)
+        if isinstance(x, tuple) and len(x) == 2 and y is None:
+            x, y = x
+        texts = list(x)
+        pairs = bool(texts) and isinstance(texts[0], (tuple, list))
+        a = [t[0] for t in texts] if pairs else [str(t) for t in texts]
+        b = [t[1] for t in texts] if pairs else None
+        labels = None if y is None else [float(v) if self.problem == "regression" else int(v) for v in y]
+        if labels is not None and len(labels) != len(a):
+            raise UserError(f"got {len(a)} texts but {len(labels)} labels.")
+        return LabeledSet(a, b, labels, self.problem, self.module.label_names, "<in-memory>",
+                          list(range(1, len(a) + 1)), [])
+
+    def _encode(self, data: LabeledSet):
+        if data.labels is not None and self.problem == "classification":
+            bad = [(line, lab) for line, lab in zip(data.lines, data.labels)
+                   if not 0 <= int(lab) < self.module.num_labels]
+            if bad:
+                raise UserError(f"{data.source}:{bad[0][0]}: label {bad[0][1]} is outside the model's "
+                                f"{self.module.num_labels} labels; fix the data or use --num-labels.")
+        return encode_texts(self.tokenizer, self.module.config.family, data.texts_a, data.texts_b, self.max_len,
+                            data.labels, self.problem)
+
+    # ---- Keras API ----
+    def fit(self, x, y=None, validation_data=None, epochs: float = 3, batch_size: int = 32,
+            callbacks: list[Callback] | None = None, seed: int = 0, run_dir: str | Path | None = None,
+            verbose: bool = True, resume: bool = False, device: str = "cpu") -> History:
+        if self.compiled is None:
+            self.compile()
+        c = self.compiled
+        from ..data.batches import ExampleBatches
+
+        train_data = ExampleBatches(self._encode(self._labeled(x, y)), batch_size, seed)
+        dev = self._encode(self._labeled(*validation_data) if isinstance(validation_data, tuple)
+                           else self._labeled(validation_data)) if validation_data is not None else None
+        module = self.module if c["loss"] is None else _LossOverride(self.module, c["loss"])
+        optimizer = c["optimizer"]
+        if isinstance(optimizer, str):
+            from ..training.optim import build_optimizer
+
+            optimizer = build_optimizer(module, c["lr"], c["weight_decay"], name=optimizer)
+        elif callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+            optimizer = optimizer(module.parameters())
+        steps = max(1, int(np.ceil(epochs * train_data.steps_per_epoch)))
+        scheduler = build_scheduler(optimizer, c["schedule"], steps, c["warmup"])
+        history = History()
+        user_loss = c["loss"]
+
+        def evaluate(_):
+            fn = None if user_loss is None else (lambda logits, labels: _call_loss(user_loss, logits, labels))
+            return evaluate_classifier(self.module, dev, c["metrics"], loss_fn=fn)
+
+        cfg = TrainConfig(epochs=epochs, precision=c["precision"], clip=c["clip"], seed=seed, progress=verbose,
+                          device=device, log_every=max(1, train_data.steps_per_epoch // 4))
+        recorder = _EpochHistory(history, train_data.steps_per_epoch)
+        extra = {"label_names": self.module.label_names, "max_len": self.max_len}
+        train(module, train_data, cfg, evaluate=evaluate if dev is not None else None, run_dir=run_dir,
+              tokenizer=self.tokenizer, extra_config=extra, callbacks=[recorder, *(callbacks or [])],
+              optimizer=optimizer, scheduler=scheduler, resume=resume)
+        return history
+
+    def evaluate(self, x, y=None, batch_size: int = 64) -> dict:
+        metrics = (self.compiled or {}).get("metrics") or default_metrics(self.problem, self.module.num_labels)
+        data = self._labeled(x, y)
+        if data.labels is None:
+            raise UserError(f"{data.source} has no labels to evaluate against; use predict instead.")
+        self.module.eval()
+        return evaluate_classifier(self.module, self._encode(data), metrics, batch_size)
+
+    def predict(self, x, batch_size: int = 64, return_probs: bool = False) -> np.ndarray:
+        """Class ids (or regression values); with ``return_probs`` the softmax probabilities."""
+        data = self._labeled(x)
+        self.module.eval()
+        logits = predict_logits(self.module, self._encode(data), batch_size)
+        if return_probs and self.problem == "classification":
+            return torch.softmax(logits, -1).numpy()
+        return self.module.predictions(logits).numpy()
+
+    def save(self, directory: str | Path) -> Path:
+        return save_checkpoint(directory, self.module, self.tokenizer,
+                               extra={"label_names": self.module.label_names, "max_len": self.max_len})

@@ -1,0 +1,86 @@
+"""Fine-tuning from files: the function behind `transferlab finetune` (the facade does the work)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..data.labeled import find_split, read_labeled
+from ..errors import UserError
+from ..fsutil import write_json
+from . import from_pretrained
+
+
+@dataclass
+class FinetuneConfig:
+    init: str  # a checkpoint directory, or "scratch" (then `like` names the architecture to copy)
+    train: str
+    out: str
+    dev: str | None = None
+    like: str | None = None
+    task: str | None = None  # classification | regression; None: inferred from the labels
+    text_cols: list[str] | None = None
+    label_col: str | None = None
+    label_names: list[str] | None = None
+    num_labels: int | None = None
+    metrics: list[str] | None = None
+    epochs: float = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    schedule: str = "linear"
+    max_len: int = 128
+    seed: int = 0
+    precision: str = "auto"
+    skip_bad_rows: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _read(path: str, split: str, cfg: FinetuneConfig, task: str | None, label_names):
+    data = read_labeled(find_split(path, split), text_cols=cfg.text_cols, label_col=cfg.label_col, task=task,
+                        label_names=label_names, skip_bad_rows=cfg.skip_bad_rows)
+    if data.skipped:
+        print(data.skipped_summary(), file=sys.stderr)
+    return data
+
+
+def finetune(cfg: FinetuneConfig, overwrite: bool = False):
+    """Fine-tune and write RUN/{metrics.jsonl, final/, results.json}. Returns (History, results dict)."""
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"output directory '{out}' already holds a run; pass --overwrite or choose another --out.")
+        shutil.rmtree(out)
+    if cfg.init == "scratch":
+        if not cfg.like:
+            raise UserError("--init scratch needs --like DIR: the checkpoint whose architecture and tokenizer the "
+                            "from-scratch twin copies (its weights are not used).")
+        source, init = cfg.like, "scratch"
+    else:
+        source, init = cfg.init, "pretrained"
+    train = _read(cfg.train, "train", cfg, cfg.task, cfg.label_names)
+    dev = _read(cfg.dev, "dev", cfg, train.task, train.label_names) if cfg.dev else None
+    if cfg.num_labels is not None and train.task == "classification" and cfg.num_labels < train.num_labels:
+        raise UserError(f"--num-labels {cfg.num_labels} but {cfg.train} has {train.num_labels} labels "
+                        f"{train.label_names}; raise --num-labels or fix the data.")
+    model = from_pretrained(source, task=train.task, num_labels=cfg.num_labels or train.num_labels,
+                            label_names=train.label_names, init=init, seed=cfg.seed, max_len=cfg.max_len,
+                            verbose=cfg.progress)
+    model.compile(lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
+                  schedule=cfg.schedule, precision=cfg.precision)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "run.json", asdict(cfg))
+    history = model.fit(train, validation_data=dev, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                        run_dir=out, verbose=cfg.progress)
+    results = {"init": init, "source": source, "train_examples": len(train), "history": history.history}
+    if dev is not None:
+        metric = f"val_{model.compiled['metrics'][0]}"
+        best_epoch, best = history.best(metric)
+        results.update(final={k[4:]: v[-1] for k, v in history.history.items() if k.startswith("val_")},
+                       best_epoch=best_epoch + 1, best={metric[4:]: best}, dev_examples=len(dev))
+    write_json(out / "results.json", results)
+    return history, results

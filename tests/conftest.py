@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny tokenizer and corpus made on the fly, and the path to ../shared/data."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+WORDS = ("the a cat dog bird sat ran flew on under over mat tree sky house big small red blue green quickly "
+         "slowly and then it was very happy sad").split()
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + " ." for _ in range(n)]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def corpus_text(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    lines = sentences(3000)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(0, len(lines), 30):
+            f.write("\n".join(lines[i:i + 30]) + "\n\n\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer(corpus_text):
+    from transferlab.tokenization import Tokenizer
+
+    return Tokenizer.train([corpus_text], kind="wordpiece", vocab_size=120, progress=False)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory, corpus_text, tokenizer) -> Path:
+    from transferlab.data.corpus import prepare_corpus
+
+    return prepare_corpus([corpus_text], tokenizer, tmp_path_factory.mktemp("corpus") / "c", heldout_fraction=0.05,
+                          progress=False, segment_tokens=256)
+
+
+@pytest.fixture(scope="session")
+def labeled_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A learnable single-sentence task: label 1 iff the sentence mentions an animal."""
+    d = tmp_path_factory.mktemp("labeled")
+    animals = {"cat", "dog", "bird"}
+    for name, seed, n in (("train.tsv", 1, 160), ("dev.tsv", 2, 60)):
+        with open(d / name, "w", encoding="utf-8") as f:
+            f.write("sentence\tlabel\n")
+            for s in sentences(n, seed):
+                f.write(f"{s}\t{'pos' if animals & set(s.split()) else 'neg'}\n")
+    return d / "train.tsv", d / "dev.tsv"
+
+
+@pytest.fixture(scope="session")
+def pretrained_dir(tmp_path_factory, corpus_dir) -> Path:
+    """A tiny MLM run, pretrained for a few steps: RUN/final."""
+    from transferlab.training.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path_factory.mktemp("runs") / "mlm"
+    return pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(out), model="tiny", seq_len=32, batch_size=8,
+                                   steps=6, progress=False, eval_batches=2))
