@@ -6,11 +6,13 @@ uninterrupted run would have seen, and rank r of a data-parallel world takes its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
+from .blocks import InfiniteBlockSampler, PackedBlocks
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -22,39 +24,25 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 class BlockBatches:
     """Pretraining batches: packed token blocks from an infinite seeded stream, then the objective's corruption.
 
-    ``global_batch`` blocks per step across the world; this rank takes every ``world_size``-th of them.
+    ``global_batch`` blocks per step across the world; this rank takes every ``world_size``-th of them, so the
+    union over ranks is exactly what one process would see.
     """
 
-    blocks: object  # data.blocks.PackedBlocks
+    blocks: PackedBlocks
     corruption: Callable[[torch.Tensor, torch.Generator], dict]
     global_batch: int
     seed: int = 0
     rank: int = 0
     world_size: int = 1
     steps_per_epoch: int | None = None  # an infinite stream
-    _perm_cache: dict = field(default_factory=dict, repr=False)
 
-    def _indices(self, step: int) -> np.ndarray:
-        n = len(self.blocks)
-        pos = np.arange(step * self.global_batch + self.rank, (step + 1) * self.global_batch, self.world_size)
-        epochs, offsets = np.divmod(pos, n)
-        out = np.empty_like(pos)
-        for e in np.unique(epochs):
-            out[epochs == e] = self._perm(int(e))[offsets[epochs == e]]
-        return out
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perm_cache:
-            self._perm_cache.clear()
-            self._perm_cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))
-        return self._perm_cache[epoch]
+    def __post_init__(self):
+        self.order = InfiniteBlockSampler(len(self.blocks), self.seed)
 
     def batch(self, step: int) -> dict:
-        tokens = self.blocks.get_batch(self._indices(step))
+        positions = range(step * self.global_batch + self.rank, (step + 1) * self.global_batch, self.world_size)
+        tokens = self.blocks.get_batch(np.fromiter((self.order.index_at(p) for p in positions), dtype=np.int64))
         return self.corruption(tokens, step_generator(self.seed, step))
-
-    def tokens_per_batch(self) -> int:
-        return self.global_batch * self.blocks.block_len
 
 
 @dataclass
@@ -114,6 +102,6 @@ class ExampleBatches:
 
 
 def in_order(examples: EncodedExamples, batch_size: int) -> Iterator[dict]:
-    """Evaluation batches in file order, sorted by length within a window to waste less padding."""
+    """Evaluation batches in file order."""
     for start in range(0, len(examples), batch_size):
         yield examples.collate(range(start, min(start + batch_size, len(examples))))
