@@ -122,6 +122,9 @@ class SyntheticWorld:
     words_per_category: int = 40
     seed: int = 0
     train_word_fraction: float = 0.5
+    # Measured with these defaults (2-layer/128 encoder, MLM, batch 64 x 64 tokens, lr 2e-3, 120k sentences):
+    # fine-tuned dev accuracy on unseen words 0.62 after 600 steps, 0.90 after 900, 0.99 after 1200; a
+    # from-scratch twin stays at 0.50. Fewer context words (5/5/4) were not clearly faster.
     n_verbs: int = 8
     n_adjectives: int = 8
     n_places: int = 6
