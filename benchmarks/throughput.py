@@ -38,9 +38,11 @@ def hf_model(objective: str, cfg):
         return BertForMaskedLM(BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
                                           num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
                                           intermediate_size=cfg.d_ff, max_position_embeddings=cfg.max_len,
+                                          hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
                                           attn_implementation="sdpa"))
     return GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_layer=cfg.n_layer,
-                                      n_head=cfg.n_head, n_positions=cfg.max_len, attn_implementation="sdpa"))
+                                      n_head=cfg.n_head, n_positions=cfg.max_len, resid_pdrop=cfg.dropout,
+                                      embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, attn_implementation="sdpa"))
 
 
 def batches(objective: str, n: int, batch: int, seq_len: int, vocab: int, seed: int = 0):
@@ -78,7 +80,7 @@ def run(side: str, objective: str, cfg, data, warmup: int, precision: str) -> di
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     seconds = time.perf_counter() - t0
     tokens = sum(b["input_ids"].numel() for b in data[warmup:])
     return {"side": side, "objective": objective, "precision": precision, "tokens_per_s": tokens / seconds,
@@ -94,6 +96,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30, help="timed steps (after 3 warm-up steps)")
     p.add_argument("--objectives", default="mlm,clm")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--dropout", type=float, default=0.0, help="both sides; 0 is transferlab's pretraining default")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -103,7 +106,7 @@ def main() -> None:
           f"preset {a.model}, seq {a.seq_len}, batch {a.batch_size}, vocab {a.vocab_size}, auto precision = {auto}")
     results = []
     for objective in a.objectives.split(","):
-        cfg = preset(a.model, "encoder" if objective == "mlm" else "decoder", a.vocab_size, dropout=0.1,
+        cfg = preset(a.model, "encoder" if objective == "mlm" else "decoder", a.vocab_size, dropout=a.dropout,
                      max_len=max(512, a.seq_len))
         data = batches(objective, a.steps + 3, a.batch_size, a.seq_len, a.vocab_size)
         rows = [run("transferlab", objective, cfg, data, 3, auto), run("transformers", objective, cfg, data, 3, "fp32")]

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..models.config import ModelConfig
 from ..models.layers import init_weights
+from .fused_ce import linear_cross_entropy
 
 
 class LMHead(nn.Module):
@@ -29,10 +30,19 @@ class LMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         init_weights(self, cfg.init_std)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _transform(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.transform:
             hidden = self.ln(F.gelu(self.dense(hidden), approximate=self.approximate))
-        return F.linear(hidden, self._embedding[0].weight, self.bias)
+        return hidden
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., V) logits."""
+        return F.linear(self._transform(hidden), self._embedding[0].weight, self.bias)
+
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of (N, C) hidden states against (N,) targets (-100 = ignore), computed in chunks
+        without materialising the (N, V) logits."""
+        return linear_cross_entropy(self._transform(hidden), self._embedding[0].weight, self.bias, targets)
 
 
 def pool(hidden: torch.Tensor, attention: torch.Tensor | None, how: str) -> torch.Tensor:

@@ -26,8 +26,10 @@ PRESETS: dict[str, dict] = {
 class ModelConfig:
     """Everything needed to rebuild a backbone. Round-trips through ``config.json``.
 
-    ``family`` decides the attention pattern and the norm placement: ``encoder`` is BERT (bidirectional,
-    post-norm, token types, embedding LayerNorm); ``decoder`` is GPT-2 (causal, pre-norm, final LayerNorm).
+    ``family`` decides the attention pattern: ``encoder`` is BERT (bidirectional, token types, embedding
+    LayerNorm); ``decoder`` is GPT-2 (causal). ``norm`` places the LayerNorms: "pre" (GPT-2; also our encoder
+    default, because post-norm BERTs sat on the unigram plateau far longer in short CPU runs) or "post" (original
+    BERT, needed to load BERT checkpoints). Pre-norm backbones end with a final LayerNorm.
     """
 
     family: str = "encoder"
@@ -40,6 +42,7 @@ class ModelConfig:
     type_vocab_size: int = 2
     dropout: float = 0.1
     activation: str = "gelu"  # "gelu" (erf, BERT) or "gelu_tanh" (GPT-2)
+    norm: str = "pre"  # "pre" or "post"
     norm_eps: float = 1e-12
     init_std: float = 0.02  # small init keeps softmax gradients out of the denormal range on CPU
     pad_id: int = 0
@@ -51,6 +54,10 @@ class ModelConfig:
             self.d_ff = 4 * self.d_model
         if self.d_model % self.n_head:
             raise UserError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}.")
+        if self.norm not in ("pre", "post"):
+            raise UserError(f"unknown norm placement '{self.norm}'; choose pre or post.")
+        if self.family == "decoder" and self.norm != "pre":
+            raise UserError("decoders are pre-norm (GPT-2); norm='post' is for encoders.")
         if self.activation not in ("gelu", "gelu_tanh"):
             raise UserError(f"unknown activation '{self.activation}'; choose gelu or gelu_tanh.")
 
@@ -60,7 +67,7 @@ class ModelConfig:
 
     @property
     def norm_first(self) -> bool:
-        return self.family == "decoder"
+        return self.norm == "pre"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""BERT-style bidirectional encoder: token + position + token-type embeddings, LayerNorm, post-norm blocks."""
+"""BERT-style bidirectional encoder: token + position + token-type embeddings, LayerNorm, then blocks
+(pre-norm with a final LayerNorm by default, or BERT's original post-norm)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Encoder(nn.Module):
         self.ln_emb = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm_first else nn.Identity()
         init_weights(self, cfg.init_std)
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
@@ -40,4 +42,4 @@ class Encoder(nn.Module):
         x = self.embed(input_ids, positions, token_type_ids)
         for block in self.h:
             x = block(x, mask=mask)
-        return x
+        return self.ln_f(x)

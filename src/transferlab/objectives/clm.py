@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..heads import LMHead
 from .base import TaskModule
@@ -39,10 +38,8 @@ class CausalLM(TaskModule):
         input_ids = batch["input_ids"]
         attention = batch.get("attention")
         hidden = self.backbone(input_ids, attention=attention)
-        logits = self.heads["lm"](hidden[:, :-1])  # (B, T-1, V)
         targets = input_ids[:, 1:]
         if attention is not None:
             targets = targets.masked_fill(attention[:, 1:] == 0, IGNORE)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-        return {"loss": loss, "logits": logits, "labels": targets,
-                "n_predictions": int((targets != IGNORE).sum())}
+        loss = self.heads["lm"].loss(hidden[:, :-1].flatten(0, 1), targets.flatten())
+        return {"loss": loss, "labels": targets, "n_predictions": int((targets != IGNORE).sum())}

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
 from ..heads import LMHead
@@ -75,7 +74,6 @@ class MaskedLM(TaskModule):
                                token_type_ids=batch.get("token_type_ids"))
         labels = batch["labels"]
         selected = labels != IGNORE
-        logits = self.heads["lm"](hidden[selected])  # (N_masked, V)
         targets = labels[selected]
-        loss = F.cross_entropy(logits.float(), targets)
-        return {"loss": loss, "logits": logits, "labels": targets, "n_predictions": targets.numel()}
+        loss = self.heads["lm"].loss(hidden[selected], targets)  # only the masked rows reach the vocabulary
+        return {"loss": loss, "labels": targets, "n_predictions": targets.numel()}

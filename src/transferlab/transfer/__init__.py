@@ -10,7 +10,8 @@ from .pretrained import TransferReport, build_transfer, load_model
 
 def from_pretrained(directory: str | Path, task: str = "classification", num_labels: int | None = None,
                     label_names: list[str] | None = None, init: str = "pretrained", pooling: str | None = None,
-                    seed: int = 0, max_len: int = 128, verbose: bool = True) -> TransferModel:
+                    seed: int = 0, max_len: int = 128, verbose: bool = True,
+                    dropout: float | None = 0.1) -> TransferModel:
     """Keep the backbone of ``directory``, drop its pretraining head, add a fresh ``task`` head.
 
     Args:
@@ -19,11 +20,12 @@ def from_pretrained(directory: str | Path, task: str = "classification", num_lab
         num_labels / label_names: size (and names) of the new head's label set.
         init: "pretrained", or "scratch" for the identical architecture with random weights (the baseline).
         seed: seeds the fresh head (and, for scratch, the whole model).
+        dropout: dropout while fine-tuning (pretraining runs without it); None keeps the checkpoint's.
     Returns:
         a ``TransferModel`` with compile / fit / evaluate / predict / save; ``.report`` lists dropped and new keys.
     """
     module, tokenizer, report = build_transfer(directory, task, num_labels, label_names, init, pooling, seed,
-                                               verbose)
+                                               verbose, dropout)
     return TransferModel(module, tokenizer, report, max_len)
 
 

@@ -91,8 +91,11 @@ def _load_strict(module, weights: dict, directory) -> None:
 
 def build_transfer(directory: str | Path, task: str = "classification", num_labels: int | None = None,
                    label_names: list[str] | None = None, init: str = "pretrained", pooling: str | None = None,
-                   seed: int = 0, verbose: bool = True):
-    """Backbone from ``directory`` + a fresh task head. Returns (module, tokenizer, report)."""
+                   seed: int = 0, verbose: bool = True, dropout: float | None = 0.1):
+    """Backbone from ``directory`` + a fresh task head. Returns (module, tokenizer, report).
+
+    ``dropout`` replaces the checkpoint's (pretraining runs without it; fine-tuning wants it); None keeps it.
+    """
     if init not in INITS:
         raise UserError(f"unknown --init '{init}'; use a checkpoint directory or 'scratch'.")
     if task not in TASKS:
@@ -106,7 +109,8 @@ def build_transfer(directory: str | Path, task: str = "classification", num_labe
     config = load_config(directory)
     tokenizer = load_tokenizer(directory, config)
     torch.manual_seed(seed)
-    backbone = build_backbone(ModelConfig.from_dict(config["backbone"]))
+    backbone_config = config["backbone"] if dropout is None else {**config["backbone"], "dropout": dropout}
+    backbone = build_backbone(ModelConfig.from_dict(backbone_config))
     module = SequenceClassifier(backbone, num_labels or 1, task, pooling, label_names)
     report = TransferReport(str(directory), init)
     if init == "scratch":
