@@ -34,3 +34,15 @@ def test_no_grad_path_and_bf16_autocast_close():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         approx = linear_cross_entropy(hidden, weight, bias, targets)
     assert abs(float(approx) - float(ref)) / float(ref) < 0.02
+
+
+def test_without_bias():
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(10, 4, generator=g, requires_grad=True)
+    weight = torch.randn(12, 4, generator=g, requires_grad=True)
+    targets = torch.randint(0, 12, (10,), generator=g)
+    ref = F.cross_entropy(F.linear(hidden, weight), targets)
+    ref_grads = torch.autograd.grad(ref, (hidden, weight))
+    out = linear_cross_entropy(hidden, weight, None, targets, chunk=4)
+    for a, b in zip(torch.autograd.grad(out, (hidden, weight)), ref_grads):
+        torch.testing.assert_close(a, b)

@@ -45,6 +45,7 @@ def test_decoder_is_causal():
 
 def task_modules():
     yield "mlm", MaskedLM(build_backbone(tiny("encoder")))
+    yield "mlm-bert-head", MaskedLM(build_backbone(preset("tiny", "encoder", 50, max_len=64, dropout=0.0, lm_head="bert")))
     yield "clm", CausalLM(build_backbone(tiny("decoder")))
     for family in FAMILIES:
         yield f"cls-{family}", SequenceClassifier(build_backbone(tiny(family)), 3)
@@ -55,7 +56,7 @@ def task_modules():
 def test_every_parameter_gets_a_gradient(name, module):
     ids, attention = batch()
     b = {"input_ids": ids, "attention": attention}
-    if name == "mlm":
+    if name.startswith("mlm"):
         b["labels"] = torch.where(torch.rand(ids.shape) < 0.5, ids, torch.full_like(ids, -100))
         b["labels"][0, 0] = ids[0, 0]
     elif name.startswith("cls"):

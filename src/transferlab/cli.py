@@ -43,7 +43,7 @@ def cmd_pretrain(a):
     init_from_env(a.device)
     cfg = PretrainConfig(corpus=a.corpus, out=a.out, objective=a.objective, model=a.model, seq_len=a.seq_len,
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
-                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, eval_every=a.eval_every,
+                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, eval_every=a.eval_every,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every)
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=float, default=0.06, help="fraction of steps (<1) or steps")
     r.add_argument("--schedule", default="linear", help="linear, cosine or constant")
     r.add_argument("--mask-prob", type=float, default=0.15)
+    r.add_argument("--lm-head", choices=["tied", "bert"], default="tied",
+                   help="tied embedding only, or BERT's transform + bias")
     r.add_argument("--eval-every", type=int)
     r.add_argument("--save-every", type=int, help="write a resumable step checkpoint every N steps")
     r.add_argument("--log-every", type=int, default=10)

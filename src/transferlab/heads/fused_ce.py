@@ -32,10 +32,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if needs_grad:
             g_hidden = torch.empty_like(hidden)
             g_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-            g_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+            g_bias = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s:s + chunk].to(dtype)
-            logits = (h @ w.t()).float() + bias.float()  # (n, V)
+            logits = (h @ w.t()).float()  # (n, V)
+            if bias is not None:
+                logits += bias.float()
             lse = torch.logsumexp(logits, dim=-1)
             v = valid[s:s + chunk]
             t = safe_targets[s:s + chunk]
@@ -47,18 +49,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 g = probs.to(dtype)
                 g_hidden[s:s + chunk] = (g @ w).to(hidden.dtype)
                 g_weight += (g.t() @ h).float()
-                g_bias += probs.sum(0)
+                if g_bias is not None:
+                    g_bias += probs.sum(0)
         if needs_grad:
-            ctx.save_for_backward(g_hidden, g_weight.to(weight.dtype), g_bias.to(bias.dtype))
+            ctx.g_bias = None if bias is None else g_bias.to(bias.dtype)
+            ctx.save_for_backward(g_hidden, g_weight.to(weight.dtype))
         return total / count
 
     @staticmethod
     def backward(ctx, grad_out):
-        g_hidden, g_weight, g_bias = ctx.saved_tensors
-        return g_hidden * grad_out, g_weight * grad_out, g_bias * grad_out, None, None
+        g_hidden, g_weight = ctx.saved_tensors
+        g_bias = None if ctx.g_bias is None else ctx.g_bias * grad_out
+        return g_hidden * grad_out, g_weight * grad_out, g_bias, None, None
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
                          chunk: int = 512) -> torch.Tensor:
     """mean over non-ignored rows of CE(hidden @ weight.T + bias, targets); hidden (N, C), targets (N,)."""
     return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk)

@@ -14,20 +14,21 @@ from .fused_ce import linear_cross_entropy
 class LMHead(nn.Module):
     """Hidden states -> vocabulary logits, with the output matrix tied to the token embedding.
 
-    The encoder version has BERT's transform (dense, GELU, LayerNorm) before the projection; the decoder's
-    final LayerNorm already lives in the backbone. The tied embedding is held outside the module tree so the
-    weight is saved once, under ``backbone.wte.weight``.
+    With ``lm_head="bert"`` it has BERT's transform (dense, GELU, LayerNorm) and an output bias; by default it is
+    the tied projection alone (see ModelConfig.lm_head for the measurement behind that default). The tied
+    embedding is held outside the module tree so the weight is saved once, under ``backbone.wte.weight``.
     """
 
     def __init__(self, cfg: ModelConfig, embedding: nn.Embedding):
         super().__init__()
         self._embedding = [embedding]  # a list hides it from state_dict / parameters()
-        self.transform = cfg.family == "encoder"
+        self.transform = cfg.lm_head == "bert"
+        self.bias = None
         if self.transform:
             self.dense = nn.Linear(cfg.d_model, cfg.d_model)
             self.ln = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
             self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"
-        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+            self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         init_weights(self, cfg.init_std)
 
     def _transform(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ class PretrainConfig:
     weight_decay: float = 0.01
     grad_accum: int = 1
     mask_prob: float = 0.15
+    lm_head: str = "tied"  # or "bert" (transform + bias), see ModelConfig.lm_head
     # No dropout while pretraining: short CPU-scale runs underfit, and dropout's RNG costs ~20% of a step on CPU
     # (Geiping & Goldstein 2022, "Cramming"). Fine-tuning turns it back on (from_pretrained(dropout=0.1)).
     dropout: float = 0.0
@@ -86,7 +87,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
     tokenizer = Tokenizer.load(Path(cfg.corpus) / "tokenizer.json")
     corpus.check_tokenizer(tokenizer)
     model_cfg = preset(cfg.model, family, tokenizer.vocab_size, max_len=max(512, cfg.seq_len),
-                       dropout=cfg.dropout, pad_id=tokenizer.pad_id)
+                       dropout=cfg.dropout, pad_id=tokenizer.pad_id, lm_head=cfg.lm_head)
     if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
         raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
     resuming = _check_run_dir(cfg, resume, overwrite)
