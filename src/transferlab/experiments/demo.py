@@ -36,7 +36,7 @@ class DemoSize:
     pretrain_batch: int = 64
 
 
-FULL = DemoSize(corpus_sentences=120_000, pretrain_steps=1500, n_train=300, n_dev=400, epochs=10)
+FULL = DemoSize(corpus_sentences=120_000, pretrain_steps=3000, n_train=300, n_dev=400, epochs=10)
 QUICK = DemoSize(corpus_sentences=8_000, pretrain_steps=60, n_train=64, n_dev=64, epochs=2, pretrain_batch=32)
 
 
@@ -86,7 +86,8 @@ def run_demo(out: str | Path = "runs/demo", seeds: int = 3, quick: bool = False,
     results = _summarise(curves, size, seeds, pretrain_seconds, time.time() - start)
     write_json(out / "results.json", results)
     plot_mean_std(curves, out / "curves.png", xlabel="epoch", ylabel="dev accuracy (unseen words)",
-                  title="Pretrained vs from-scratch on the synthetic task", xs=list(range(1, size.epochs + 1)))
+                  title="Pretrained vs from-scratch on the synthetic task", xs=list(range(1, size.epochs + 1)),
+                  baseline=0.5)
     (out / "summary.md").write_text(results["table"] + "\n\n" + results["conclusion"] + "\n", encoding="utf-8")
     print(results["table"])
     print()
