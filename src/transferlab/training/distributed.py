@@ -28,6 +28,12 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
     return world()
 
 
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     """The plain module under DDP / torch.compile wrappers: what gets saved."""
     while True:

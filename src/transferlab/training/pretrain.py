@@ -16,7 +16,7 @@ from ..fsutil import read_json, write_json
 from ..models import build_backbone, preset
 from ..objectives import OBJECTIVES
 from ..tokenization import Tokenizer
-from .distributed import is_main, world
+from .distributed import barrier, is_main, world
 from .loop import TrainConfig, train
 
 
@@ -60,9 +60,10 @@ def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
     if not out.exists() or not any(out.iterdir()):
         return False
     if overwrite:
-        import shutil
+        if is_main():
+            import shutil
 
-        shutil.rmtree(out)
+            shutil.rmtree(out)
         return False
     if not resume:
         raise UserError(f"output directory '{out}' already holds a run. Pass --resume auto to continue it, "
@@ -91,6 +92,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
     if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
         raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
     resuming = _check_run_dir(cfg, resume, overwrite)
+    barrier()  # every rank has looked at the run directory before rank 0 writes to it
     out = Path(cfg.out)
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
