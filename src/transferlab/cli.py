@@ -37,7 +37,7 @@ def cmd_corpus_prepare(a):
 
 
 def cmd_pretrain(a):
-    from .training.distributed import init_from_env
+    from .training.distributed import init_from_env, is_main
     from .training.pretrain import PretrainConfig, pretrain
 
     init_from_env(a.device)
@@ -47,7 +47,8 @@ def cmd_pretrain(a):
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every)
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
-    print(f"wrote {final}")
+    if is_main():
+        print(f"wrote {final}")
 
 
 def cmd_finetune(a):

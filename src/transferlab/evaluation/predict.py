@@ -40,11 +40,11 @@ def evaluate_classifier(module, examples: EncodedExamples, metrics: list[str], b
     """Loss (the module's own, or ``loss_fn(logits, labels)``) and the named metrics on labeled examples."""
     logits = predict_logits(module, examples, batch_size)
     labels = torch.from_numpy(np.asarray(examples.labels))
-    if module.problem == "regression":
+    if loss_fn is not None:
+        loss = loss_fn(logits, labels)
+    elif module.problem == "regression":
         loss = torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
     else:
         loss = torch.nn.functional.cross_entropy(logits, labels.long())
-    if loss_fn is not None:
-        loss = loss_fn(logits, labels)
     preds = module.predictions(logits).numpy()
     return {"loss": float(loss), **compute_metrics(metrics, preds, labels.numpy())}

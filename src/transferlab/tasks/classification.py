@@ -71,9 +71,11 @@ def encode_texts(tokenizer, family: str, texts_a: list[str], texts_b: list[str] 
 
 
 def _truncate(a: list[int], b: list[int] | None, budget: int):
+    """Longest-first truncation (BERT's rule: drop a token from the longer side, ``a`` on ties) in closed form."""
     if b is None:
         return a[:budget], None
-    a, b = list(a), list(b)
-    while len(a) + len(b) > budget:
-        (a if len(a) >= len(b) else b).pop()
-    return a, b
+    if len(a) + len(b) <= budget:
+        return a, b
+    if 2 * min(len(a), len(b)) <= budget:  # the shorter side survives whole
+        return (a[:budget - len(b)], b) if len(a) > len(b) else (a, b[:budget - len(a)])
+    return a[:budget // 2], b[:budget - budget // 2]

@@ -7,6 +7,7 @@ periodic evaluation, checkpoints, resume, progress bar and metrics log.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -150,7 +151,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                 batch = {key: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                          for key, v in data.batch(state.step * cfg.grad_accum + k).items()}
                 sync = k == cfg.grad_accum - 1 or world_size == 1
-                with (model.no_sync() if not sync else _null()), autocast(precision, device):
+                with (contextlib.nullcontext() if sync else model.no_sync()), autocast(precision, device):
                     loss = model(batch)["loss"] / cfg.grad_accum
                 loss.backward()
                 step_loss += float(loss.detach())
@@ -205,11 +206,3 @@ def _nan_message(step: int, run_dir: Path | None) -> str:
         where = f" The last good checkpoint is {found[-1]}."
     return (f"the loss became NaN or infinite at step {step}.{where} Lower the learning rate (--lr), keep gradient "
             f"clipping on, or use --precision fp32.")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
