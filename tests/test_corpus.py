@@ -322,3 +322,27 @@ def test_sampler_with_dataloader(corpus):
     assert batch.shape == (4, 8)
     first = take(InfiniteBlockSampler(len(blocks), seed=0), 4)
     assert torch.equal(batch, blocks.get_batch(first))
+
+
+def test_rank_slices_of_pretraining_batches_add_up_to_the_single_process_batch(tmp_path):
+    """Data parallelism must not change the data: rank slices (masks included) re-interleave to one batch."""
+    import torch
+
+    from transferlab.data.batches import BlockBatches
+    from transferlab.objectives import MLMCorruption
+    from transferlab.tokenization import Tokenizer
+
+    text = tmp_path / "c.txt"
+    text.write_text("\n\n\n".join(" ".join(f"w{i % 37} v{i % 11}" for i in range(d, d + 60)) for d in range(40)))
+    tok = Tokenizer.train([text], kind="wordpiece", vocab_size=100, progress=False)
+    from transferlab.data.blocks import PackedBlocks
+    from transferlab.data.corpus import prepare_corpus
+
+    blocks = PackedBlocks(prepare_corpus([text], tok, tmp_path / "corpus", progress=False), "train", 15)
+    corruption = MLMCorruption(tok.vocab_size, tok.mask_id, tok.cls_id)
+    single = BlockBatches(blocks, corruption, 8, seed=3).batch(5)
+    ranks = [BlockBatches(blocks, corruption, 8, seed=3, rank=r, world_size=2).batch(5) for r in range(2)]
+    for key in single:
+        merged = torch.empty_like(single[key])
+        merged[0::2], merged[1::2] = ranks[0][key], ranks[1][key]
+        assert torch.equal(merged, single[key])

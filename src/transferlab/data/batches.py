@@ -24,8 +24,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 class BlockBatches:
     """Pretraining batches: packed token blocks from an infinite seeded stream, then the objective's corruption.
 
-    ``global_batch`` blocks per step across the world; this rank takes every ``world_size``-th of them, so the
-    union over ranks is exactly what one process would see.
+    ``global_batch`` blocks per step across the world; this rank takes every ``world_size``-th of them.
     """
 
     blocks: PackedBlocks
@@ -40,9 +39,14 @@ class BlockBatches:
         self.order = InfiniteBlockSampler(len(self.blocks), self.seed)
 
     def batch(self, step: int) -> dict:
-        positions = range(step * self.global_batch + self.rank, (step + 1) * self.global_batch, self.world_size)
+        # The whole global batch is read and corrupted with the step's generator, then this rank keeps its rows:
+        # the union over ranks is exactly the batch a single process would train on (masks included).
+        positions = range(step * self.global_batch, (step + 1) * self.global_batch)
         tokens = self.blocks.get_batch(np.fromiter((self.order.index_at(p) for p in positions), dtype=np.int64))
-        return self.corruption(tokens, step_generator(self.seed, step))
+        batch = self.corruption(tokens, step_generator(self.seed, step))
+        if self.world_size == 1:
+            return batch
+        return {k: v[self.rank::self.world_size] for k, v in batch.items()}
 
 
 @dataclass
