@@ -29,6 +29,14 @@ def check_output_dir(path: str | Path, overwrite: bool = False, what: str = "out
     return path
 
 
+def clear_output_dir(path: str | Path, overwrite: bool = False, what: str = "output") -> Path:
+    """``check_output_dir``, then remove the old contents when ``overwrite`` is set: for runs written in place."""
+    path = check_output_dir(path, overwrite, what)
+    if overwrite and path.exists():
+        shutil.rmtree(path)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``path`` when the block exits without an exception."""

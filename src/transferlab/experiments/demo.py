@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.corpus import prepare_corpus
 from ..data.synthetic import make_world, write_world
-from ..fsutil import check_output_dir, write_json
+from ..fsutil import clear_output_dir, write_json
 from ..tokenization import Tokenizer
 from ..training.pretrain import PretrainConfig, pretrain
 from ..transfer import from_pretrained
@@ -48,11 +48,7 @@ def run_demo(out: str | Path = "runs/demo", seeds: int = 3, quick: bool = False,
              progress: bool = True) -> dict:
     """Run the demo; write OUT/results.json, OUT/summary.md and OUT/curves.png. Returns the results."""
     size = QUICK if quick else FULL
-    out = check_output_dir(out, overwrite, "demo output")
-    if overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
+    out = clear_output_dir(out, overwrite, "demo output")
     start = time.time()
     _say(f"[1/4] generating the synthetic world into {out / 'world'}")
     world = make_world(seed=0)

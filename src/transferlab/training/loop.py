@@ -96,7 +96,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, tokenizer, run_dir)
     eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)
-    rank, world_size = world()
+    _, world_size = world()
     callbacks = list(callbacks)
     log = None
     if run_dir is not None and is_main():

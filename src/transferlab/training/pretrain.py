@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,8 +62,6 @@ def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
         return False
     if overwrite:
         if is_main():
-            import shutil
-
             shutil.rmtree(out)
         return False
     if not resume:

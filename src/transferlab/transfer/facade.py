@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.batches import ExampleBatches
 from ..data.labeled import LabeledSet, read_labeled
 from ..errors import UserError
 from ..evaluation.metrics import check_metrics_fit_task, default_metrics
@@ -22,7 +23,7 @@ from ..tasks import encode_texts
 from ..training.callbacks import Callback
 from ..training.checkpoint import save_checkpoint
 from ..training.loop import TrainConfig, train
-from ..training.optim import build_scheduler
+from ..training.optim import build_optimizer, build_scheduler
 
 
 class SparseCategoricalCrossentropy:
@@ -173,16 +174,12 @@ class TransferModel:
         if self.compiled is None:
             self.compile()
         c = self.compiled
-        from ..data.batches import ExampleBatches
-
         train_data = ExampleBatches(self._encode(self._labeled(x, y)), batch_size, seed)
         dev = self._encode(self._labeled(*validation_data) if isinstance(validation_data, tuple)
                            else self._labeled(validation_data)) if validation_data is not None else None
         module = self.module if c["loss"] is None else _LossOverride(self.module, c["loss"])
         optimizer = c["optimizer"]
         if isinstance(optimizer, str):
-            from ..training.optim import build_optimizer
-
             optimizer = build_optimizer(module, c["lr"], c["weight_decay"], name=optimizer)
         elif callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
             optimizer = optimizer(module.parameters())

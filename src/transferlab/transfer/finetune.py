@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from ..data.labeled import find_split, read_labeled
 from ..errors import UserError
-from ..fsutil import write_json
+from ..fsutil import clear_output_dir, write_json
 from . import from_pretrained
 
 
@@ -37,7 +35,6 @@ class FinetuneConfig:
     precision: str = "auto"
     skip_bad_rows: bool = False
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def _read(path: str, split: str, cfg: FinetuneConfig, task: str | None, label_names):
@@ -50,11 +47,6 @@ def _read(path: str, split: str, cfg: FinetuneConfig, task: str | None, label_na
 
 def finetune(cfg: FinetuneConfig, overwrite: bool = False):
     """Fine-tune and write RUN/{metrics.jsonl, final/, results.json}. Returns (History, results dict)."""
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"output directory '{out}' already holds a run; pass --overwrite or choose another --out.")
-        shutil.rmtree(out)
     if cfg.init == "scratch":
         if not cfg.like:
             raise UserError("--init scratch needs --like DIR: the checkpoint whose architecture and tokenizer the "
@@ -72,6 +64,8 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
                             verbose=cfg.progress)
     model.compile(lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                   schedule=cfg.schedule, precision=cfg.precision)
+    # Only now, with data and model validated, may --overwrite remove an earlier run.
+    out = clear_output_dir(cfg.out, overwrite, "fine-tuning output")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "run.json", asdict(cfg))
     history = model.fit(train, validation_data=dev, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
