@@ -31,6 +31,17 @@ from transferlab.objectives import CausalLM, MaskedLM, MLMCorruption  # noqa: E4
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
 
 
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of an n x n matmul on this machine: the ceiling model-FLOPs utilisation is measured against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
 def hf_model(objective: str, cfg):
     from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
@@ -94,7 +105,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--vocab-size", type=int, default=30522, help="BERT's vocabulary size by default")
     p.add_argument("--steps", type=int, default=30, help="timed steps (after 3 warm-up steps)")
-    p.add_argument("--objectives", default="mlm,clm")
+    p.add_argument("--objectives", default="mlm,clm", help='comma-separated, or "none" for the matmul peak only')
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dropout", type=float, default=0.0, help="both sides; 0 is transferlab's pretraining default")
     p.add_argument("--json", help="also write the results here")
@@ -104,8 +115,10 @@ def main() -> None:
     auto = resolve_precision("auto")
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} threads, "
           f"preset {a.model}, seq {a.seq_len}, batch {a.batch_size}, vocab {a.vocab_size}, auto precision = {auto}")
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"# 2048x2048 matmul peak: fp32 {peak['fp32']:,.0f} GFLOP/s, bf16 {peak['bf16']:,.0f} GFLOP/s")
     results = []
-    for objective in a.objectives.split(","):
+    for objective in [o for o in a.objectives.split(",") if o != "none"]:
         cfg = preset(a.model, "encoder" if objective == "mlm" else "decoder", a.vocab_size, dropout=a.dropout,
                      max_len=max(512, a.seq_len))
         data = batches(objective, a.steps + 3, a.batch_size, a.seq_len, a.vocab_size)
@@ -121,7 +134,8 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"# peak RSS {peak_mb:,.0f} MB")
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results, "peak_rss_mb": peak_mb}, indent=2))
+        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results, "peak_rss_mb": peak_mb,
+                                                "matmul_gflops": peak}, indent=2))
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ class PretrainConfig:
     grad_accum: int = 1
     mask_prob: float = 0.15
     lm_head: str = "tied"  # or "bert" (transform + bias), see ModelConfig.lm_head
-    # No dropout while pretraining: short CPU-scale runs underfit, and dropout's RNG costs ~20% of a step on CPU
-    # (Geiping & Goldstein 2022, "Cramming"). Fine-tuning turns it back on (from_pretrained(dropout=0.1)).
+    # No dropout while pretraining: short CPU-scale runs underfit (Geiping & Goldstein 2022, "Cramming"), and it
+    # more than doubled MLM tokens/s here (docs/performance.md). Fine-tuning turns it back on (dropout=0.1).
     dropout: float = 0.0
     eval_every: int | None = None
     eval_batches: int = 20
