@@ -1,15 +1,25 @@
-"""Pretraining throughput: transferlab against Hugging Face `transformers`, same configuration, one run.
+"""Throughput: transferlab against Hugging Face `transformers`, same configuration, side by side in one run.
 
-Both sides train the same architecture (a preset from the small-BERT table) on the same batches of token ids
-with the same optimizer (AdamW, lr 1e-4 -> same schedule), for the same number of steps. We print tokens/s,
-the ratio, and the loss each side reached, so speed is never bought with accuracy.
+Workloads (each on the same batches, same optimizer, same number of steps on both sides):
+  mlm       masked-LM pretraining, encoder (`BertForMaskedLM` on the HF side)
+  clm       causal-LM pretraining, decoder (`GPT2LMHeadModel`)
+  finetune  sentence-pair classification fine-tuning (`BertForSequenceClassification`)
+  infer     classifier inference latency at batch 1 and batch 32 (no gradients)
 
-    python benchmarks/throughput.py                      # mini, seq 128, batch 32, MLM and CLM
-    python benchmarks/throughput.py --model small --steps 20 --objectives mlm
+For each it prints tokens/s (or ms per batch), the ratio to `transformers` in its default fp32, model-FLOPs
+utilisation against the machine's bf16 matmul peak measured in the same run, the loss reached after the same
+number of steps (speed must not be bought with accuracy) and the peak RSS of the process that ran it: every
+(workload, side) runs in a child process of its own, so the RSS is that configuration's alone.
 
-transferlab runs as a user gets it by default (precision "auto": bf16 autocast where the CPU has AMX/AVX512-BF16,
-sparse MLM head, SDPA); `transformers` runs in its default fp32, and, for an apples-to-apples view of the kernels,
-also under the same bf16 autocast (`hf+bf16`).
+    python benchmarks/throughput.py                                  # mini, all workloads
+    python benchmarks/throughput.py --models mini,small --workloads mlm,clm
+    python benchmarks/throughput.py --workloads mlm,clm --steps 200 --corpus runs/real2/corpus   # equal-steps loss
+    python benchmarks/throughput.py --compile                        # also transferlab under torch.compile
+
+transferlab runs as a user gets it (precision "auto": bf16 autocast where the CPU has AMX/AVX512-BF16, sparse
+MLM head, chunked cross-entropy, SDPA); `transformers` runs in its default fp32 and, for a kernels-only view,
+under the same bf16 autocast. Both sides use BERT's LM-head transform for MLM and a tied, bias-free head for CLM,
+so the architectures are identical.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import argparse
 import json
 import platform
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from transferlab.models import build_backbone, preset  # noqa: E402
 from transferlab.objectives import CausalLM, MaskedLM, MLMCorruption  # noqa: E402
+from transferlab.tasks.classification import SequenceClassifier  # noqa: E402
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
+
+WORKLOADS = ("mlm", "clm", "finetune", "infer")
+WARMUP = 3
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -42,49 +57,125 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def hf_model(objective: str, cfg):
-    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
-
-    if objective == "mlm":
-        return BertForMaskedLM(BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
-                                          num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
-                                          intermediate_size=cfg.d_ff, max_position_embeddings=cfg.max_len,
-                                          hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-                                          attn_implementation="sdpa"))
-    return GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_layer=cfg.n_layer,
-                                      n_head=cfg.n_head, n_positions=cfg.max_len, resid_pdrop=cfg.dropout,
-                                      embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, attn_implementation="sdpa"))
+def config(model: str, workload: str, vocab: int, seq_len: int, dropout: float):
+    family = "decoder" if workload == "clm" else "encoder"
+    return preset(model, family, vocab, dropout=dropout, max_len=max(512, seq_len),
+                  lm_head="bert" if workload == "mlm" else "tied")
 
 
-def batches(objective: str, n: int, batch: int, seq_len: int, vocab: int, seed: int = 0):
-    """Token ids with a Zipfian unigram distribution (so a loss curve means something), then the corruption."""
+def model_flops_per_token(cfg, workload: str, seq_len: int, predicted_fraction: float) -> float:
+    """FLOPs one token needs (forward + backward = 3x forward; forward only for inference): 2 per weight in the
+    blocks, 4·T·d per layer for attention scores and values, and the vocabulary projection only for the tokens
+    that are predicted (all of them in CLM, the masked ones in MLM). Counted the same for both sides."""
+    d, L = cfg.d_model, cfg.n_layer
+    block = L * (4 * d * d + 2 * d * cfg.d_ff)
+    forward = 2 * block + L * 4 * seq_len * d
+    if workload == "mlm":
+        forward += predicted_fraction * 2 * (d * cfg.vocab_size + d * d)
+    elif workload == "clm":
+        forward += 2 * d * cfg.vocab_size
+    return forward if workload == "infer" else 3 * forward
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def token_batches(n: int, batch: int, seq_len: int, vocab: int, corpus: str | None, seed: int = 0) -> list:
+    """(batch, seq_len) id tensors: blocks of a prepared corpus, or Zipfian ids (so a loss curve means something)."""
+    if corpus:
+        from transferlab.data.blocks import TokenCorpus
+
+        tokens = TokenCorpus(corpus).tokens("train")
+        g = torch.Generator().manual_seed(seed)
+        starts = torch.randint(0, len(tokens) - seq_len, (n, batch), generator=g)
+        return [torch.stack([torch.from_numpy(tokens[s:s + seq_len].astype("int64")) for s in row.tolist()])
+                for row in starts]
     g = torch.Generator().manual_seed(seed)
     probs = 1.0 / torch.arange(1, vocab - 7 + 1, dtype=torch.float64)
-    corruption = MLMCorruption(vocab, mask_id=4, cls_id=2)
+    return [torch.multinomial(probs, batch * seq_len, replacement=True, generator=g).view(batch, seq_len) + 7
+            for _ in range(n)]
+
+
+def workload_batches(workload: str, n: int, batch: int, seq_len: int, vocab: int, corpus: str | None) -> list:
+    ids = token_batches(n, batch, seq_len, vocab, corpus)
+    if workload == "mlm":
+        g = torch.Generator().manual_seed(1)
+        corruption = MLMCorruption(vocab, mask_id=4, cls_id=2)
+        return [corruption(x[:, : seq_len - 1], g) for x in ids]
+    if workload == "clm":
+        return [{"input_ids": x} for x in ids]
+    # sentence pairs: [CLS] a [SEP] b [SEP], token types 0/1, labels from a fixed rule so there is signal
     out = []
-    for _ in range(n):
-        ids = torch.multinomial(probs, batch * seq_len, replacement=True, generator=g).view(batch, seq_len) + 7
-        out.append(corruption(ids[:, : seq_len - 1], g) if objective == "mlm" else {"input_ids": ids})
+    for x in ids:
+        x = x.clone()
+        half = seq_len // 2
+        x[:, 0], x[:, half - 1], x[:, -1] = 2, 3, 3
+        types = torch.zeros_like(x)
+        types[:, half:] = 1
+        labels = (x[:, 1] % 2).long()
+        out.append({"input_ids": x, "token_type_ids": types, "labels": labels})
     return out
 
 
-def run(side: str, objective: str, cfg, data, warmup: int, precision: str) -> dict:
+# ---------------------------------------------------------------------------------------------------- models
+
+
+def build(side: str, workload: str, cfg, num_labels: int = 2):
     torch.manual_seed(0)
     if side == "transferlab":
-        model = (MaskedLM if objective == "mlm" else CausalLM)(build_backbone(cfg))
-        step_loss = lambda b: model(b)["loss"]  # noqa: E731
-    else:
-        model = hf_model(objective, cfg)
-        if objective == "mlm":
-            step_loss = lambda b: model(input_ids=b["input_ids"], labels=b["labels"]).loss  # noqa: E731
-        else:
-            step_loss = lambda b: model(input_ids=b["input_ids"], labels=b["input_ids"]).loss  # noqa: E731
+        if workload == "mlm":
+            return MaskedLM(build_backbone(cfg))
+        if workload == "clm":
+            return CausalLM(build_backbone(cfg))
+        return SequenceClassifier(build_backbone(cfg), num_labels)
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
+
+    if workload == "clm":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_layer=cfg.n_layer,
+                                          n_head=cfg.n_head, n_positions=cfg.max_len, resid_pdrop=cfg.dropout,
+                                          embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+                                          attn_implementation="sdpa"))
+    bert = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer,
+                      num_attention_heads=cfg.n_head, intermediate_size=cfg.d_ff, max_position_embeddings=cfg.max_len,
+                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                      num_labels=num_labels, attn_implementation="sdpa")
+    return BertForMaskedLM(bert) if workload == "mlm" else BertForSequenceClassification(bert)
+
+
+def loss_fn(side: str, workload: str, model):
+    if side == "transferlab":
+        return lambda b: model(b)["loss"]
+    if workload == "mlm":
+        return lambda b: model(input_ids=b["input_ids"], labels=b["labels"]).loss
+    if workload == "clm":
+        return lambda b: model(input_ids=b["input_ids"], labels=b["input_ids"]).loss
+    return lambda b: model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], labels=b["labels"]).loss
+
+
+def forward_fn(side: str, model):
+    if side == "transferlab":
+        return lambda b: model(b)["logits"]
+    return lambda b: model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"]).logits
+
+
+# ---------------------------------------------------------------------------------------------------- one run
+
+
+def run_training(side: str, workload: str, cfg, data: list, precision: str, compile_: bool) -> dict:
+    model = build(side, workload, cfg)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    losses, t0 = [], None
+    step_loss = loss_fn(side, workload, model)
+    compile_s = 0.0
+    if compile_:
+        t = time.perf_counter()
+        step_loss = torch.compile(step_loss)
+        compile_s = -(time.perf_counter() - t)  # the compile itself happens in the first call, timed below
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3 if workload != "finetune" else 1e-4, weight_decay=0.01)
+    losses, t0, first = [], None, None
     for i, b in enumerate(data):
-        if i == warmup:
+        if i == WARMUP:
             t0 = time.perf_counter()
+        ts = time.perf_counter()
         with autocast(precision):
             loss = step_loss(b)
         loss.backward()
@@ -92,50 +183,135 @@ def run(side: str, objective: str, cfg, data, warmup: int, precision: str) -> di
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
+        if i == 0:
+            first = time.perf_counter() - ts
     seconds = time.perf_counter() - t0
-    tokens = sum(b["input_ids"].numel() for b in data[warmup:])
-    return {"side": side, "objective": objective, "precision": precision, "tokens_per_s": tokens / seconds,
-            "final_loss": sum(losses[-5:]) / 5, "params": sum(p.numel() for p in model.parameters())}
+    steady = seconds / (len(data) - WARMUP)
+    if compile_:
+        compile_s += first - steady
+    tokens = sum(b["input_ids"].numel() for b in data[WARMUP:])
+    return {"tokens_per_s": tokens / seconds, "final_loss": sum(losses[-5:]) / min(5, len(losses)),
+            "losses": losses, "compile_s": compile_s, "params": sum(p.numel() for p in model.parameters())}
+
+
+def run_inference(side: str, cfg, data: list, precision: str, compile_: bool) -> dict:
+    model = build(side, "finetune", cfg).eval()
+    forward = forward_fn(side, model)
+    if compile_:
+        forward = torch.compile(forward)
+    out = {}
+    with torch.inference_mode():
+        for bs in (1, 32):
+            batches = [{k: v[:bs] for k, v in b.items()} for b in data]
+            for b in batches[:WARMUP]:
+                with autocast(precision):
+                    forward(b)
+            t0 = time.perf_counter()
+            for b in batches[WARMUP:]:
+                with autocast(precision):
+                    forward(b)
+            seconds = time.perf_counter() - t0
+            out[f"batch{bs}_ms"] = 1000 * seconds / len(batches[WARMUP:])
+            if bs == 32:
+                out["tokens_per_s"] = sum(b["input_ids"].numel() for b in batches[WARMUP:]) / seconds
+    return out
+
+
+def child(spec: dict) -> dict:
+    torch.set_num_threads(spec["threads"])
+    configure_cpu()
+    w = spec["workload"]
+    cfg = config(spec["model"], w, spec["vocab_size"], spec["seq_len"], spec["dropout"])
+    data = workload_batches(w, spec["steps"] + WARMUP, spec["batch_size"], spec["seq_len"], spec["vocab_size"],
+                            spec["corpus"])
+    if w == "infer":
+        row = run_inference(spec["side"], cfg, data, spec["precision"], spec["compile"])
+    else:
+        row = run_training(spec["side"], w, cfg, data, spec["precision"], spec["compile"])
+    if w == "mlm":
+        predicted = sum(int((b["labels"] != -100).sum()) for b in data) / sum(b["input_ids"].numel() for b in data)
+    else:
+        predicted = 1.0
+    row["flops_per_token"] = model_flops_per_token(cfg, w, spec["seq_len"], predicted)
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {**spec, **row}
+
+
+def spawn(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child failed for {spec}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------- main
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(json.dumps(child(json.loads(sys.argv[2]))))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="mini")
+    p.add_argument("--models", default="mini", help="comma-separated presets, e.g. mini,small")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated from {', '.join(WORKLOADS)}")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--vocab-size", type=int, default=30522, help="BERT's vocabulary size by default")
-    p.add_argument("--steps", type=int, default=30, help="timed steps (after 3 warm-up steps)")
-    p.add_argument("--objectives", default="mlm,clm", help='comma-separated, or "none" for the matmul peak only')
+    p.add_argument("--corpus", help="a prepared corpus: train on its real text (vocabulary from its meta.json)")
+    p.add_argument("--steps", type=int, default=20, help=f"timed steps (after {WARMUP} warm-up steps)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dropout", type=float, default=0.0, help="both sides; 0 is transferlab's pretraining default")
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--compile", action="store_true", help="also run transferlab under torch.compile")
+    p.add_argument("--no-hf-bf16", action="store_true", help="skip transformers under bf16 autocast")
+    p.add_argument("--json", help="also write every result (with per-step losses) here")
     a = p.parse_args()
+    for w in a.workloads.split(","):
+        if w not in WORKLOADS:
+            p.error(f"--workloads: unknown workload '{w}'; choose from {', '.join(WORKLOADS)}")
+    vocab = a.vocab_size
+    if a.corpus:
+        from transferlab.data.blocks import TokenCorpus
+
+        vocab = TokenCorpus(a.corpus).vocab_size
     torch.set_num_threads(a.threads)
     configure_cpu()
     auto = resolve_precision("auto")
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} threads, "
-          f"preset {a.model}, seq {a.seq_len}, batch {a.batch_size}, vocab {a.vocab_size}, auto precision = {auto}")
+          f"seq {a.seq_len}, batch {a.batch_size}, vocab {vocab}"
+          f"{' from ' + a.corpus if a.corpus else ' (Zipfian ids)'}, {a.steps} timed steps, auto precision = {auto}")
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"# 2048x2048 matmul peak: fp32 {peak['fp32']:,.0f} GFLOP/s, bf16 {peak['bf16']:,.0f} GFLOP/s")
+    sides = [("transferlab", auto, False)]
+    if a.compile:
+        sides.append(("transferlab", auto, True))
+    sides.append(("transformers", "fp32", False))
+    if auto == "bf16" and not a.no_hf_bf16:
+        sides.append(("transformers", "bf16", False))
+    print(f"{'model':<6} {'workload':<9} {'side':<20} {'tok/s':>9} {'vs HF':>6} {'MFU':>6} {'loss':>7} "
+          f"{'b1 ms':>7} {'b32 ms':>8} {'RSS MB':>7}")
     results = []
-    for objective in [o for o in a.objectives.split(",") if o != "none"]:
-        cfg = preset(a.model, "encoder" if objective == "mlm" else "decoder", a.vocab_size, dropout=a.dropout,
-                     max_len=max(512, a.seq_len))
-        data = batches(objective, a.steps + 3, a.batch_size, a.seq_len, a.vocab_size)
-        rows = [run("transferlab", objective, cfg, data, 3, auto), run("transformers", objective, cfg, data, 3, "fp32")]
-        if auto == "bf16":
-            rows.append(run("transformers", objective, cfg, data, 3, "bf16"))
-        base = rows[1]["tokens_per_s"]
-        for r in rows:
-            r["ratio_vs_hf_fp32"] = r["tokens_per_s"] / base
-            print(f"{objective}  {r['side']:<12} {r['precision']:<5} {r['tokens_per_s']:>10,.0f} tok/s  "
-                  f"x{r['ratio_vs_hf_fp32']:.2f}  loss after {a.steps + 3} steps {r['final_loss']:.3f}")
-        results += rows
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"# peak RSS {peak_mb:,.0f} MB")
+    for model in a.models.split(","):
+        for workload in a.workloads.split(","):
+            rows = []
+            for side, precision, compile_ in sides:
+                spec = dict(model=model, workload=workload, side=side, precision=precision, compile=compile_,
+                            steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=vocab,
+                            corpus=a.corpus, threads=a.threads, dropout=a.dropout)
+                rows.append(spawn(spec))
+            base = next(r for r in rows if r["side"] == "transformers" and r["precision"] == "fp32")
+            for r in rows:
+                r["ratio_vs_hf_fp32"] = r["tokens_per_s"] / base["tokens_per_s"]
+                r["mfu_bf16"] = r["tokens_per_s"] * r["flops_per_token"] / (peak["bf16"] * 1e9)
+                name = f"{r['side']}{'+compile' if r['compile'] else ''} {r['precision']}"
+                loss = f"{r['final_loss']:7.3f}" if "final_loss" in r else f"{'-':>7}"
+                lat = (f"{r['batch1_ms']:7.1f} {r['batch32_ms']:8.1f}" if workload == "infer" else f"{'-':>7} {'-':>8}")
+                print(f"{model:<6} {workload:<9} {name:<20} {r['tokens_per_s']:9,.0f} {r['ratio_vs_hf_fp32']:5.2f}x "
+                      f"{100 * r['mfu_bf16']:5.1f}% {loss} {lat} {r['peak_rss_mb']:7,.0f}"
+                      + (f"  (compile {r['compile_s']:.0f} s)" if r["compile"] and "compile_s" in r else ""),
+                      flush=True)
+            results += rows
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results, "peak_rss_mb": peak_mb,
-                                                "matmul_gflops": peak}, indent=2))
+        Path(a.json).write_text(json.dumps({"args": vars(a), "matmul_gflops": peak, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

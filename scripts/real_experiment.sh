@@ -8,7 +8,8 @@ T=.venv/bin/transferlab
 PY=.venv/bin/python
 DATA=${DATA:-../shared/data}
 W=${1:-runs/real}
-STEPS=${STEPS:-6000}
+STEPS=${STEPS:-3000}
+LR=${LR:-1e-3}
 MODEL=${MODEL:-mini}
 mkdir -p "$W"
 
@@ -34,7 +35,7 @@ fi
 [ -f "$W/corpus/meta.json" ] || $T corpus prepare --input "$DATA/pretrain_corpus" "$W/task_text.txt" \
     --tokenizer "$W/tok" --out "$W/corpus" --quiet
 [ -d "$W/pretrain/final" ] || /usr/bin/time -v $T pretrain --corpus "$W/corpus" --objective mlm --model "$MODEL" \
-    --steps "$STEPS" --seq-len 128 --batch-size 64 --lr 5e-4 --warmup 0.05 --save-every 250 --eval-every 500 \
+    --steps "$STEPS" --seq-len 128 --batch-size 64 --lr "$LR" --warmup 0.05 --save-every 250 --eval-every 500 \
     --log-every 50 --out "$W/pretrain" --resume auto 2> >(tee "$W/pretrain.log" >&2)
 
 for task in mrpc sst2; do
