@@ -46,3 +46,15 @@ def test_without_bias():
     out = linear_cross_entropy(hidden, weight, None, targets, chunk=4)
     for a, b in zip(torch.autograd.grad(out, (hidden, weight)), ref_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_exact_for_confident_wrong_predictions():
+    """Logit gaps of thousands (a diverging model) still give the exact loss: nothing underflows to log(0)."""
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(16, 8, generator=g) * 300
+    weight = torch.randn(40, 8, generator=g)
+    targets = torch.randint(0, 40, (16,), generator=g)
+    ref = F.cross_entropy(F.linear(hidden, weight), targets)
+    out = linear_cross_entropy(hidden, weight, None, targets, chunk=5)
+    assert float(ref) > 500
+    torch.testing.assert_close(out, ref)
