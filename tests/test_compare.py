@@ -12,7 +12,7 @@ from transferlab.cli import main
 from transferlab.data.sampling import allocate, stratified_sample
 from transferlab.errors import UserError
 from transferlab.experiments import report
-from transferlab.experiments.compare import RESULTS, CompareSpec, run_compare
+from transferlab.experiments.compare import RESULTS, CompareSpec, epoch_plan, run_compare
 from transferlab.training.optim import lr_lambda
 from transferlab.transfer import from_pretrained, load
 from transferlab.transfer.finetune import FinetuneConfig, finetune
@@ -33,7 +33,9 @@ methods: {methods}
 budgets: {budgets}
 seeds: 2
 train:
-  epochs: 1
+  epochs: 2
+  min_epoch_size: 40
+  max_steps: 4
   lr: 1e-3
   batch_size: 16
   max_len: 32
@@ -56,7 +58,9 @@ def test_tiny_grid_writes_every_file(grid):
     assert {(r["method"], r["budget"], r["seed"]) for r in rows} == {
         (m, b, s) for m in ("scratch", "finetune") for b in ("20", "40") for s in (0, 1)}
     for r in rows:
-        assert r["train_examples"] == int(r["budget"]) and r["best_epoch"] == 1 and r["wall_s"] > 0
+        assert r["train_examples"] == int(r["budget"]) and r["wall_s"] > 0
+        # epochs of at least 40 examples (20 labels appear twice each) make 3 steps of 16; 4 steps at most
+        assert [e["epoch"] for e in r["epochs"]] == [1, 1.3333] and 1 <= r["best_epoch"] <= 2
         assert {"loss", "accuracy", "f1", "train_loss"} <= set(r["epochs"][0])
         assert 0 <= r["final"]["accuracy"] <= 1 and r["trained_params"] > 0
     csv_lines = (out / "summary.csv").read_text().splitlines()
@@ -97,6 +101,13 @@ def test_changed_settings_change_the_run_fingerprints(grid):
     changed.write_text(text)
     b = {r.key: r.fingerprint for r in CompareSpec.parse(changed).plan()}
     assert a.keys() == b.keys() and all(a[k] != b[k] for k in a)
+
+
+def test_epoch_plan_repeats_small_budgets_and_caps_large_ones():
+    settings = {"epochs": 3, "batch_size": 32, "min_epoch_size": 1000, "max_steps": 2000}
+    assert epoch_plan(settings, 100) == (10, 3.0)  # 1,000 examples an epoch: 32 steps, 3 epochs
+    assert epoch_plan(settings, 67349) == (1, pytest.approx(2000 / 2105))  # capped below one epoch
+    assert epoch_plan({"epochs": 3, "batch_size": 32}, 100) == (1, 3.0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])

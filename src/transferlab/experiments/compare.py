@@ -35,7 +35,11 @@ from .classical import tfidf_linear
 
 DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora")
 METHODS = DEEP_METHODS + ("pipeline",)
-TRAIN_DEFAULTS = dict(epochs=3, lr=5e-5, batch_size=32, max_len=128, weight_decay=0.01, warmup=0.1,
+# 100 labels at batch 32 for 3 epochs are 12 optimizer steps, too few to learn anything, and 67k labels for 3 epochs
+# take hours on a CPU: a fixed epoch count would measure under- or over-training rather than the value of labels.
+# min_epoch_size: an epoch of a smaller budget repeats its examples (reshuffled) until it holds at least this many.
+# max_steps: a cap on optimizer steps per run (large budgets then train for fewer, possibly fractional, epochs).
+TRAIN_DEFAULTS = dict(epochs=3, min_epoch_size=0, max_steps=0, lr=5e-5, batch_size=32, max_len=128, weight_decay=0.01, warmup=0.1,
                       schedule="linear", precision="auto")
 # Settings a method needs that differ from full fine-tuning. A head alone, or low-rank adapters, need a larger
 # learning rate than a whole network; these apply unless the method sets its own (a spec-wide `train: lr`
@@ -52,7 +56,7 @@ PIPELINE_KEYS = ("C", "ngram_max", "max_features")
 TOP_KEYS = ("name", "checkpoints", "task", "methods", "budgets", "seeds", "train", "out")
 TASK_KEYS = ("train", "dev", "text_cols", "label_col", "task", "metric", "metrics")
 FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C")
-INT_KEYS = ("epochs", "batch_size", "max_len", "rank", "ngram_max", "max_features")
+INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features")
 RESULTS = "results.jsonl"
 NO_CHECKPOINT = "-"
 
@@ -408,12 +412,24 @@ class Run:
     def key(self) -> tuple:
         return (self.checkpoint, self.method.label, self.budget, self.seed)
 
-    @property
-    def cost(self) -> float:
-        """Rough relative cost for the ETA: examples x epochs (the pipeline is nearly free)."""
+    def cost(self, dev_size: int) -> float:
+        """Rough relative cost for the ETA: examples seen, counting a dev pass per epoch at a third of a training
+        pass (no backward) and model set-up as 50 examples; the pipeline is nearly free."""
         if self.method.method == "pipeline":
             return 0.02 * self.budget_size
-        return self.budget_size * self.method.settings["epochs"]
+        repeats, epochs = epoch_plan(self.method.settings, self.budget_size)
+        return 50 + epochs * (repeats * self.budget_size + dev_size / 3)
+
+
+def epoch_plan(settings: dict, n_examples: int) -> tuple[int, float]:
+    """How often each example appears per epoch (``min_epoch_size``) and how many epochs to train (``epochs``,
+    cut short by ``max_steps``). Returns (repeats, epochs)."""
+    repeats = max(1, -(-settings.get("min_epoch_size", 0) // n_examples))
+    epochs = float(settings["epochs"])
+    if settings.get("max_steps"):
+        steps_per_epoch = -(-repeats * n_examples // settings["batch_size"])
+        epochs = min(epochs, settings["max_steps"] / steps_per_epoch)
+    return repeats, epochs
 
 
 def _sha256(path: Path) -> str:
@@ -460,10 +476,12 @@ def run_one(spec: CompareSpec, run: Run) -> dict:
                    "gradual-unfreeze": {"lr_decay": s.get("lr_decay")}}.get(method)
         model.compile(lr=s["lr"], metrics=task["metrics"], weight_decay=s["weight_decay"], warmup=s["warmup"],
                       schedule=s["schedule"], precision=s["precision"], method=method, method_options=options)
-        history = model.fit(train, validation_data=dev, epochs=s["epochs"], batch_size=s["batch_size"],
+        repeats, n_epochs = epoch_plan(s, len(train))
+        fit_set = train.subset(np.tile(np.arange(len(train)), repeats)) if repeats > 1 else train
+        history = model.fit(fit_set, validation_data=dev, epochs=n_epochs, batch_size=s["batch_size"],
                             seed=run.seed, verbose=False).history
         n = len(history["val_loss"])
-        epochs = [{"epoch": e + 1, "train_loss": history["loss"][e],
+        epochs = [{"epoch": round(min(e + 1, n_epochs), 4), "train_loss": history["loss"][e],
                    **{k[4:]: history[k][e] for k in history if k.startswith("val_")}} for e in range(n)]
         trained = max(history["trainable_params"])
     best = int(np.argmax([e[task["metric"]] for e in epochs]))
@@ -546,21 +564,24 @@ def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path |
     if done:
         say(f"resuming {out}: {len(plan) - len(todo)} of {len(plan)} runs already finished"
             + (f"; {ignored} rows from other settings are kept in {RESULTS} but left out" if ignored else ""))
-    bar = tqdm(total=sum(r.cost for r in plan), initial=sum(r.cost for r in plan if id(r) not in pending),
-               disable=not progress, file=sys.stderr, dynamic_ncols=True, desc="compare",
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+    dev_size = len(spec.dev_set)
+    # The bar advances by estimated cost, so the ETA weighs a 67k-example run above a 100-example one.
+    bar = tqdm(total=sum(r.cost(dev_size) for r in plan),
+               initial=sum(r.cost(dev_size) for r in plan if id(r) not in pending),
+               disable=not progress, file=sys.stderr, dynamic_ncols=True,
+               bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
     finished = len(plan) - len(todo)
-    bar.set_postfix_str(f"runs {finished}/{len(plan)}")
     for run in todo:
-        bar.set_description(f"{run.method.label} @ {run.budget} seed {run.seed}")
+        bar.set_description_str(f"runs {finished}/{len(plan)} (now {run.method.label} @ {run.budget}, "
+                                f"seed {run.seed})")
         row = run_one(spec, run)
         _append(results_path, row)
         done[run.key + (run.fingerprint,)] = row
         finished += 1
-        bar.update(run.cost)
-        bar.set_postfix_str(f"runs {finished}/{len(plan)}")
+        bar.update(run.cost(dev_size))
         say(f"  {run.checkpoint} {run.method.label:>16} budget {run.budget:>5} seed {run.seed}: "
             f"{row['metric']} {row['final'][row['metric']]:.4f} ({row['wall_s']:.1f} s)")
+    bar.set_description_str(f"runs {finished}/{len(plan)}")
     bar.close()
     rows = [done[r.key + (r.fingerprint,)] for r in plan]
     written = report.write_all(out, spec.describe(), rows)

@@ -247,7 +247,10 @@ def plot_data_efficiency(summary: list[dict], setup: dict, out_png: Path) -> Pat
         std = np.array([s["std"] for s in cells])
         style = "--" if cells[0]["kind"] == "pipeline" else ":" if cells[0]["kind"] == "scratch" else "-"
         ax.plot(xs, mean, style, color=colour, linewidth=2, marker="o", markersize=4, label=entry)
-        ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.18, linewidth=0)
+        # Every metric here lies in [-1, 1] (accuracy and F1 in [0, 1]): a band past the bound would mislead.
+        low = 0.0 if metric in ("accuracy", "f1") else -1.0
+        ax.fill_between(xs, np.clip(mean - std, low, 1), np.clip(mean + std, low, 1), color=colour, alpha=0.18,
+                        linewidth=0)
     if len(sizes) > 1 and sizes[-1] / sizes[0] >= 5:
         ax.set_xscale("log")
     names = {s["budget_size"]: s["budget"] for s in summary}
@@ -267,14 +270,16 @@ def plot_learning_curves(rows: list[dict], setup: dict, budget: str, out_png: Pa
     """Dev metric per epoch at one budget: scratch against each transferred method, mean ± std over seeds."""
     metric = setup["task"]["metric"]
     curves: dict[str, list[list[float]]] = {}
+    xs: list[float] = []
     for r in rows:
         if r["budget"] == budget and r["kind"] != "pipeline":
             curves.setdefault(entry_label(r, setup), []).append([e[metric] for e in r["epochs"]])
+            xs = max(xs, [e["epoch"] for e in r["epochs"]], key=len)  # a run cut by max_steps ends mid-epoch
     if not curves:
         return None
     size = setup["budget_sizes"][budget]
     where = f"all {size}" if budget == "all" else budget
-    return plot_mean_std(curves, out_png, xlabel="epoch", ylabel=f"dev {metric}",
+    return plot_mean_std(curves, out_png, xlabel="epoch", ylabel=f"dev {metric}", xs=xs,
                          title=f"{setup['name']}: learning curves at {where} labels")
 
 
