@@ -190,6 +190,23 @@ def test_gradual_unfreeze_grows_the_trainable_set_each_epoch(pretrained_dir, lab
     assert trainable == [sum(sizes[-k:]) for k in range(1, 5)]
 
 
+def test_gradual_unfreeze_spreads_groups_over_a_run_shorter_than_one_epoch_each():
+    from types import SimpleNamespace
+
+    from transferlab.transfer.methods import GradualUnfreeze
+
+    groups = [[torch.nn.Parameter(torch.zeros(1))] for _ in range(4)]
+    callback = GradualUnfreeze(groups)
+    state = SimpleNamespace(steps_per_epoch=10, max_steps=8, step=0)  # under one epoch: unfreeze every 2 steps
+    callback.on_fit_start(state)
+    trainable = []
+    for step in range(1, 9):
+        trainable.append(sum(p.requires_grad for g in groups for p in g))
+        state.step = step
+        callback.on_step_end(state, {})
+    assert trainable == [1, 1, 2, 2, 3, 3, 4, 4]
+
+
 def test_linear_probe_leaves_the_backbone_unchanged(pretrained_dir, labeled_files):
     train, _ = labeled_files
     model = from_pretrained(pretrained_dir, num_labels=2, label_names=["neg", "pos"], verbose=False, max_len=32)
@@ -301,3 +318,24 @@ def test_bad_spec_is_rejected_before_training_with_its_line(case, line, needles,
     assert main(["compare", str(spec), "--out", str(tmp_path / "out")]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ") and "Traceback" not in stderr
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", ["sst2", "mrpc"])
+def test_example_specs_are_valid(name, pretrained_dir):
+    from pathlib import Path
+
+    import yaml
+
+    from conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("needs ../shared/data")
+    spec = yaml.safe_load((Path(__file__).parents[1] / "examples" / f"compare_{name}.yaml").read_text())
+    spec["checkpoints"] = [str(pretrained_dir)]  # the real checkpoint is the lead's to pretrain
+    for key in ("train", "dev"):
+        spec["task"][key] = spec["task"][key].replace("../shared/data", str(SHARED_DATA))
+    parsed = CompareSpec.parse(spec)
+    assert [m.method for m in parsed.methods] == ["scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora",
+                                                  "pipeline"]
+    assert parsed.budget_sizes["all"] == {"sst2": 67349, "mrpc": 3668}[name] and len(parsed.plan()) == 72

@@ -68,32 +68,31 @@ def layer_groups(module: nn.Module) -> list[list[nn.Parameter]]:
 class GradualUnfreeze(Callback):
     """ULMFiT: train only the top group in the first epoch, then unfreeze one more group (from the top) per epoch.
 
-    ``trainable`` records, per epoch, the number of trainable parameters during that epoch.
+    A run shorter than one epoch per group (a step cap, or many groups) unfreezes at evenly spaced steps instead,
+    so that every group trains for part of the run rather than the lower ones never.
     """
 
     def __init__(self, groups: list[list[nn.Parameter]]):
         self.groups = groups
         self.unfrozen = 1
-        self.trainable: list[int] = []
-
-    def _count(self) -> int:
-        return sum(p.numel() for g in self.groups for p in g if p.requires_grad)
+        self.every = 1
 
     def on_fit_start(self, state):
         for g in self.groups:
             set_trainable(g, False)
         set_trainable(self.groups[-1], True)
         self.unfrozen = 1
-        self.trainable = [self._count()]
+        per_epoch = state.steps_per_epoch or state.max_steps
+        if state.max_steps >= per_epoch * len(self.groups):
+            self.every = per_epoch
+        else:
+            self.every = max(1, state.max_steps // len(self.groups))
 
     def on_step_end(self, state, logs):
-        per_epoch = state.steps_per_epoch
-        if not per_epoch or state.step % per_epoch or state.step >= state.max_steps:
+        if state.step % self.every or state.step >= state.max_steps or self.unfrozen >= len(self.groups):
             return
-        if self.unfrozen < len(self.groups):
-            self.unfrozen += 1
-            set_trainable(self.groups[-self.unfrozen], True)
-        self.trainable.append(self._count())
+        self.unfrozen += 1
+        set_trainable(self.groups[-self.unfrozen], True)
 
 
 class LoRALinear(nn.Module):
