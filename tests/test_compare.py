@@ -15,7 +15,6 @@ from transferlab.experiments import report
 from transferlab.experiments.compare import RESULTS, CompareSpec, epoch_plan, run_compare
 from transferlab.training.optim import lr_lambda
 from transferlab.transfer import from_pretrained, load
-from transferlab.transfer.finetune import FinetuneConfig, finetune
 from transferlab.transfer.methods import LoRALinear, layer_groups, merge_lora
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -108,6 +107,18 @@ def test_epoch_plan_repeats_small_budgets_and_caps_large_ones():
     assert epoch_plan(settings, 100) == (10, 3.0)  # 1,000 examples an epoch: 32 steps, 3 epochs
     assert epoch_plan(settings, 67349) == (1, pytest.approx(2000 / 2105))  # capped below one epoch
     assert epoch_plan({"epochs": 3, "batch_size": 32}, 100) == (1, 3.0)
+
+
+def test_several_checkpoints_share_one_scratch_baseline(pretrained_dir, labeled_files, tmp_path):
+    twin = tmp_path / "twin" / "final"
+    shutil.copytree(pretrained_dir, twin)  # same architecture and tokenizer, e.g. another objective's run
+    train, dev = labeled_files
+    spec = CompareSpec.parse({"checkpoints": [str(pretrained_dir), {"name": "other", "path": str(twin)}],
+                              "task": {"train": str(train), "dev": str(dev)},
+                              "methods": ["scratch", "finetune", "pipeline"], "budgets": [20], "seeds": 1})
+    assert [(r.checkpoint, r.method.label) for r in spec.plan()] == [
+        ("mlm", "scratch"), ("mlm", "finetune"), ("other", "finetune"), ("-", "pipeline")]
+    assert spec.task["metric"] == "accuracy" and spec.task["metrics"] == ["accuracy", "f1"]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
@@ -263,10 +274,13 @@ def test_merge_lora_keeps_outputs(pretrained_dir):
 
 def test_finetune_method_option_writes_a_loadable_model(pretrained_dir, labeled_files, tmp_path):
     train, dev = labeled_files
-    _, results = finetune(FinetuneConfig(init=str(pretrained_dir), train=str(train), dev=str(dev),
-                                         out=str(tmp_path / "ft"), epochs=1, lr=1e-3, max_len=32, progress=False,
-                                         method="lora", lora_rank=2))
+    assert main(["finetune", "--init", str(pretrained_dir), "--train", str(train), "--dev", str(dev), "--out",
+                 str(tmp_path / "ft"), "--epochs", "1", "--lr", "1e-3", "--max-len", "32", "--quiet",
+                 "--method", "lora", "--lora-rank", "2"]) == 0
+    results = json.loads((tmp_path / "ft" / "results.json").read_text())
     assert results["method"] == "lora" and 0 <= results["final"]["accuracy"] <= 1
+    assert max(results["history"]["trainable_params"]) < 0.2 * sum(
+        p.numel() for p in load(tmp_path / "ft" / "final").module.parameters())
     assert load(tmp_path / "ft" / "final").evaluate(str(dev))["accuracy"] == pytest.approx(
         results["final"]["accuracy"])
 
