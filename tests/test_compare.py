@@ -165,7 +165,7 @@ def test_conclusion_is_computed_from_the_numbers():
     text = " ".join(report.conclusions(report.summarize(clear, SETUP), SETUP))
     assert "At 100 labels**, finetune scores best (accuracy 0.800" in text
     assert "+0.190 against training from scratch" in text and "pretraining clearly helps" in text
-    assert "finetune wins at every budget" in text and "shrinks from +0.190 at 100 labels to +0.040" in text
+    assert "Finetune wins at every budget" in text and "shrinks from +0.190 at 100 labels to +0.040" in text
 
     noisy = _rows({("scratch", "100"): [0.60, 0.70, 0.80], ("finetune", "100"): [0.72, 0.62, 0.82],
                    ("scratch", "1000"): [0.80, 0.81, 0.82], ("finetune", "1000"): [0.75, 0.76, 0.74],

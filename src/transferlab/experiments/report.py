@@ -162,7 +162,7 @@ def _trend(summary: list[dict], setup: dict) -> list[str]:
     if len(set(winners)) == 1 and winners[0] == "a tie":
         text.append("The best methods tie at every budget.")
     elif len(set(winners)) == 1:
-        text.append(f"{winners[0]} wins at every budget.")
+        text.append(f"{winners[0][:1].upper()}{winners[0][1:]} wins at every budget.")
     else:
         text.append("The winner changes with the number of labels: " +
                     ", ".join(f"{w} at {b}" for w, b in zip(winners, budgets)) + ".")
