@@ -230,6 +230,13 @@ class CompareSpec:
             value = int(value)
         if key in ("epochs", "batch_size", "max_len", "rank", "ngram_max", "max_features", "lr", "C") and value <= 0:
             raise self.error(path, f"must be positive (got {value}).")
+        if key in ("min_epoch_size", "max_steps", "weight_decay", "warmup") and value < 0:
+            raise self.error(path, f"must not be negative (got {value}).")
+        if key == "lr_decay" and value < 1:
+            raise self.error(path, f"must be at least 1 (got {value}): each lower layer group gets the LR divided "
+                                   f"by it; ULMFiT uses 2.6.")
+        if key == "dropout" and not 0 <= value < 1:
+            raise self.error(path, f"is a probability in [0, 1) (got {value}).")
         if key == "schedule":
             if value not in SCHEDULES:
                 raise self.error(path, f"unknown schedule '{value}'; choose one of {', '.join(SCHEDULES)}.")

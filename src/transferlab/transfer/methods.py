@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -170,6 +171,8 @@ def merge_lora(module: nn.Module) -> int:
             if isinstance(child, LoRALinear):
                 setattr(parent, name, child.merged())
                 merged += 1
+    if merged:
+        set_trainable(module.parameters(), True)
     return merged
 
 
@@ -185,13 +188,13 @@ class TransferMethod:
     """What a transfer method asks of the training run.
 
     ``schedule`` overrides the compiled schedule when set (gradual unfreezing uses slanted triangular);
-    ``make_callbacks()`` returns fresh callbacks for one ``fit``.
+    ``make_callbacks(module)`` returns fresh callbacks for one ``fit``.
     """
 
     name: str
     schedule: str | None = None
     lr_decay: float | None = None  # discriminative LR factor between layer groups
-    callback_types: list = field(default_factory=list)
+    callback_factories: list[Callable[[nn.Module], Callback]] = field(default_factory=list)
 
     def optimizer(self, module: nn.Module, lr: float, weight_decay: float, name: str = "adamw"):
         groups = None
@@ -200,7 +203,7 @@ class TransferMethod:
         return build_optimizer(module, lr, weight_decay, name=name, groups=groups)
 
     def make_callbacks(self, module: nn.Module) -> list[Callback]:
-        return [GradualUnfreeze(layer_groups(module)) if t is GradualUnfreeze else t() for t in self.callback_types]
+        return [make(module) for make in self.callback_factories]
 
 
 def apply_method(module: nn.Module, method: str = "finetune", *, lora_rank: int = 8, lora_alpha: float = 16.0,
@@ -228,6 +231,7 @@ def apply_method(module: nn.Module, method: str = "finetune", *, lora_rank: int 
             raise UserError(f"lr_decay must be >= 1 (got {lr_decay}): lower layers get the LR divided by it; "
                             f"ULMFiT uses 2.6.")
         set_trainable(module.parameters(), True)  # the callback freezes all but the top group when training starts
-        return TransferMethod(method, schedule="slanted", lr_decay=lr_decay, callback_types=[GradualUnfreeze])
+        return TransferMethod(method, schedule="slanted", lr_decay=lr_decay,
+                              callback_factories=[lambda m: GradualUnfreeze(layer_groups(m))])
     apply_lora(module, lora_rank, lora_alpha, lora_dropout)
-    return TransferMethod(method, callback_types=[MergeLoRA])
+    return TransferMethod(method, callback_factories=[lambda m: MergeLoRA()])
