@@ -31,6 +31,7 @@ from ..training.checkpoint import load_config
 from ..training.optim import SCHEDULES
 from ..transfer import from_pretrained
 from . import report
+from .report import NO_CHECKPOINT
 from .classical import tfidf_linear
 
 DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora")
@@ -58,7 +59,6 @@ TASK_KEYS = ("train", "dev", "text_cols", "label_col", "task", "metric", "metric
 FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C")
 INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features")
 RESULTS = "results.jsonl"
-NO_CHECKPOINT = "-"
 
 
 # ------------------------------------------------------------------------------------------- YAML with lines
@@ -110,7 +110,7 @@ class Checkpoint:
     path: str
     arch: str  # short hash of the backbone architecture: runs with equal arch share one scratch baseline
     tokenizer: str
-    summary: str  # e.g. "encoder 4 layers x 256, 11.2M parameters"
+    summary: str  # e.g. "encoder 4 layers x 256, pretrained as 'mlm'"
     identity: str  # changes when the checkpoint's files change (resume must not mix old and new weights)
 
 
@@ -130,12 +130,13 @@ class CompareSpec:
     checkpoints: list[Checkpoint]
     task: dict  # train, dev, text_cols, label_col, task, metric, metrics
     methods: list[MethodSpec]
-    budgets: list[str]  # "100", "all", ...
+    budgets: list[str]  # "100", "all", ... smallest first
     seeds: list[int]
     out: str | None
     train_set: LabeledSet = field(repr=False, default=None)
     dev_set: LabeledSet = field(repr=False, default=None)
     lines: dict = field(repr=False, default_factory=dict)
+    budget_sizes: dict = field(default_factory=dict)  # budget name -> number of training examples
 
     # -- error helpers --
     def _where(self, path: tuple) -> str:

@@ -23,7 +23,7 @@ SUMMARY = "summary.csv"
 EFFICIENCY_PNG = "data_efficiency.png"
 CURVE_PNG = "learning_curve_{budget}.png"
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
-NO_CHECKPOINT = "-"
+NO_CHECKPOINT = "-"  # the checkpoint column of runs that use none (the pipeline)
 
 
 def remove_outputs(out: Path) -> None:
