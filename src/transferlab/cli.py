@@ -58,7 +58,8 @@ def cmd_finetune(a):
                          text_cols=a.text_cols, label_col=a.label_col, label_names=a.label_names,
                          num_labels=a.num_labels, metrics=a.metrics, epochs=a.epochs, batch_size=a.batch_size,
                          lr=a.lr, warmup=a.warmup, max_len=a.max_len, seed=a.seed, precision=a.precision,
-                         skip_bad_rows=a.skip_bad_rows, progress=not a.quiet)
+                         skip_bad_rows=a.skip_bad_rows, progress=not a.quiet, method=a.method,
+                         lora_rank=a.lora_rank)
     history, results = finetune(cfg, overwrite=a.overwrite)
     if "final" in results:
         print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in results["final"].items()) +
@@ -113,6 +114,12 @@ def cmd_demo(a):
     from .experiments.demo import run_demo
 
     run_demo(a.out, seeds=a.seeds, quick=a.quick, overwrite=a.overwrite)
+
+
+def cmd_compare(a):
+    from .experiments.compare import run_compare
+
+    run_compare(a.spec, a.out, progress=not a.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float, default=5e-5)
     f.add_argument("--warmup", type=float, default=0.1)
     f.add_argument("--max-len", type=int, default=128)
+    f.add_argument("--method", choices=["finetune", "linear-probe", "gradual-unfreeze", "lora"], default="finetune",
+                   help="what trains: everything, only the head (frozen backbone), ULMFiT gradual unfreezing, "
+                        "or LoRA adapters + head")
+    f.add_argument("--lora-rank", type=int, default=8)
     f.add_argument("--overwrite", action="store_true")
     _columns(f)
     _common_train(f)
@@ -209,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a smaller world and shorter runs (for tests)")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    cmp = sub.add_parser("compare", help="methods x label budgets x seeds from a YAML spec, with a report")
+    cmp.add_argument("spec", help="YAML spec (see examples/compare_sst2.yaml)")
+    cmp.add_argument("--out", help="output directory (default: the spec's `out:`, else runs/compare/NAME); "
+                                   "re-running into it resumes")
+    cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
+    cmp.set_defaults(func=cmd_compare)
     return p
 
 

@@ -24,6 +24,7 @@ from ..training.callbacks import Callback
 from ..training.checkpoint import save_checkpoint
 from ..training.loop import TrainConfig, train
 from ..training.optim import build_optimizer, build_scheduler
+from .methods import apply_method, trainable_parameters
 
 
 class SparseCategoricalCrossentropy:
@@ -104,6 +105,8 @@ class _EpochHistory(Callback):
         self.losses.append(state.last_loss)
         if state.step % self.per_epoch == 0 or state.step == state.max_steps:
             self.history.history.setdefault("loss", []).append(float(np.mean(self.losses)))
+            # Methods that freeze or unfreeze (linear probe, gradual unfreezing) show here what really trained.
+            self.history.history.setdefault("trainable_params", []).append(trainable_parameters(state.module))
             self.history.epoch.append(round(state.epoch, 4))
             self.losses = []
 
@@ -119,19 +122,25 @@ class TransferModel:
         self.module, self.tokenizer, self.report = module, tokenizer, report
         self.max_len = min(max_len, module.config.max_len)
         self.compiled = None
+        self.method = None  # a transfer.methods.TransferMethod once compile(method=...) ran
 
     @property
     def problem(self) -> str:
         return self.module.problem
 
     def compile(self, optimizer="adamw", loss=None, metrics=None, lr: float = 5e-5, weight_decay: float = 0.01,
-                schedule: str = "linear", warmup: float = 0.1, precision: str = "auto", clip: float = 1.0):
+                schedule: str = "linear", warmup: float = 0.1, precision: str = "auto", clip: float = 1.0,
+                method: str | None = None, method_options: dict | None = None):
         """``optimizer``: "adamw"/"adam"/"sgd", a torch optimizer over ``model.parameters()``, or a callable
-        ``params -> optimizer``. ``schedule``: "linear" (warm-up then decay), "cosine" or "constant"."""
+        ``params -> optimizer``. ``schedule``: "linear" (warm-up then decay), "cosine", "constant" or "slanted".
+        ``method``: "finetune", "linear-probe", "gradual-unfreeze" or "lora" (``transfer.methods.apply_method``;
+        ``method_options`` such as ``{"lora_rank": 8}``); None keeps the model's trainable set as it is."""
         metrics = list(metrics) if metrics else default_metrics(self.problem, self.module.num_labels)
         check_metrics_fit_task(metrics, self.problem)
         if loss is not None:
             check_loss(loss, self.problem, self.module.num_labels)
+        if method is not None:
+            self.method = apply_method(self.module, method, **(method_options or {}))
         self.compiled = dict(optimizer=optimizer, loss=loss, metrics=metrics, lr=lr, weight_decay=weight_decay,
                              schedule=schedule, warmup=warmup, precision=precision, clip=clip)
         return self
@@ -179,12 +188,16 @@ class TransferModel:
                            else self._labeled(validation_data)) if validation_data is not None else None
         module = self.module if c["loss"] is None else _LossOverride(self.module, c["loss"])
         optimizer = c["optimizer"]
-        if isinstance(optimizer, str):
+        method_callbacks = self.method.make_callbacks(self.module) if self.method else []
+        if isinstance(optimizer, str) and self.method is not None:
+            optimizer = self.method.optimizer(self.module, c["lr"], c["weight_decay"], name=optimizer)
+        elif isinstance(optimizer, str):
             optimizer = build_optimizer(module, c["lr"], c["weight_decay"], name=optimizer)
         elif callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
             optimizer = optimizer(module.parameters())
         steps = max(1, int(np.ceil(epochs * train_data.steps_per_epoch)))
-        scheduler = build_scheduler(optimizer, c["schedule"], steps, c["warmup"])
+        schedule = (self.method.schedule if self.method else None) or c["schedule"]
+        scheduler = build_scheduler(optimizer, schedule, steps, c["warmup"])
         history = History()
         user_loss = c["loss"]
 
@@ -197,7 +210,7 @@ class TransferModel:
         recorder = _EpochHistory(history, train_data.steps_per_epoch)
         extra = {"label_names": self.module.label_names, "max_len": self.max_len}
         train(module, train_data, cfg, evaluate=evaluate if dev is not None else None, run_dir=run_dir,
-              tokenizer=self.tokenizer, extra_config=extra, callbacks=[recorder, *(callbacks or [])],
+              tokenizer=self.tokenizer, extra_config=extra, callbacks=[recorder, *method_callbacks, *(callbacks or [])],
               optimizer=optimizer, scheduler=scheduler, resume=resume)
         return history
 

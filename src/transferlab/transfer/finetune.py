@@ -35,6 +35,8 @@ class FinetuneConfig:
     precision: str = "auto"
     skip_bad_rows: bool = False
     progress: bool = True
+    method: str = "finetune"  # finetune | linear-probe | gradual-unfreeze | lora (transfer.methods)
+    lora_rank: int = 8
 
 
 def _read(path: str, split: str, cfg: FinetuneConfig, task: str | None, label_names):
@@ -63,14 +65,16 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
                             label_names=train.label_names, init=init, seed=cfg.seed, max_len=cfg.max_len,
                             verbose=cfg.progress)
     model.compile(lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
-                  schedule=cfg.schedule, precision=cfg.precision)
+                  schedule=cfg.schedule, precision=cfg.precision, method=cfg.method,
+                  method_options={"lora_rank": cfg.lora_rank} if cfg.method == "lora" else None)
     # Only now, with data and model validated, may --overwrite remove an earlier run.
     out = clear_output_dir(cfg.out, overwrite, "fine-tuning output")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "run.json", asdict(cfg))
     history = model.fit(train, validation_data=dev, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                         run_dir=out, verbose=cfg.progress)
-    results = {"init": init, "source": source, "train_examples": len(train), "history": history.history}
+    results = {"init": init, "source": source, "method": cfg.method, "train_examples": len(train),
+               "history": history.history}
     if dev is not None:
         metric = f"val_{model.compiled['metrics'][0]}"
         best_epoch, best = history.best(metric)
