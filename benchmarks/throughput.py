@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from transferlab.models import build_backbone, preset  # noqa: E402
 from transferlab.objectives import CausalLM, MaskedLM, MLMCorruption  # noqa: E402
 from transferlab.tasks.classification import SequenceClassifier  # noqa: E402
+from transferlab.training.optim import build_optimizer  # noqa: E402
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
 
 WORKLOADS = ("mlm", "clm", "finetune", "infer")
@@ -170,7 +171,11 @@ def run_training(side: str, workload: str, cfg, data: list, precision: str, comp
         t = time.perf_counter()
         step_loss = torch.compile(step_loss)
         compile_s = -(time.perf_counter() - t)  # the compile itself happens in the first call, timed below
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3 if workload != "finetune" else 1e-4, weight_decay=0.01)
+    lr = 1e-3 if workload != "finetune" else 1e-4
+    # Each side's optimizer as its users get it: ours from the library, HF's as its Trainer defaults to on
+    # torch >= 2.8 (fused AdamW; weight decay on every parameter).
+    opt = (build_optimizer(model, lr, weight_decay=0.01) if side == "transferlab"
+           else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True))
     losses, t0, first = [], None, None
     for i, b in enumerate(data):
         if i == WARMUP:

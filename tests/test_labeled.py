@@ -2,7 +2,6 @@
 
 import json
 import math
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -39,15 +38,12 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 @pytest.mark.data
 def test_sst2_train():
-    t0 = time.perf_counter()
     ds = read_labeled(find_split(glue("sst2"), "train"))
-    elapsed = time.perf_counter() - t0
     assert len(ds) == 67_349 and ds.texts_b is None
     assert ds.task == "classification" and ds.label_names == ["0", "1"] and ds.num_labels == 2
     assert Counter(ds.labels) == {1: 37_569, 0: 29_780}
     assert ds.texts_a[0] == "hide new secretions from the parental units"  # trailing space stripped
     assert ds.lines[:2] == [2, 3] and ds.skipped == []
-    assert elapsed < 2.0, f"reading SST-2 train took {elapsed:.2f}s"
 
 
 @pytest.mark.data
