@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=1e-3)
     r.add_argument("--warmup", type=float, default=0.06, help="fraction of steps (<1) or steps")
     r.add_argument("--schedule", default="linear", help="linear, cosine or constant")
-    r.add_argument("--mask-prob", type=float, default=0.15)
+    r.add_argument("--mask-prob", type=float,
+                   help="corruption rate; default: the objective's own (mlm/mpnet/electra 0.15, plm 1/6)")
     r.add_argument("--lm-head", choices=["tied", "bert"], default="tied",
                    help="tied embedding only, or BERT's transform + bias")
     r.add_argument("--eval-every", type=int)
