@@ -13,15 +13,16 @@ import torch
 from transferlab.cli import main
 from transferlab.errors import UserError
 from transferlab.models import build_backbone, preset
-from transferlab.objectives import OBJECTIVES, Electra, MPNet, PermutationLM
+from transferlab.objectives import OBJECTIVES, BidirectionalLM, Electra, MPNet, PermutationLM, SkipGram
 from transferlab.objectives.electra import ElectraCorruption, replace_tokens, sample_tokens
 from transferlab.objectives.mlm import IGNORE, N_SPECIAL
 from transferlab.objectives.mpnet import MPNetCorruption
 from transferlab.objectives.plm import MAX_SPAN, PLMCorruption, span_targets
+from transferlab.objectives.word2vec import SkipGramCorruption
 from transferlab.transfer import from_pretrained
 
 V, CLS, MASK = 60, 2, 4
-NEW = ("plm", "mpnet", "electra")
+NEW = ("plm", "mpnet", "electra", "word2vec", "elmo")
 
 
 def corruption(name):
@@ -191,8 +192,10 @@ def test_electra_generator_is_a_dropped_head():
 @pytest.mark.parametrize("name", NEW)
 def test_tiny_pretraining_lowers_the_loss(name):
     m, c = module(name), corruption(name)
-    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
-    data = blocks(8, 35)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2 if name in ("word2vec", "elmo") else 3e-3)
+    # learnable text: each row counts up in steps of 3 from a random start, so neighbours predict each other
+    start = torch.randint(0, V - N_SPECIAL, (8, 1), generator=torch.Generator().manual_seed(0))
+    data = (start + 3 * torch.arange(35)) % (V - N_SPECIAL) + N_SPECIAL
     losses = []
     for step in range(25):
         loss = m(c(data, torch.Generator().manual_seed(step)))["loss"]
@@ -228,6 +231,13 @@ def test_bad_settings_are_refused():
     for cls in (PermutationLM, MPNet, Electra):
         with pytest.raises(UserError, match="needs a backbone of family encoder, got a decoder"):
             cls(decoder)
+    encoder = build_backbone(preset("tiny", "encoder", V, max_len=64))
+    with pytest.raises(UserError, match="family embedding, got a encoder"):
+        SkipGram(encoder)
+    with pytest.raises(UserError, match="family rnn, got a encoder"):
+        BidirectionalLM(encoder)
+    with pytest.raises(UserError, match="does not apply to --objective word2vec"):
+        OBJECTIVES["word2vec"][2](None, mask_prob=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +278,95 @@ def test_pretrain_cli_refuses_bad_settings_without_leaving_a_run(corpus_dir, tmp
                  "--out", str(tmp_path / "rate"), "--quiet"]) == 2
     assert "--mask-prob must be in (0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "short").exists() and not (tmp_path / "rate").exists()
+
+
+# ---- word2vec and ELMo ------------------------------------------------------------------------------------------
+
+def test_skipgram_pairs_match_brute_force_and_the_dynamic_window():
+    c = SkipGramCorruption(V, window=3, negatives=4)
+    ids = blocks(2000, 12)
+    ids[:, 0] = 3  # a separator: never a centre, never a context
+    batch = c(ids, torch.Generator().manual_seed(0))
+    ctx, valid = batch["contexts"], batch["context_valid"]
+    offsets = [-3, -2, -1, 1, 2, 3]
+    for b in range(3):
+        for t in range(12):
+            for k, d in enumerate(offsets):
+                if valid[b, t, k]:
+                    assert 0 <= t + d < 12 and ctx[b, t, k] == ids[b, t + d] and t != 0 and t + d != 0
+    assert not valid[:, 0].any() and not valid[:, 1, 1].any()  # nor is it the context of position 1
+    # distance d is kept when the centre's radius (uniform in 1..3) reaches it: P = (3 - d + 1) / 3
+    inner = valid[:, 4:9]  # centres whose whole window lies inside and avoids the separator
+    for k, d in enumerate(offsets):
+        assert abs(inner[:, :, k].float().mean() - (3 - abs(d) + 1) / 3) < 0.02, d
+
+
+def test_skipgram_negatives_follow_the_unigram_to_the_three_quarters():
+    ids = torch.full((50, 40), 10)
+    ids[:, :8] = 11  # 10 is four times as frequent as 11 (32 vs 8 per row)
+    negatives = SkipGramCorruption(V, negatives=20)(ids, torch.Generator().manual_seed(0))["negatives"]
+    share_11 = (negatives == 11).float().mean()
+    assert set(negatives.unique().tolist()) == {10, 11}
+    assert abs(share_11 - 8 ** 0.75 / (8 ** 0.75 + 32 ** 0.75)) < 0.01
+
+
+def test_bilstm_directions_read_only_their_side_and_ignore_padding():
+    m = build_backbone(preset("tiny", "rnn", V, dropout=0.0)).eval()
+    ids = blocks(2, 10)
+    f, b = m.directions(ids)
+    changed = ids.clone()
+    changed[:, 6] = N_SPECIAL + (changed[:, 6] - N_SPECIAL + 1) % (V - N_SPECIAL)
+    f2, b2 = m.directions(changed)
+    torch.testing.assert_close(f2[:, :6], f[:, :6])
+    torch.testing.assert_close(b2[:, 7:], b[:, 7:])
+    assert not torch.allclose(f2[:, 6:], f[:, 6:]) and not torch.allclose(b2[:, :7], b[:, :7])
+    attention = torch.ones_like(ids)
+    attention[0, 7:] = 0
+    padded = ids.clone()
+    padded[0, 7:] = 0
+    hidden = m(ids[:1, :7])
+    torch.testing.assert_close(m(padded, attention=attention)[:1, :7], hidden)
+
+
+@pytest.fixture(scope="module")
+def probe_models(tmp_path_factory, corpus_dir):
+    d = tmp_path_factory.mktemp("probe")
+    for name in ("word2vec", "elmo"):
+        assert main(["pretrain", "--corpus", str(corpus_dir), "--objective", name, "--steps", "3", "--seq-len", "32",
+                     "--batch-size", "4", "--out", str(d / name), "--quiet"]) == 0
+    return d
+
+
+CONTEXTS = ["the red dog ran under the tree .", "it was very red and then it was blue ."]
+
+
+def test_sense_probe_one_vector_from_word2vec_two_from_contextual_models(probe_models, pretrained_dir, capsys):
+    from transferlab.evaluation.probes import sense_probe
+
+    w2v = sense_probe(probe_models / "word2vec" / "final", "red", CONTEXTS)
+    torch.testing.assert_close(w2v.similarity, torch.ones(2, 2))
+    for contextual in (probe_models / "elmo" / "final", pretrained_dir):
+        probe = sense_probe(contextual, "red", CONTEXTS)
+        assert float(probe.similarity[0, 1]) < 0.99, contextual
+    assert main(["probe", "senses", "--model", str(probe_models / "word2vec" / "final"), "--word", "red",
+                 "--contexts", *CONTEXTS, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["similarity"][0][1] == pytest.approx(1.0, abs=1e-5)
+    assert main(["probe", "senses", "--model", str(pretrained_dir), "--word", "purple", "--contexts",
+                 *CONTEXTS]) == 2
+    assert "does not occur in the context" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["word2vec", "elmo"])
+def test_word_vectors_and_bilstm_transfer_to_a_classifier(name, probe_models, labeled_files):
+    from transferlab.training.checkpoint import load_weights
+
+    final = probe_models / name / "final"
+    saved = load_weights(final)
+    model = from_pretrained(final, num_labels=2, label_names=["neg", "pos"], verbose=False)
+    assert model.report.dropped == sorted(k for k in saved if k.startswith("heads."))
+    assert model.module.heads["classifier"].pooling == "mean"
+    assert torch.equal(model.module.state_dict()["backbone.wte.weight"], saved["backbone.wte.weight"])
+    model.compile(lr=1e-2, metrics=["accuracy"], warmup=0.0)
+    history = model.fit(str(labeled_files[0]), validation_data=str(labeled_files[1]), epochs=1, batch_size=32,
+                        verbose=False)
+    assert 0.0 <= history.history["val_accuracy"][-1] <= 1.0
