@@ -170,6 +170,24 @@ def test_electra_samples_follow_the_generator_and_labels_mark_exactly_the_replac
     assert int(replaced.sum()) == len(sampled[::2]) and not replaced[~selected].any()
 
 
+def test_electra_masks_15_percent_with_80_10_10():
+    batch = corruption("electra")(blocks(256, 127), torch.Generator().manual_seed(0))
+    selected = batch["labels"] != IGNORE
+    assert abs(selected.float().mean() - 0.15) < 0.005 and not selected[:, 0].any()  # [CLS] is never masked
+    x, y = batch["input_ids"][selected], batch["original_ids"][selected]
+    assert abs((x == MASK).float().mean() - 0.8) < 0.01 and abs((x == y).float().mean() - 0.1) < 0.01
+    assert torch.equal(batch["input_ids"][~selected], batch["original_ids"][~selected])
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_corruptions_are_pure_functions_of_the_seed(name):
+    c = corruption(name)
+    a, b = (c(blocks(4, 40), torch.Generator().manual_seed(7)) for _ in range(2))
+    d = c(blocks(4, 40), torch.Generator().manual_seed(8))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert name == "elmo" or any(not torch.equal(a[k], d[k]) for k in a)  # elmo reads the clean block
+
+
 def test_electra_forward_marks_replaced_positions_only_among_masked():
     m = module("electra")
     batch = corruption("electra")(blocks(), torch.Generator().manual_seed(0))
