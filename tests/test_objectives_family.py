@@ -247,12 +247,12 @@ def test_bad_settings_are_refused():
         PLMCorruption(CLS).block_len(16)
     decoder = build_backbone(preset("tiny", "decoder", V, max_len=64))
     for cls in (PermutationLM, MPNet, Electra):
-        with pytest.raises(UserError, match="needs a backbone of family encoder, got a decoder"):
+        with pytest.raises(UserError, match="needs a backbone of family encoder, got family 'decoder'"):
             cls(decoder)
     encoder = build_backbone(preset("tiny", "encoder", V, max_len=64))
-    with pytest.raises(UserError, match="family embedding, got a encoder"):
+    with pytest.raises(UserError, match="family embedding, got family 'encoder'"):
         SkipGram(encoder)
-    with pytest.raises(UserError, match="family rnn, got a encoder"):
+    with pytest.raises(UserError, match="family rnn, got family 'encoder'"):
         BidirectionalLM(encoder)
     with pytest.raises(UserError, match="does not apply to --objective word2vec"):
         OBJECTIVES["word2vec"][2](None, mask_prob=0.2)

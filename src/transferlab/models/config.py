@@ -27,10 +27,12 @@ class ModelConfig:
     """Everything needed to rebuild a backbone. Round-trips through ``config.json``.
 
     ``family`` decides the attention pattern: ``encoder`` is BERT (bidirectional, token types, embedding
-    LayerNorm); ``decoder`` is GPT-2 (causal); ``embedding`` is context-free word vectors (word2vec) and ``rnn``
-    ELMo's bidirectional LSTM, whose hidden state is both directions side by side (d_model / 2 each). ``norm`` places the LayerNorms: "pre" (GPT-2; also our encoder
+    LayerNorm); ``decoder`` is GPT-2 (causal). ``norm`` places the LayerNorms: "pre" (GPT-2; also our encoder
     default, because post-norm BERTs sat on the unigram plateau far longer in short CPU runs) or "post" (original
     BERT, needed to load BERT checkpoints). Pre-norm backbones end with a final LayerNorm.
+
+    Two families have no attention: ``embedding`` is context-free word vectors (word2vec) and ``rnn`` ELMo's
+    bidirectional LSTM, whose hidden state is both directions side by side (d_model / 2 each).
     """
 
     family: str = "encoder"

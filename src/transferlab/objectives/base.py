@@ -32,8 +32,8 @@ def require_family(backbone: nn.Module, objective: str, families: tuple[str, ...
     """Refuse a backbone an objective cannot train (e.g. permutation LM on a causal decoder)."""
     family = backbone.config.family
     if family not in families:
-        raise UserError(f"objective '{objective}' needs a backbone of family {' or '.join(families)}, got a "
-                        f"{family}; build it with models.preset(name, '{families[0]}', vocab_size) (the CLI's "
+        raise UserError(f"objective '{objective}' needs a backbone of family {' or '.join(families)}, got family "
+                        f"'{family}'; build it with models.preset(name, '{families[0]}', vocab_size) (the CLI's "
                         f"`pretrain --objective {objective}` does this for you).")
 
 
