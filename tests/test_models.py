@@ -8,7 +8,7 @@ from transferlab.models import ModelConfig, build_backbone, preset
 from transferlab.objectives import CausalLM, MaskedLM
 from transferlab.tasks import SequenceClassifier
 
-FAMILIES = ["encoder", "decoder"]
+FAMILIES = ["encoder", "decoder", "embedding", "rnn"]
 
 
 def tiny(family: str) -> ModelConfig:

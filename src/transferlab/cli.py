@@ -122,6 +122,19 @@ def cmd_compare(a):
     run_compare(a.spec, a.out, progress=not a.quiet)
 
 
+def cmd_probe_senses(a):
+    import json
+
+    from .evaluation.probes import sense_probe
+
+    probe = sense_probe(a.model, a.word, a.contexts, max_len=a.max_len)
+    if a.json:
+        print(json.dumps({"word": probe.word, "contexts": probe.contexts,
+                          "similarity": [[round(float(v), 6) for v in row] for row in probe.similarity]}, indent=2))
+    else:
+        print(probe.table())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -151,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("pretrain", help="pretrain a backbone with a self-supervised objective")
     r.add_argument("--corpus", required=True, help="a directory written by `corpus prepare`")
-    r.add_argument("--objective", default="mlm", help="mlm (BERT, encoder) or clm (GPT, decoder)")
+    r.add_argument("--objective", default="mlm", help="mlm (BERT, encoder) or clm (GPT, decoder); plm (XLNet), mpnet, "
+                   "electra (encoder); word2vec (word vectors); elmo (bidirectional LSTM)")
     r.add_argument("--model", default="tiny", help="preset: tiny, mini, small, medium, base")
     r.add_argument("--steps", type=int, default=1000)
     r.add_argument("--out", required=True, help="run directory")
@@ -161,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=1e-3)
     r.add_argument("--warmup", type=float, default=0.06, help="fraction of steps (<1) or steps")
     r.add_argument("--schedule", default="linear", help="linear, cosine or constant")
-    r.add_argument("--mask-prob", type=float, default=0.15)
+    r.add_argument("--mask-prob", type=float,
+                   help="corruption rate; default: the objective's own (mlm/mpnet/electra 0.15, plm 1/6)")
     r.add_argument("--lm-head", choices=["tied", "bert"], default="tied",
                    help="tied embedding only, or BERT's transform + bias")
     r.add_argument("--eval-every", type=int)
@@ -227,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "re-running into it resumes")
     cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
     cmp.set_defaults(func=cmd_compare)
+    pr = sub.add_parser("probe", help="probe what a backbone's hidden states hold").add_subparsers(
+        dest="probe_command", required=True)
+    ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")
+    ps.add_argument("--model", required=True, help="any checkpoint directory (RUN/final)")
+    ps.add_argument("--word", required=True)
+    ps.add_argument("--contexts", nargs="+", required=True, help="two or more sentences containing the word")
+    ps.add_argument("--max-len", type=int, default=128)
+    ps.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    ps.set_defaults(func=cmd_probe_senses)
     return p
 
 

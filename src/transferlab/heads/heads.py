@@ -68,7 +68,7 @@ class ClassificationHead(nn.Module):
     def __init__(self, cfg: ModelConfig, num_labels: int, pooling: str | None = None):
         super().__init__()
         self.num_labels = num_labels
-        self.pooling = pooling or ("last" if cfg.causal else "cls")
+        self.pooling = pooling or cfg.default_pooling
         self.dense = nn.Linear(cfg.d_model, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.d_model, num_labels)

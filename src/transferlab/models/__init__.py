@@ -2,13 +2,16 @@
 
 from .config import PRESETS, ModelConfig, preset
 from .decoder import Decoder
+from .embedding import WordVectors
 from .encoder import Encoder
+from .rnn import BiLSTM
 
-BACKBONES = {"encoder": Encoder, "decoder": Decoder}
+BACKBONES = {"encoder": Encoder, "decoder": Decoder, "embedding": WordVectors, "rnn": BiLSTM}
 
 
 def build_backbone(cfg: ModelConfig):
     return BACKBONES[cfg.family](cfg)
 
 
-__all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "build_backbone", "BACKBONES"]
+__all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "build_backbone", "BACKBONES", "WordVectors",
+           "BiLSTM"]

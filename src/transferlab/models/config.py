@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import UserError
 
-FAMILIES = ("encoder", "decoder")
+FAMILIES = ("encoder", "decoder", "embedding", "rnn")
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(n_layer=2, d_model=128, n_head=2),
@@ -30,6 +30,9 @@ class ModelConfig:
     LayerNorm); ``decoder`` is GPT-2 (causal). ``norm`` places the LayerNorms: "pre" (GPT-2; also our encoder
     default, because post-norm BERTs sat on the unigram plateau far longer in short CPU runs) or "post" (original
     BERT, needed to load BERT checkpoints). Pre-norm backbones end with a final LayerNorm.
+
+    Two families have no attention: ``embedding`` is context-free word vectors (word2vec) and ``rnn`` ELMo's
+    bidirectional LSTM, whose hidden state is both directions side by side (d_model / 2 each).
     """
 
     family: str = "encoder"
@@ -60,6 +63,8 @@ class ModelConfig:
             raise UserError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}.")
         if self.norm not in ("pre", "post"):
             raise UserError(f"unknown norm placement '{self.norm}'; choose pre or post.")
+        if self.family == "rnn" and self.d_model % 2:
+            raise UserError(f"an rnn backbone splits d_model={self.d_model} between two directions; make it even.")
         if self.family == "decoder" and self.norm != "pre":
             raise UserError("decoders are pre-norm (GPT-2); norm='post' is for encoders.")
         if self.lm_head not in ("tied", "bert"):
@@ -70,6 +75,14 @@ class ModelConfig:
     @property
     def causal(self) -> bool:
         return self.family == "decoder"
+
+    @property
+    def default_pooling(self) -> str:
+        """How a classifier reads a sequence: BERT's [CLS], GPT's last token, and the mean for backbones whose
+        inputs carry no [CLS] (word vectors, LSTMs)."""
+        if self.family in ("embedding", "rnn"):
+            return "mean"
+        return "last" if self.causal else "cls"
 
     @property
     def norm_first(self) -> bool:

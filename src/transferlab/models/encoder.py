@@ -43,3 +43,36 @@ class Encoder(nn.Module):
         for block in self.h:
             x = block(x, mask=mask)
         return self.ln_f(x)
+
+    def two_stream(self, input_ids: torch.Tensor, content_mask: torch.Tensor, query: torch.Tensor,
+                   query_positions: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+        """Two-stream attention (XLNet, MPNet) with the encoder's own blocks and weights.
+
+        The content stream is the ordinary encoder pass under ``content_mask``. The query stream starts from
+        ``query`` (B, P, C) plus the position embedding of ``query_positions`` (B, P) and, in every block, attends
+        with the same weights to the previous layer's content stream (``kv=``) under ``query_mask``. A
+        ``query_mask`` over T + P keys lets queries also see the query stream itself (MPNet's position
+        compensation: the [MASK]s of the predicted positions).
+
+        Args:
+            input_ids: (B, T) tokens of the content stream.
+            content_mask: (B, 1, T, T) bool, True = may attend.
+            query: (B, P, C) query-stream input before positions (XLNet: a learned vector; MPNet: embedded masks).
+            query_positions: (B, P) position ids of the predicted tokens.
+            query_mask: (B, 1, P, T) or (B, 1, P, T + P) bool.
+        Returns:
+            query hidden (B, P, C): what the predictions read (the last block's content pass is skipped, nothing
+            reads it).
+        """
+        T, P = input_ids.shape[1], query.shape[1]
+        if query_mask.shape[-1] not in (T, T + P):
+            raise ValueError(f"query_mask covers {query_mask.shape[-1]} keys; expected T={T} or T+P={T + P}")
+        h = self.embed(input_ids)
+        g = self.drop(self.ln_emb(query + self.wpe(query_positions) + self.wtt.weight[0]))
+        sees_queries = query_mask.shape[-1] == T + P
+        for i, block in enumerate(self.h):
+            kv = torch.cat([h, g], 1) if sees_queries else h  # (B, T [+ P], C): both from the previous layer
+            g = block(g, kv=kv, mask=query_mask)
+            if i < len(self.h) - 1:
+                h = block(h, mask=content_mask)
+        return self.ln_f(g)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UserError
+
 
 class TaskModule(nn.Module):
     kind: str = ""  # the name stored in config.json ("mlm", "clm", "classification", ...)
@@ -24,3 +26,19 @@ class TaskModule(nn.Module):
     def task_config(self) -> dict:
         """What config.json needs, besides the backbone config, to rebuild this module."""
         return {"kind": self.kind}
+
+
+def require_family(backbone: nn.Module, objective: str, families: tuple[str, ...]) -> None:
+    """Refuse a backbone an objective cannot train (e.g. permutation LM on a causal decoder)."""
+    family = backbone.config.family
+    if family not in families:
+        raise UserError(f"objective '{objective}' needs a backbone of family {' or '.join(families)}, got family "
+                        f"'{family}'; build it with models.preset(name, '{families[0]}', vocab_size) (the CLI's "
+                        f"`pretrain --objective {objective}` does this for you).")
+
+
+def check_rate(option: str, value: float, high: float = 1.0) -> None:
+    """A rate option must lie in (0, high); ``high`` is inclusive when below 1 (a stated structural limit)."""
+    if not (0.0 < value < 1.0 and value <= high):
+        limit = f"(0, {high}]" if high < 1.0 else "(0, 1)"
+        raise UserError(f"{option} must be in {limit}, got {value}.")

@@ -24,19 +24,32 @@ N_SPECIAL = len(SPECIAL_TOKENS)
 def mask_tokens(input_ids: torch.Tensor, vocab_size: int, mask_id: int, generator: torch.Generator,
                 mask_prob: float = 0.15, n_special: int = N_SPECIAL) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (corrupted inputs, labels) where labels are IGNORE except at selected positions."""
+    selected = select_tokens(input_ids, mask_prob, generator, n_special)
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
+    return replace_80_10_10(input_ids, selected, vocab_size, mask_id, generator, n_special), labels
+
+
+def select_tokens(input_ids: torch.Tensor, prob: float, generator: torch.Generator,
+                  n_special: int = N_SPECIAL) -> torch.Tensor:
+    """(B, T) bool: each ordinary token independently with probability ``prob``; special tokens never."""
     ordinary = input_ids >= n_special
-    selected = (torch.rand(input_ids.shape, generator=generator) < mask_prob) & ordinary
+    selected = (torch.rand(input_ids.shape, generator=generator) < prob) & ordinary
     if not bool(selected.any()) and bool(ordinary.any()):  # keep the loss defined on tiny batches
         first = ordinary.flatten().nonzero()[0]
         selected.view(-1)[first] = True
-    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
+    return selected
+
+
+def replace_80_10_10(input_ids: torch.Tensor, selected: torch.Tensor, vocab_size: int, mask_id: int,
+                     generator: torch.Generator, n_special: int = N_SPECIAL) -> torch.Tensor:
+    """BERT's replacement of the ``selected`` positions: 80% [MASK], 10% a random ordinary token, 10% unchanged.
+    Also used by MPNet and ELECTRA, so every objective that says "80/10/10" means exactly this."""
     roll = torch.rand(input_ids.shape, generator=generator)
     to_mask = selected & (roll < 0.8)
     to_random = selected & (roll >= 0.8) & (roll < 0.9)
     random_tokens = torch.randint(n_special, vocab_size, input_ids.shape, generator=generator)
     inputs = torch.where(to_mask, torch.full_like(input_ids, mask_id), input_ids)
-    inputs = torch.where(to_random, random_tokens, inputs)
-    return inputs, labels
+    return torch.where(to_random, random_tokens, inputs)
 
 
 @dataclass

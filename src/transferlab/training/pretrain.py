@@ -35,7 +35,7 @@ class PretrainConfig:
     schedule: str = "linear"
     weight_decay: float = 0.01
     grad_accum: int = 1
-    mask_prob: float = 0.15
+    mask_prob: float | None = None  # None: the objective's own rate (MLM 0.15, PLM 1/6, ...)
     lm_head: str = "tied"  # or "bert" (transform + bias), see ModelConfig.lm_head
     # No dropout while pretraining: short CPU-scale runs underfit (Geiping & Goldstein 2022, "Cramming"), and it
     # more than doubled MLM tokens/s here (docs/performance.md). Fine-tuning turns it back on (dropout=0.1).
@@ -90,6 +90,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
                        dropout=cfg.dropout, pad_id=tokenizer.pad_id, lm_head=cfg.lm_head)
     if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
         raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
+    # built before the run directory is touched: a bad rate or length must not leave a run.json behind
+    corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob)
+    block_len = corruption.block_len(cfg.seq_len)
     resuming = _check_run_dir(cfg, resume, overwrite)
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     out = Path(cfg.out)
@@ -100,8 +103,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
 
     torch.manual_seed(cfg.seed)
     module = module_cls(build_backbone(model_cfg))
-    corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob)
-    block_len = corruption.block_len(cfg.seq_len)
     rank, world_size = world()
     if cfg.batch_size % (world_size * cfg.grad_accum):
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
