@@ -16,6 +16,20 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _noise(value: str) -> dict[str, float]:
+    """"infill=0.3,permute=1" -> {"infill": 0.3, "permute": 1.0}"""
+    out = {}
+    for item in _csv(value):
+        key, sep, number = item.partition("=")
+        try:
+            out[key.strip()] = float(number)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{item}' is not KEY=NUMBER (e.g. infill=0.3,permute=1)") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"'{item}' is not KEY=NUMBER (e.g. infill=0.3,permute=1)")
+    return out
+
+
 def cmd_tokenizer_train(a):
     from .tokenization import Tokenizer
     from .fsutil import check_output_dir
@@ -46,6 +60,7 @@ def cmd_pretrain(a):
                          grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, eval_every=a.eval_every,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every)
+    cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
     if is_main():
         print(f"wrote {final}")
@@ -162,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--resume", choices=["auto", "never"], default="never")
     r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--family", choices=["encoder", "decoder", "encoder_decoder"],
+                   help="check the backbone family (default: the one the objective needs)")
+    r.add_argument("--decoder-layers", type=int, help="bart/mass: decoder blocks (default: as many as the encoder)")
+    r.add_argument("--noise", type=_noise,
+                   help="bart: mask,delete,infill,permute,rotate rates and poisson_lambda, e.g. infill=0.3,permute=1; "
+                        "mass: span=0.5")
     _common_train(r)
     r.set_defaults(func=cmd_pretrain)
 

@@ -3,12 +3,13 @@
 from .config import PRESETS, ModelConfig, preset
 from .decoder import Decoder
 from .encoder import Encoder
+from .encoder_decoder import EncoderDecoder
 
-BACKBONES = {"encoder": Encoder, "decoder": Decoder}
+BACKBONES = {"encoder": Encoder, "decoder": Decoder, "encoder_decoder": EncoderDecoder}
 
 
 def build_backbone(cfg: ModelConfig):
     return BACKBONES[cfg.family](cfg)
 
 
-__all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "build_backbone", "BACKBONES"]
+__all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "EncoderDecoder", "build_backbone", "BACKBONES"]
