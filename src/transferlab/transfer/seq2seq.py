@@ -157,7 +157,7 @@ def finetune_seq2seq(cfg: Seq2SeqConfig, overwrite: bool = False) -> dict:
     results = {"init": init, "source": source, "train_examples": len(pairs), "transfer": str(report),
                "history": state.history}
     if dev_eval is not None:
-        results.update(dev_examples=len(dev_eval), final=state.history[-1])
+        results.update(dev_examples=len(dev), dev_evaluated=len(dev_eval), final=state.history[-1])
     write_json(out / "results.json", results)
     return results
 
