@@ -104,7 +104,7 @@ def cmd_seq2seq_generate(a):
     predictions, metrics = generate_file(a.model, a.data, a.source_col, a.target_col, header=not a.no_header,
                                          out=a.out, beam=a.beam, length_penalty=a.length_penalty,
                                          max_target_len=a.max_target_len, bleu_tokenize=a.bleu_tokenize,
-                                         skip_bad_rows=a.skip_bad_rows)
+                                         skip_bad_rows=a.skip_bad_rows, progress=not a.quiet)
     if a.out is None:
         sys.stdout.write("".join(p + "\n" for p in predictions))
     else:
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("pretrain", help="pretrain a backbone with a self-supervised objective")
     r.add_argument("--corpus", required=True, help="a directory written by `corpus prepare`")
-    r.add_argument("--objective", default="mlm", help="mlm (BERT, encoder) or clm (GPT, decoder)")
+    r.add_argument("--objective", default="mlm", help="mlm (BERT, encoder), clm (GPT, decoder), bart or mass (encoder-decoder)")
     r.add_argument("--model", default="tiny", help="preset: tiny, mini, small, medium, base")
     r.add_argument("--steps", type=int, default=1000)
     r.add_argument("--out", required=True, help="run directory")
@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--model", required=True, help="fine-tuned directory (RUN/final)")
     sg.add_argument("--data", required=True)
     sg.add_argument("--out", help="write line/source/prediction TSV here instead of predictions on stdout")
+    sg.add_argument("--quiet", action="store_true", help="no progress bar")
     for q, train_side in ((st, True), (sg, False)):
         q.add_argument("--source-col", required=True, help="source column (0-based index with --no-header)")
         q.add_argument("--target-col", required=train_side, help="target column")

@@ -54,7 +54,7 @@ def greedy_search(module, memory, attention, bos_id, eos_id, max_new_tokens) -> 
 
 
 def beam_search(module, memory, attention, bos_id, eos_id, max_new_tokens, K, length_penalty) -> torch.Tensor:
-    B, S, C = memory.shape
+    B = memory.shape[0]
     memory = memory.repeat_interleave(K, 0)  # (B*K, S, C), beams of one input are adjacent
     attention = None if attention is None else attention.repeat_interleave(K, 0)
     seqs = torch.full((B * K, 1), bos_id, dtype=torch.long, device=memory.device)
@@ -104,15 +104,20 @@ def corpus_metrics(hypotheses: list[str], references: list[list[str]], tokenize:
 
 @torch.no_grad()
 def translate(module, tokenizer, texts: list[str], max_len: int = 128, beam_size: int = 1,
-              max_new_tokens: int = 32, length_penalty: float = 1.0, batch_size: int = 64) -> list[str]:
+              max_new_tokens: int = 32, length_penalty: float = 1.0, batch_size: int = 64,
+              progress: bool = False) -> list[str]:
     """Generate an output string for each input text (a fine-tuned ``Seq2SeqLM`` and its tokenizer)."""
+    from tqdm.auto import tqdm
+
     from ..tasks.seq2seq import PairSet, encode_pairs
 
+    max_new_tokens = min(max_new_tokens, module.config.max_len - 1)  # decoder positions run out after that
     examples = encode_pairs(tokenizer, PairSet(list(texts), None, "<in-memory>", []), max_len, max_new_tokens)
     module.eval()
     device = next(module.parameters()).device
     out = []
-    for start in range(0, len(examples), batch_size):
+    starts = range(0, len(examples), batch_size)
+    for start in tqdm(starts, desc="generate", unit="batch", disable=not progress, dynamic_ncols=True):
         batch = examples.collate(range(start, min(start + batch_size, len(examples))))
         ids = generate(module, batch["input_ids"].to(device), batch["attention"].to(device), tokenizer.bos_id,
                        tokenizer.eos_id, max_new_tokens, beam_size, length_penalty)

@@ -174,7 +174,7 @@ def load_seq2seq(directory: str | Path):
 def generate_file(model: str | Path, data: str | Path, source_col: str, target_col: str | None = None,
                   header: bool = True, out: str | Path | None = None, beam: int | None = None,
                   length_penalty: float | None = None, max_target_len: int | None = None,
-                  bleu_tokenize: str | None = None, skip_bad_rows: bool = False):
+                  bleu_tokenize: str | None = None, skip_bad_rows: bool = False, progress: bool = True):
     """Generate for every row of ``data``; write ``line<TAB>source<TAB>prediction`` to ``out`` (atomically).
 
     Settings left None come from the model's fine-tuning run. Returns (predictions, metrics or None): metrics
@@ -188,7 +188,8 @@ def generate_file(model: str | Path, data: str | Path, source_col: str, target_c
     check_generation(beam, max_target_len, bleu_tokenize)
     pairs = read_pairs(data, source_col, target_col, header, skip_bad_rows)
     max_len = config.get("max_len", 128)
-    predictions = translate(module, tokenizer, pairs.sources, max_len, beam, max_target_len, length_penalty)
+    predictions = translate(module, tokenizer, pairs.sources, max_len, beam, max_target_len, length_penalty,
+                            progress=progress)
     metrics = None
     if target_col is not None:
         loss = teacher_forced_loss(module, encode_pairs(tokenizer, pairs, max_len, max_target_len))
