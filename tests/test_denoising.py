@@ -238,3 +238,17 @@ def test_bad_pretraining_settings_refused(settings, needle, corpus_dir, tmp_path
                                 **settings))
     assert needle in str(e.value)
     assert not (tmp_path / "x" / "final").exists()
+
+
+def test_padded_rows_keep_their_padding():
+    ids, _ = documents(n_rows=8, seed=2)
+    lengths = (ids != 0).sum(1)
+    g = torch.Generator().manual_seed(9)
+    pad = ~(torch.arange(ids.shape[1]) < lengths[:, None])
+    for out, new_lengths in (sentence_permutation(ids, lengths, 1.0, torch.tensor([END]), EOS, g),
+                             document_rotation(ids, lengths, 1.0, EOS, g)):
+        assert torch.equal(new_lengths, lengths) and (out[pad] == 0).all()
+        assert torch.equal(out.sort(1).values, ids.sort(1).values)
+    out, new_lengths, n_spans = text_infilling(ids, lengths, 0.3, MASK, g)
+    assert (out[~(torch.arange(out.shape[1]) < new_lengths[:, None])] == 0).all()
+    assert torch.equal((out == MASK).sum(1), n_spans)

@@ -176,3 +176,16 @@ def test_muse_word_translation_command_runs(bart_run):
                "--max-target-len", 12, "--eval-sources", 10, "--epochs", 1, "--out", d / "muse", "--quiet") == 0
     results = json.loads((d / "muse" / "results.json").read_text())
     assert results["train_examples"] + results["dev_examples"] >= 190 and "bleu" in results["final"]
+
+
+def test_bart_checkpoint_transfers_to_classification(bart_run):
+    """BART-style classification: the input goes through encoder and decoder; the head reads the last token."""
+    import transferlab
+
+    d, _ = bart_run
+    model = transferlab.from_pretrained(d / "bart" / "final", num_labels=2, verbose=False)
+    assert model.report.dropped == ["heads.lm.bias", "heads.lm.dense.bias", "heads.lm.dense.weight",
+                                    "heads.lm.ln.bias", "heads.lm.ln.weight"]
+    assert all(k.startswith("heads.classifier.") for k in model.report.new)
+    assert model.module.heads["classifier"].pooling == "last"
+    assert model.predict(["the cat sat .", "a dog ran on the mat ."]).shape == (2,)
