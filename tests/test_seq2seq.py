@@ -189,3 +189,11 @@ def test_bart_checkpoint_transfers_to_classification(bart_run):
     assert all(k.startswith("heads.classifier.") for k in model.report.new)
     assert model.module.heads["classifier"].pooling == "last"
     assert model.predict(["the cat sat .", "a dog ran on the mat ."]).shape == (2,)
+
+
+def test_classifier_commands_point_seq2seq_models_to_generate(bart_run, tmp_path, capsys):
+    d, pairs = bart_run
+    assert run("seq2seq", "train", "--init", d / "bart" / "final", "--train", pairs, "--source-col", "src",
+               "--target-col", "tgt", "--epochs", 0.1, "--out", tmp_path / "ft", "--quiet") == 0
+    assert run("evaluate", "--model", tmp_path / "ft" / "final", "--data", pairs) == 2
+    assert "seq2seq generate" in capsys.readouterr().err
