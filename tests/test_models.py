@@ -5,10 +5,10 @@ import torch
 
 from transferlab.errors import UserError
 from transferlab.models import ModelConfig, build_backbone, preset
-from transferlab.objectives import CausalLM, MaskedLM
+from transferlab.objectives import CausalLM, DenoisingLM, MaskedLM, MassLM
 from transferlab.tasks import SequenceClassifier
 
-FAMILIES = ["encoder", "decoder", "embedding", "rnn"]
+FAMILIES = ["encoder", "decoder", "encoder_decoder", "embedding", "rnn"]
 
 
 def tiny(family: str) -> ModelConfig:
@@ -47,6 +47,9 @@ def task_modules():
     yield "mlm", MaskedLM(build_backbone(tiny("encoder")))
     yield "mlm-bert-head", MaskedLM(build_backbone(preset("tiny", "encoder", 50, max_len=64, dropout=0.0, lm_head="bert")))
     yield "clm", CausalLM(build_backbone(tiny("decoder")))
+    yield "bart", DenoisingLM(build_backbone(tiny("encoder_decoder")))
+    yield "mass", MassLM(build_backbone(preset("tiny", "encoder_decoder", 50, max_len=64, dropout=0.0, norm="post",
+                                               lm_head="bert", n_dec_layer=1)))
     for family in FAMILIES:
         yield f"cls-{family}", SequenceClassifier(build_backbone(tiny(family)), 3)
         yield f"reg-{family}", SequenceClassifier(build_backbone(tiny(family)), 1, "regression")
@@ -59,6 +62,9 @@ def test_every_parameter_gets_a_gradient(name, module):
     if name.startswith("mlm"):
         b["labels"] = torch.where(torch.rand(ids.shape) < 0.5, ids, torch.full_like(ids, -100))
         b["labels"][0, 0] = ids[0, 0]
+    elif name in ("bart", "mass"):  # decoder reads 4 target tokens at their own positions (MASS-style)
+        b["decoder_input_ids"], b["labels"] = ids[:, 2:6], ids[:, 3:7]
+        b["decoder_positions"] = torch.arange(3, 7).expand(3, 4)
     elif name.startswith("cls"):
         b["labels"] = torch.tensor([0, 1, 2])
     elif name.startswith("reg"):
@@ -88,3 +94,17 @@ def test_config_round_trip_and_errors():
         preset("huge", "encoder", 100)
     with pytest.raises(UserError, match="unknown fields"):
         ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_encoder_decoder_decoder_is_causal_and_reads_the_encoder():
+    model = build_backbone(tiny("encoder_decoder")).eval()
+    src, _ = batch()
+    tgt = src.flip(1)
+    hidden = model(src, decoder_input_ids=tgt)
+    changed = tgt.clone()
+    changed[:, 6:] = 8
+    torch.testing.assert_close(model(src, decoder_input_ids=changed)[:, :6], hidden[:, :6])
+    other_src = src.clone()
+    other_src[:, -1] = 9
+    assert not torch.allclose(model(other_src, decoder_input_ids=tgt)[:, 0], hidden[:, 0]), "cross-attention"
+    assert model.config.n_dec_layer == model.config.n_layer == 2 and len(model.h_dec) == 2

@@ -16,6 +16,20 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _noise(value: str) -> dict[str, float]:
+    """"infill=0.3,permute=1" -> {"infill": 0.3, "permute": 1.0}"""
+    out = {}
+    for item in _csv(value):
+        key, sep, number = item.partition("=")
+        try:
+            out[key.strip()] = float(number)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{item}' is not KEY=NUMBER (e.g. infill=0.3,permute=1)") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"'{item}' is not KEY=NUMBER (e.g. infill=0.3,permute=1)")
+    return out
+
+
 def cmd_tokenizer_train(a):
     from .tokenization import Tokenizer
     from .fsutil import check_output_dir
@@ -46,6 +60,7 @@ def cmd_pretrain(a):
                          grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, eval_every=a.eval_every,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every)
+    cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
     if is_main():
         print(f"wrote {final}")
@@ -65,6 +80,38 @@ def cmd_finetune(a):
         print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in results["final"].items()) +
               f"  (best epoch {results['best_epoch']})")
     print(f"wrote {Path(a.out) / 'final'}")
+
+
+def cmd_seq2seq_train(a):
+    from .transfer.seq2seq import Seq2SeqConfig, finetune_seq2seq
+
+    cfg = Seq2SeqConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, dev_fraction=a.dev_fraction, out=a.out,
+                        source_col=a.source_col, target_col=a.target_col, header=not a.no_header,
+                        max_examples=a.max_examples, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                        warmup=a.warmup, max_len=a.max_len, max_target_len=a.max_target_len, beam=a.beam,
+                        length_penalty=a.length_penalty, bleu_tokenize=a.bleu_tokenize, eval_sources=a.eval_sources,
+                        seed=a.seed, precision=a.precision, skip_bad_rows=a.skip_bad_rows, progress=not a.quiet)
+    results = finetune_seq2seq(cfg, overwrite=a.overwrite)
+    if "final" in results:
+        print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in results["final"].items() if k not in ("step", "epoch")))
+    print(f"wrote {Path(a.out) / 'final'}")
+
+
+def cmd_seq2seq_generate(a):
+    import json
+
+    from .transfer.seq2seq import generate_file
+
+    predictions, metrics = generate_file(a.model, a.data, a.source_col, a.target_col, header=not a.no_header,
+                                         out=a.out, beam=a.beam, length_penalty=a.length_penalty,
+                                         max_target_len=a.max_target_len, bleu_tokenize=a.bleu_tokenize,
+                                         skip_bad_rows=a.skip_bad_rows, progress=not a.quiet)
+    if a.out is None:
+        sys.stdout.write("".join(p + "\n" for p in predictions))
+    else:
+        print(f"wrote {len(predictions)} predictions to {a.out}", file=sys.stderr)
+    if metrics is not None:
+        print(json.dumps({k: round(v, 4) for k, v in metrics.items()}), file=sys.stderr)
 
 
 def _open(a):
@@ -165,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("pretrain", help="pretrain a backbone with a self-supervised objective")
     r.add_argument("--corpus", required=True, help="a directory written by `corpus prepare`")
     r.add_argument("--objective", default="mlm", help="mlm (BERT, encoder) or clm (GPT, decoder); plm (XLNet), mpnet, "
-                   "electra (encoder); word2vec (word vectors); elmo (bidirectional LSTM)")
+                   "electra (encoder); bart or mass (encoder-decoder); word2vec (word vectors); elmo "
+                   "(bidirectional LSTM)")
     r.add_argument("--model", default="tiny", help="preset: tiny, mini, small, medium, base")
     r.add_argument("--steps", type=int, default=1000)
     r.add_argument("--out", required=True, help="run directory")
@@ -184,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--resume", choices=["auto", "never"], default="never")
     r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--family", choices=["encoder", "decoder", "encoder_decoder"],
+                   help="check the backbone family (default: the one the objective needs)")
+    r.add_argument("--decoder-layers", type=int, help="bart/mass: decoder blocks (default: as many as the encoder)")
+    r.add_argument("--noise", type=_noise,
+                   help="bart: mask,delete,infill,permute,rotate rates and poisson_lambda, e.g. infill=0.3,permute=1; "
+                        "mass: span=0.5")
     _common_train(r)
     r.set_defaults(func=cmd_pretrain)
 
@@ -222,6 +276,43 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--out", help="write TSV here instead of stdout")
         _columns(e)
         e.set_defaults(func=func)
+
+    s2s = sub.add_parser("seq2seq", help="fine-tune an encoder-decoder (bart/mass) on text pairs, and generate")
+    s2s = s2s.add_subparsers(dest="seq2seq_command", required=True)
+    st = s2s.add_parser("train", help="fine-tune on (source, target) pairs; dev BLEU/chrF each epoch")
+    st.add_argument("--init", required=True, help="a bart/mass checkpoint directory (RUN/final), or 'scratch'")
+    st.add_argument("--like", help="with --init scratch: copy this checkpoint's architecture and tokenizer")
+    st.add_argument("--train", required=True, help="pairs file (.tsv/.csv/.jsonl, optionally .gz)")
+    st.add_argument("--dev", help="dev pairs file")
+    st.add_argument("--dev-fraction", type=float, help="instead of --dev: hold out this fraction of the sources")
+    st.add_argument("--max-examples", type=int, help="use only the first N training rows")
+    st.add_argument("--out", required=True)
+    st.add_argument("--epochs", type=float, default=3)
+    st.add_argument("--batch-size", type=int, default=32)
+    st.add_argument("--lr", type=float, default=1e-4)
+    st.add_argument("--warmup", type=float, default=0.1)
+    st.add_argument("--max-len", type=int, default=64, help="source tokens kept")
+    st.add_argument("--eval-sources", type=int, default=500, help="distinct dev sources generated per evaluation")
+    st.add_argument("--overwrite", action="store_true")
+    sg = s2s.add_parser("generate", help="generate with a fine-tuned seq2seq model (BLEU when targets are given)")
+    sg.add_argument("--model", required=True, help="fine-tuned directory (RUN/final)")
+    sg.add_argument("--data", required=True)
+    sg.add_argument("--out", help="write line/source/prediction TSV here instead of predictions on stdout")
+    sg.add_argument("--quiet", action="store_true", help="no progress bar")
+    for q, train_side in ((st, True), (sg, False)):
+        q.add_argument("--source-col", required=True, help="source column (0-based index with --no-header)")
+        q.add_argument("--target-col", required=train_side, help="target column")
+        q.add_argument("--no-header", action="store_true", help="the file has no header row")
+        q.add_argument("--beam", type=int, default=4 if train_side else None, help="beam size (1 = greedy)")
+        q.add_argument("--length-penalty", type=float, default=1.0 if train_side else None)
+        q.add_argument("--max-target-len", type=int, default=32 if train_side else None,
+                       help="longest output in tokens")
+        q.add_argument("--bleu-tokenize", default="13a" if train_side else None,
+                       help="sacrebleu tokenizer: 13a, intl, char (single words), none")
+        q.add_argument("--skip-bad-rows", action="store_true")
+    _common_train(st)
+    st.set_defaults(func=cmd_seq2seq_train)
+    sg.set_defaults(func=cmd_seq2seq_generate)
 
     pl = sub.add_parser("plot", help="draw loss / perplexity / accuracy curves of runs into a PNG")
     pl.add_argument("runs", nargs="+")

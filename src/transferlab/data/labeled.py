@@ -189,6 +189,8 @@ def read_labeled(
     except OSError as e:
         raise UserError(f"cannot read labeled file '{path}': {e.strerror or e}. Check the path and its "
                         f"permissions.") from None
+    if path.name.lower().endswith(".gz"):  # e.g. muse_en-fr.tsv.gz: read as the format before .gz
+        raw = _gunzip(raw, path)
     lines, bad_lines = _decode_lines(raw)
     if fmt == "jsonl":
         columns, records = _parse_jsonl(lines)
@@ -276,14 +278,25 @@ def _check_file(path: Path) -> str:
     if path.is_dir():
         raise UserError(f"'{path}' is a directory, not a labeled file. Pass the file itself, or pass the "
                         f"directory where a split name is expected (e.g. train / dev).")
-    fmt = FORMATS.get(path.suffix.lower())
+    fmt = FORMATS.get(Path(path.name[:-3] if path.name.lower().endswith(".gz") else path.name).suffix.lower())
     if fmt is None:
         raise UserError(f"'{path}' has an unsupported extension '{path.suffix}'. Labeled files must be .tsv "
                         f"(tab-separated), .csv or .jsonl (one JSON object per line); rename the file to the "
-                        f"extension that matches its format.")
+                        f"extension that matches its format (each may be gzipped: .tsv.gz).")
     if path.stat().st_size == 0:
         raise UserError(f"labeled file '{path}' is empty. Check the path, or that the file was fully written.")
     return fmt
+
+
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(f"'{path}' ends in .gz but cannot be decompressed ({e}); the file is damaged or not "
+                        f"gzip. Re-fetch it, or drop the .gz from its name if it is plain text.") from None
 
 
 def _decode_lines(raw: bytes) -> tuple[list[str], dict[int, str]]:

@@ -4,14 +4,16 @@ from .config import PRESETS, ModelConfig, preset
 from .decoder import Decoder
 from .embedding import WordVectors
 from .encoder import Encoder
+from .encoder_decoder import EncoderDecoder
 from .rnn import BiLSTM
 
-BACKBONES = {"encoder": Encoder, "decoder": Decoder, "embedding": WordVectors, "rnn": BiLSTM}
+BACKBONES = {"encoder": Encoder, "decoder": Decoder, "encoder_decoder": EncoderDecoder, "embedding": WordVectors,
+             "rnn": BiLSTM}
 
 
 def build_backbone(cfg: ModelConfig):
     return BACKBONES[cfg.family](cfg)
 
 
-__all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "build_backbone", "BACKBONES", "WordVectors",
-           "BiLSTM"]
+__all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "EncoderDecoder", "build_backbone", "BACKBONES",
+           "WordVectors", "BiLSTM"]

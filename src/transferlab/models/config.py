@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import UserError
 
-FAMILIES = ("encoder", "decoder", "embedding", "rnn")
+FAMILIES = ("encoder", "decoder", "encoder_decoder", "embedding", "rnn")
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(n_layer=2, d_model=128, n_head=2),
@@ -27,7 +27,8 @@ class ModelConfig:
     """Everything needed to rebuild a backbone. Round-trips through ``config.json``.
 
     ``family`` decides the attention pattern: ``encoder`` is BERT (bidirectional, token types, embedding
-    LayerNorm); ``decoder`` is GPT-2 (causal). ``norm`` places the LayerNorms: "pre" (GPT-2; also our encoder
+    LayerNorm); ``decoder`` is GPT-2 (causal); ``encoder_decoder`` is BART (a bidirectional encoder and a causal
+    decoder with cross-attention, sharing one token embedding). ``norm`` places the LayerNorms: "pre" (GPT-2; also our encoder
     default, because post-norm BERTs sat on the unigram plateau far longer in short CPU runs) or "post" (original
     BERT, needed to load BERT checkpoints). Pre-norm backbones end with a final LayerNorm.
 
@@ -53,12 +54,16 @@ class ModelConfig:
     norm_eps: float = 1e-12
     init_std: float = 0.02  # small init keeps softmax gradients out of the denormal range on CPU
     pad_id: int = 0
+    # encoder_decoder only: decoder blocks (0 -> n_layer, as BART-base's 6/6). n_layer counts the encoder blocks.
+    n_dec_layer: int = 0
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise UserError(f"unknown model family '{self.family}'; choose one of {', '.join(FAMILIES)}.")
         if self.d_ff == 0:
             self.d_ff = 4 * self.d_model
+        if self.n_dec_layer == 0 and self.family == "encoder_decoder":
+            self.n_dec_layer = self.n_layer
         if self.d_model % self.n_head:
             raise UserError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}.")
         if self.norm not in ("pre", "post"):
@@ -74,7 +79,8 @@ class ModelConfig:
 
     @property
     def causal(self) -> bool:
-        return self.family == "decoder"
+        # An encoder-decoder returns its (causal) decoder's states, so the last real token summarises a sequence.
+        return self.family in ("decoder", "encoder_decoder")
 
     @property
     def default_pooling(self) -> str:

@@ -101,3 +101,27 @@ def init_weights(module: nn.Module, std: float) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class CrossBlock(Block):
+    """A decoder block of an encoder-decoder: causal self-attention, then cross-attention to the encoder's
+    output (``memory``), then the MLP. A subclass rather than a flag on ``Block`` so the encoder and decoder-only
+    blocks stay exactly as they are; the cross-attention is the same ``Attention`` with ``kv=memory``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.cross_attn = Attention(cfg.d_model, cfg.n_head, cfg.dropout)
+        self.ln_cross = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) decoder stream, memory (B, S, C) encoder output, memory_mask (B, 1, 1, S) key mask;
+        ``mask`` replaces the causal pattern of the self-attention when given."""
+        causal = mask is None
+        if self.norm_first:
+            x = x + self.drop(self.attn(self.ln_1(x), mask=mask, is_causal=causal))
+            x = x + self.drop(self.cross_attn(self.ln_cross(x), kv=memory, mask=memory_mask))
+            return x + self.drop(self.mlp(self.ln_2(x)))
+        x = self.ln_1(x + self.drop(self.attn(x, mask=mask, is_causal=causal)))
+        x = self.ln_cross(x + self.drop(self.cross_attn(x, kv=memory, mask=memory_mask)))
+        return self.ln_2(x + self.drop(self.mlp(x)))

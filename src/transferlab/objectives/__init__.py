@@ -5,11 +5,14 @@ OBJECTIVES maps the name used on the command line to (backbone family, module cl
 
 from ..errors import UserError
 from .clm import CausalLM, CLMCorruption
+from .denoising import NOISE_OPTIONS, BartCorruption, DenoisingLM, sentence_end_ids
 from .electra import Electra, ElectraCorruption
 from .elmo import BidirectionalLM
+from .mass import MassCorruption, MassLM
 from .mlm import MaskedLM, MLMCorruption, mask_tokens
 from .mpnet import MPNet, MPNetCorruption
 from .plm import PREDICT_RATIO, PermutationLM, PLMCorruption
+from .seq2seq_lm import Seq2SeqLM
 from .word2vec import SkipGram, SkipGramCorruption
 
 
@@ -54,6 +57,37 @@ def _elmo_corruption(tokenizer, mask_prob: float | None = None, **_):
     return CLMCorruption()  # both directions read the clean block
 
 
+def _bart_corruption(tokenizer, seq_len: int = 512, noise: dict | None = None, mask_prob: float | None = None, **_):
+    _noise_not_rate("bart", mask_prob)
+    return BartCorruption(tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id,
+                          tuple(sentence_end_ids(tokenizer)), max_len=seq_len, pad_id=tokenizer.pad_id,
+                          **_noise_options("bart", noise))
+
+
+def _mass_corruption(tokenizer, noise: dict | None = None, mask_prob: float | None = None, **_):
+    _noise_not_rate("mass", mask_prob)
+    return MassCorruption(tokenizer.mask_id, tokenizer.bos_id, **_noise_options("mass", noise))
+
+
+# Settings an objective's corruption takes from `--noise KEY=VALUE,...`.
+OBJECTIVE_NOISE = {"bart": NOISE_OPTIONS, "mass": ("span",)}
+
+
+def _noise_options(objective: str, noise: dict | None) -> dict:
+    noise = dict(noise or {})
+    unknown = sorted(set(noise) - set(OBJECTIVE_NOISE[objective]))
+    if unknown:
+        raise UserError(f"--noise: {objective} has no setting {', '.join(unknown)}; it takes "
+                        f"{', '.join(OBJECTIVE_NOISE[objective])}.")
+    return noise
+
+
+def _noise_not_rate(objective: str, given: float | None) -> None:
+    if given is not None:
+        raise UserError(f"--mask-prob does not apply to --objective {objective}; set its noise with --noise "
+                        f"({', '.join(OBJECTIVE_NOISE[objective])}), e.g. --noise mask=0.3.")
+
+
 OBJECTIVES = {
     "mlm": ("encoder", MaskedLM, _mlm_corruption),
     "clm": ("decoder", CausalLM, _clm_corruption),
@@ -62,8 +96,11 @@ OBJECTIVES = {
     "electra": ("encoder", Electra, _electra_corruption),
     "word2vec": ("embedding", SkipGram, _word2vec_corruption),
     "elmo": ("rnn", BidirectionalLM, _elmo_corruption),
+    "bart": ("encoder_decoder", DenoisingLM, _bart_corruption),
+    "mass": ("encoder_decoder", MassLM, _mass_corruption),
 }
 
 __all__ = ["OBJECTIVES", "MaskedLM", "CausalLM", "MLMCorruption", "CLMCorruption", "mask_tokens", "PermutationLM",
            "PLMCorruption", "MPNet", "MPNetCorruption", "Electra", "ElectraCorruption", "SkipGram",
-           "SkipGramCorruption", "BidirectionalLM"]
+           "SkipGramCorruption", "BidirectionalLM", "OBJECTIVE_NOISE", "DenoisingLM", "MassLM", "Seq2SeqLM",
+           "BartCorruption", "MassCorruption"]

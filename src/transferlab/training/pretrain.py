@@ -48,6 +48,10 @@ class PretrainConfig:
     precision: str = "auto"
     device: str = "cpu"
     progress: bool = True
+    # Encoder-decoder objectives (bart, mass): the family check, decoder depth, and corruption settings.
+    family: str | None = None  # None: the family the objective needs; anything else must match it
+    decoder_layers: int | None = None  # None: as many as the encoder (the preset's layers)
+    noise: dict | None = None  # bart: mask, delete, infill, permute, rotate, poisson_lambda; mass: span
 
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
@@ -78,20 +82,36 @@ def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
     return True
 
 
+def _check_family(cfg: PretrainConfig, family: str) -> None:
+    """Refuse settings that do not fit the backbone family the objective trains."""
+    if cfg.family is not None and cfg.family != family:
+        raise UserError(f"--objective {cfg.objective} trains a '{family}' backbone, but --family {cfg.family} was "
+                        f"given. Drop --family, or pick an objective for a '{cfg.family}' (mlm: encoder, clm: "
+                        f"decoder, bart and mass: encoder_decoder).")
+    if cfg.decoder_layers is not None and (family != "encoder_decoder" or cfg.decoder_layers < 1):
+        raise UserError(f"--decoder-layers {cfg.decoder_layers}: only encoder-decoder objectives (bart, mass) have "
+                        f"decoder layers, and they need at least one.")
+    if cfg.noise and family != "encoder_decoder":
+        raise UserError(f"--noise sets the corruption of bart and mass; --objective {cfg.objective} does not take "
+                        f"it (masked LM takes --mask-prob).")
+
+
 def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Pretrain and return the final checkpoint directory (RUN/final)."""
     if cfg.objective not in OBJECTIVES:
         raise UserError(f"unknown --objective '{cfg.objective}'; choose one of {', '.join(OBJECTIVES)}.")
     family, module_cls, corruption_factory = OBJECTIVES[cfg.objective]
+    _check_family(cfg, family)
     corpus = TokenCorpus(cfg.corpus)
     tokenizer = Tokenizer.load(Path(cfg.corpus) / "tokenizer.json")
     corpus.check_tokenizer(tokenizer)
     model_cfg = preset(cfg.model, family, tokenizer.vocab_size, max_len=max(512, cfg.seq_len),
-                       dropout=cfg.dropout, pad_id=tokenizer.pad_id, lm_head=cfg.lm_head)
+                       dropout=cfg.dropout, pad_id=tokenizer.pad_id, lm_head=cfg.lm_head,
+                       n_dec_layer=cfg.decoder_layers or 0)
     if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
         raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
     # built before the run directory is touched: a bad rate or length must not leave a run.json behind
-    corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob)
+    corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob, seq_len=cfg.seq_len, noise=cfg.noise)
     block_len = corruption.block_len(cfg.seq_len)
     resuming = _check_run_dir(cfg, resume, overwrite)
     barrier()  # every rank has looked at the run directory before rank 0 writes to it

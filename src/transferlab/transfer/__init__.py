@@ -35,6 +35,10 @@ def load(directory: str | Path) -> TransferModel:
     if not hasattr(module, "problem"):
         from ..errors import UserError
 
+        if config["task"]["kind"] == "seq2seq":
+            raise UserError(f"'{directory}' holds a fine-tuned seq2seq model; run it with `transferlab seq2seq "
+                            f"generate --model {directory} --data FILE --source-col ...` (BLEU with --target-col).")
+
         raise UserError(f"'{directory}' holds a '{config['task']['kind']}' pretraining checkpoint, not a fine-tuned "
                         f"model; fine-tune it first (`transferlab finetune --init {directory}`).")
     return TransferModel(module, tokenizer, max_len=config.get("max_len", 128))

@@ -16,6 +16,7 @@ import torch
 from ..errors import UserError
 from ..models import ModelConfig, build_backbone
 from ..objectives import OBJECTIVES
+from ..objectives.seq2seq_lm import Seq2SeqLM
 from ..tasks import TASKS, SequenceClassifier
 from ..tokenization import Tokenizer
 from ..training.checkpoint import load_config, load_weights
@@ -45,6 +46,8 @@ def build_task(backbone, task: dict):
     kind = task.get("kind")
     if kind in OBJECTIVES:
         return OBJECTIVES[kind][1](backbone)
+    if kind == Seq2SeqLM.kind:  # a fine-tuned seq2seq model: same module as bart/mass pretraining
+        return Seq2SeqLM(backbone)
     if kind in TASKS:
         return SequenceClassifier(backbone, task.get("num_labels") or 2, kind, task.get("pooling"),
                                   task.get("label_names"))
