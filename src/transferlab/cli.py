@@ -115,6 +115,21 @@ def cmd_demo(a):
     run_demo(a.out, seeds=a.seeds, quick=a.quick, overwrite=a.overwrite)
 
 
+def cmd_generate(a):
+    import json
+
+    from .evaluation.generate import GenerationConfig, generate, load_causal_lm
+
+    cfg = GenerationConfig(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
+                           top_p=a.top_p, stop=a.stop or [], seed=a.seed, use_cache=not a.no_cache)
+    module, tokenizer = load_causal_lm(a.model)
+    for g in generate(module, tokenizer, a.prompt, cfg, batch_size=a.batch_size):
+        if a.json:
+            print(json.dumps({"prompt": g.prompt, "text": g.text, "finish_reason": g.finish_reason}))
+        else:
+            print(f"{g.prompt}\x1b[1m{g.text}\x1b[0m" if sys.stdout.isatty() else f"{g.prompt}{g.text}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -202,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="curves.png")
     pl.add_argument("--metrics", type=_csv)
     pl.set_defaults(func=cmd_plot)
+
+    g = sub.add_parser("generate", help="continue prompts with a causal LM (greedy or sampled, KV cache)")
+    g.add_argument("--model", required=True, help="causal-LM checkpoint directory (RUN/final of --objective clm)")
+    g.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0, help="0 = no limit")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--stop", action="append", help="stop string (repeatable); the text ends before it")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--no-cache", action="store_true", help="recompute the whole sequence every step")
+    g.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")
     d.add_argument("--out", default="runs/demo")
