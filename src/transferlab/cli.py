@@ -130,6 +130,18 @@ def cmd_generate(a):
             print(f"{g.prompt}\x1b[1m{g.text}\x1b[0m" if sys.stdout.isatty() else f"{g.prompt}{g.text}")
 
 
+def cmd_icl(a):
+    from .evaluation.icl import builtin_tasks, run_icl
+
+    if a.list:
+        print("\n".join(builtin_tasks()))
+        return
+    if not a.model or not a.tasks:
+        raise UserError("icl needs --model DIR and --tasks NAMES_OR_FILES (or --list to see the built-in tasks).")
+    run_icl(a.model, a.tasks, a.shots, a.out, data_root=a.data_root, limit=a.limit, overflow=a.overflow,
+            batch_size=a.batch_size, progress=not a.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -231,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-cache", action="store_true", help="recompute the whole sequence every step")
     g.add_argument("--json", action="store_true", help="one JSON object per prompt")
     g.set_defaults(func=cmd_generate)
+
+    ic = sub.add_parser("icl", help="zero/one/few-shot evaluation of a causal LM from task files (no training)")
+    ic.add_argument("--model", help="causal-LM checkpoint directory")
+    ic.add_argument("--tasks", type=_csv, help="built-in task names (see --list) or .yaml/.json task files")
+    ic.add_argument("--shots", default="0,1,5", help="comma-separated numbers of demonstrations")
+    ic.add_argument("--out", help="write results.json, table.md and the prompts used here")
+    ic.add_argument("--data-root", default="../shared/data", help="what {data_root} in task files stands for")
+    ic.add_argument("--limit", type=int, help="evaluate at most N documents per task")
+    ic.add_argument("--overflow", choices=["error", "truncate"], default="error",
+                    help="when the demonstrations do not fit the window: refuse (saying how many fit) or drop some")
+    ic.add_argument("--batch-size", type=int, default=16)
+    ic.add_argument("--list", action="store_true", help="print the built-in tasks")
+    ic.add_argument("--quiet", action="store_true")
+    ic.set_defaults(func=cmd_icl)
 
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")
     d.add_argument("--out", default="runs/demo")
