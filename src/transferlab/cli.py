@@ -142,6 +142,19 @@ def cmd_icl(a):
             batch_size=a.batch_size, progress=not a.quiet)
 
 
+def cmd_perplexity(a):
+    from .evaluation.perplexity import perplexity_file
+    from .fsutil import write_json
+
+    r = perplexity_file(a.model, a.data, window=a.window, stride=a.stride, batch_size=a.batch_size,
+                        progress=not a.quiet)
+    print(f"perplexity {r['ppl']:.2f} per token ({r['tokens']:,} tokens), {r['word_ppl']:.2f} per word "
+          f"({r['words']:,} words), {r['bits_per_byte']:.3f} bits per byte; window {r['window']}, stride "
+          f"{r['stride']} (every token after the first window sees at least {r['min_context']} tokens of context)")
+    if a.json:
+        write_json(a.json, r)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -257,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--list", action="store_true", help="print the built-in tasks")
     ic.add_argument("--quiet", action="store_true")
     ic.set_defaults(func=cmd_icl)
+
+    pp = sub.add_parser("perplexity", help="perplexity of a causal LM on a text file, with a sliding window")
+    pp.add_argument("--model", required=True, help="causal-LM checkpoint directory")
+    pp.add_argument("--data", required=True, help="held-out text (.txt or .txt.gz)")
+    pp.add_argument("--stride", type=int, help="tokens between window starts (default window/2)")
+    pp.add_argument("--window", type=int, help="tokens per window (default: the model's max length)")
+    pp.add_argument("--batch-size", type=int, default=4)
+    pp.add_argument("--json", help="also write the result here")
+    pp.add_argument("--quiet", action="store_true")
+    pp.set_defaults(func=cmd_perplexity)
 
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")
     d.add_argument("--out", default="runs/demo")
