@@ -155,6 +155,17 @@ def cmd_perplexity(a):
         write_json(a.json, r)
 
 
+def cmd_icl_scaling(a):
+    from .experiments.icl_scaling import ScalingConfig, run_icl_scaling
+
+    cfg = ScalingConfig(out=a.out, sizes=a.sizes, checkpoints=a.checkpoints, corpus=a.corpus, tasks=a.tasks,
+                        shots=a.shots, limit=a.limit, data_root=a.data_root, overflow=a.overflow, steps=a.steps,
+                        seq_len=a.seq_len, batch_size=a.batch_size, lr=a.lr, seed=a.seed, precision=a.precision,
+                        progress=not a.quiet)
+    run_icl_scaling(cfg, overwrite=a.overwrite)
+    print(f"wrote {Path(a.out) / 'scaling.png'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -280,6 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--json", help="also write the result here")
     pp.add_argument("--quiet", action="store_true")
     pp.set_defaults(func=cmd_perplexity)
+
+    sc = sub.add_parser("icl-scaling", help="pretrain causal LMs of increasing size, plot few-shot accuracy vs size")
+    sc.add_argument("--out", required=True)
+    sc.add_argument("--sizes", type=_csv, default=["tiny", "mini", "small"], help="presets to pretrain")
+    sc.add_argument("--checkpoints", type=_csv, help="existing causal-LM checkpoints instead of pretraining")
+    sc.add_argument("--corpus", help="prepared corpus (default: synthetic pattern episodes)")
+    sc.add_argument("--tasks", type=_csv, default=["pattern"])
+    sc.add_argument("--shots", default="0,1,5")
+    sc.add_argument("--limit", type=int, default=200)
+    sc.add_argument("--data-root", default="../shared/data")
+    sc.add_argument("--overflow", choices=["error", "truncate"], default="error")
+    sc.add_argument("--steps", type=int, default=300)
+    sc.add_argument("--seq-len", type=int, default=128)
+    sc.add_argument("--batch-size", type=int, default=16)
+    sc.add_argument("--lr", type=float, default=3e-3)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--precision", default="auto")
+    sc.add_argument("--overwrite", action="store_true")
+    sc.add_argument("--quiet", action="store_true")
+    sc.set_defaults(func=cmd_icl_scaling)
 
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")
     d.add_argument("--out", default="runs/demo")
