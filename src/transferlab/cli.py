@@ -166,6 +166,15 @@ def cmd_icl_scaling(a):
     print(f"wrote {Path(a.out) / 'scaling.png'}")
 
 
+def cmd_probe_bias(a):
+    from .evaluation.bias import BiasConfig, run_bias_probe
+
+    cfg = BiasConfig(user_pairs=a.pair or [], only_user_pairs=a.only_my_pairs, samples=a.samples,
+                     max_new_tokens=a.max_new_tokens, top_words=a.top_words, sentence_pairs=a.sentence_pairs,
+                     seed=a.seed, occupations=a.occupations)
+    run_bias_probe(a.model, cfg, a.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -311,6 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--overwrite", action="store_true")
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=cmd_icl_scaling)
+
+    pr = sub.add_parser("probe", help="probes of what a pretrained model learned").add_subparsers(
+        dest="probe_command", required=True)
+    pb = pr.add_parser("bias", help="gender bias: paired prompts, occupation templates, stereotype sentence pairs")
+    pb.add_argument("--model", required=True, help="pretrained checkpoint (causal LM: all probes; masked LM: (c))")
+    pb.add_argument("--pair", action="append", help="'PROMPT A|PROMPT B' (repeatable), added to the defaults")
+    pb.add_argument("--only-my-pairs", action="store_true", help="use only the --pair prompts")
+    pb.add_argument("--samples", type=int, default=200, help="continuations sampled per prompt")
+    pb.add_argument("--max-new-tokens", type=int, default=8)
+    pb.add_argument("--top-words", type=int, default=10)
+    pb.add_argument("--occupations", type=_csv, help="comma-separated occupations for the templates")
+    pb.add_argument("--sentence-pairs", help="TSV of stereotype<TAB>anti-stereotype sentences (default: shipped)")
+    pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument("--out", help="write bias.json, bias.md and bias.png here")
+    pb.set_defaults(func=cmd_probe_bias)
 
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")
     d.add_argument("--out", default="runs/demo")
