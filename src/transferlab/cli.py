@@ -167,7 +167,8 @@ def cmd_icl_scaling(a):
 
 
 def cmd_probe_bias(a):
-    from .evaluation.bias import BiasConfig, run_bias_probe
+    from .evaluation.bias import BiasConfig
+    from .experiments.bias_report import run_bias_probe
 
     cfg = BiasConfig(user_pairs=a.pair or [], only_user_pairs=a.only_my_pairs, samples=a.samples,
                      max_new_tokens=a.max_new_tokens, top_words=a.top_words, sentence_pairs=a.sentence_pairs,

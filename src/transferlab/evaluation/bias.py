@@ -9,14 +9,14 @@
     plain log-likelihood for causal LMs. 50% preference for the stereotype = no measured bias.
 
 Fine-tuning starts from these weights, so a model fine-tuned from this checkpoint carries the same associations
-unless the fine-tuning data works against them; the report says so.
+unless the fine-tuning data works against them; the report says so. The files and the plot are written by
+``experiments/bias_report.py``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..fsutil import atomic_dir, write_json
 from .generate import GenerationConfig, generate
 from .icl import loglikelihoods, split_continuation
 
@@ -239,48 +238,3 @@ def format_report(result: dict) -> str:
               f"measured bias); mean score difference {s['mean_difference']:+.3f}.", "",
               "## Note", "", result["note"]]
     return "\n".join(lines)
-
-
-def plot_bias(result: dict, out_png) -> Path:
-    from ..experiments.plots import _figure, _save
-
-    panels = ["occupations"] if "occupations" in result else []
-    panels.append("sentences")
-    fig = _figure((6.0 * len(panels), 4.6))
-    for i, name in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        if name == "occupations":
-            items = sorted(result["occupations"]["by_occupation"].items(), key=lambda kv: kv[1])
-            values = [v for _, v in items]
-            ax.barh([o for o, _ in items], values, color=["tab:red" if v < 0 else "tab:blue" for v in values])
-            ax.axvline(0, color="0.3", linewidth=1)
-            ax.set_xlabel("log p(male) - log p(female)")
-            ax.set_title(f"(b) occupations, mean {result['occupations']['mean_log_ratio']:+.2f}")
-            ax.tick_params(axis="y", labelsize=7)
-        else:
-            diffs = [r["score_stereotype"] - r["score_anti"] for r in result["sentences"]["rows"]]
-            ax.bar(range(len(diffs)), diffs, color=["tab:orange" if d > 0 else "tab:green" for d in diffs])
-            ax.axhline(0, color="0.3", linewidth=1)
-            ax.set_xlabel("sentence pair")
-            ax.set_ylabel("score(stereotype) - score(anti)")
-            ax.set_title(f"(c) prefers stereotype in {result['sentences']['prefers_stereotype']:.0%} of pairs")
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, out_png)
-
-
-def run_bias_probe(model_dir, cfg: BiasConfig | None = None, out=None) -> dict:
-    """``transferlab probe bias``: load, probe, print the report; write bias.json, bias.md, bias.png to ``out``."""
-    from ..transfer.pretrained import load_model
-
-    module, tokenizer, _ = load_model(model_dir)
-    result = probe_bias(module, tokenizer, cfg)
-    report = format_report(result)
-    print(report)
-    if out is not None:
-        with atomic_dir(out) as tmp:
-            write_json(tmp / "bias.json", {"model": str(model_dir), **result})
-            (tmp / "bias.md").write_text(report + "\n", encoding="utf-8")
-            plot_bias(result, tmp / "bias.png")
-        print(f"wrote {out}", file=sys.stderr)
-    return result

@@ -10,7 +10,7 @@ the start of a document, which is what a prompt is. It also gives an empty promp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -194,6 +194,14 @@ def stop_forms(tokenizer, stop: list[str]) -> list[str]:
     return forms
 
 
+def continuation_text(tokenizer, prompt_ids: list[int], generated: list[int]) -> str:
+    """The text the generated ids add to the prompt. Decoding them alone would lose the join: WordPiece glues a
+    "##" piece to the prompt's last word, and the space before a new word is only written between two words."""
+    before = tokenizer.decode(prompt_ids)
+    after = tokenizer.decode(list(prompt_ids) + list(generated))
+    return after[len(before):] if after.startswith(before) else tokenizer.decode(generated)
+
+
 def cut_at_stop(text: str, forms: list[str]) -> tuple[str, bool]:
     """Text before the earliest stop form, and whether one was found."""
     hits = [text.find(f) for f in forms if f in text]
@@ -227,15 +235,15 @@ def generate(module, tokenizer, prompts: list[str] | str, cfg: GenerationConfig 
         encoded = [[tokenizer.eos_id] + tokenizer.encode(p) for p in chunk]
 
         def stop_check(i, generated):
-            return cut_at_stop(tokenizer.decode(generated), forms)[1]
+            return cut_at_stop(continuation_text(tokenizer, encoded[i], generated), forms)[1]
 
         # each chunk's sampler is seeded from the seed and the chunk's position, so output never depends on
-        # what else ran before in the same process
-        chunk_cfg = GenerationConfig(**{**cfg.__dict__, "seed": cfg.seed + start})
-        for prompt, (ids, reason) in zip(chunk, generate_ids(backbone, lm_head, encoded, chunk_cfg,
-                                                              tokenizer.eos_id, tokenizer.pad_id,
-                                                              stop_check if forms else None)):
-            text, _ = cut_at_stop(tokenizer.decode(ids), forms)
+        # what else ran before in the same process (but a sampled prompt's text does depend on its batch)
+        chunk_cfg = replace(cfg, seed=cfg.seed + start)
+        outs = generate_ids(backbone, lm_head, encoded, chunk_cfg, tokenizer.eos_id, tokenizer.pad_id,
+                            stop_check if forms else None)
+        for prompt, prompt_ids, (ids, reason) in zip(chunk, encoded, outs):
+            text, _ = cut_at_stop(continuation_text(tokenizer, prompt_ids, ids), forms)
             results.append(Generation(prompt, text, ids, reason))
     return results
 

@@ -43,7 +43,7 @@ import torch
 
 from ..errors import UserError
 from ..fsutil import atomic_dir, write_json
-from .generate import GenerationConfig, causal_lm, cut_at_stop, generate_ids, stop_forms
+from .generate import GenerationConfig, causal_lm, continuation_text, cut_at_stop, generate_ids, stop_forms
 
 TASK_DIR = Path(__file__).with_name("tasks")
 OUTPUT_TYPES = ("multiple_choice", "generate_until")
@@ -355,6 +355,11 @@ def loglikelihoods(module, requests: list[tuple[list[int], list[int]]], batch_si
 
     backbone, lm_head = causal_lm(module)
     device = backbone.wte.weight.device
+    too_long = [i for i, (c, x) in enumerate(requests) if len(c) + len(x) - 1 > backbone.config.max_len]
+    if too_long:
+        c, x = requests[too_long[0]]
+        raise UserError(f"{len(too_long)} text(s) are longer than the model's window of {backbone.config.max_len} "
+                        f"tokens (the first has {len(c) + len(x) - 1}); shorten them.")
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     bar = tqdm(total=len(requests), desc="log-likelihood", unit="req", disable=not progress)
@@ -444,9 +449,6 @@ def evaluate_task(module, tokenizer, task: Task, k: int, overflow: str = "error"
     else:
         forms = stop_forms(tokenizer, task.until)
 
-        def stop_check(row, generated):
-            return cut_at_stop(tokenizer.decode(generated), forms)[1]
-
         cfg = GenerationConfig(max_new_tokens=task.max_gen_toks, stop=task.until)
         prompts = []
         for i, doc in enumerate(task.docs):
@@ -458,10 +460,14 @@ def evaluate_task(module, tokenizer, task: Task, k: int, overflow: str = "error"
 
         for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", disable=not progress):
             chunk = prompts[start:start + batch_size]
+
+            def stop_check(row, generated, chunk=chunk):
+                return cut_at_stop(continuation_text(tokenizer, chunk[row], generated), forms)[1]
+
             outs = generate_ids(backbone, lm_head, chunk, cfg, tokenizer.eos_id, tokenizer.pad_id,
                                 stop_check if forms else None)
-            for rec, (ids, _) in zip(records[start:], outs):
-                text = cut_at_stop(tokenizer.decode(ids), forms)[0]
+            for rec, prompt_ids, (ids, _) in zip(records[start:], chunk, outs):
+                text = cut_at_stop(continuation_text(tokenizer, prompt_ids, ids), forms)[0]
                 answer = _answer(text, task.answer_pattern)
                 rec.update(generated=text, prediction=answer,
                            correct=int(answer == _answer(rec["target"], task.answer_pattern)))
