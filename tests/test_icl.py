@@ -140,6 +140,8 @@ def test_tiny_model_learns_in_context_cli(pattern_model, tmp_path, capsys):
     rows = [json.loads(l) for l in (out / "prompts" / "pattern-2shot.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and rows[0]["prompt"].count("->") == 3 and rows[0]["target"] in rows[0]["choices"]
     assert (out / "table.md").is_file()
+    assert main(["icl", "--model", str(pattern_model), "--tasks", "pattern", "--out", str(out), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_generation_task_scored_by_exact_match(pattern_model, tmp_path):

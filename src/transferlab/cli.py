@@ -139,7 +139,7 @@ def cmd_icl(a):
     if not a.model or not a.tasks:
         raise UserError("icl needs --model DIR and --tasks NAMES_OR_FILES (or --list to see the built-in tasks).")
     run_icl(a.model, a.tasks, a.shots, a.out, data_root=a.data_root, limit=a.limit, overflow=a.overflow,
-            batch_size=a.batch_size, progress=not a.quiet)
+            batch_size=a.batch_size, progress=not a.quiet, overwrite=a.overwrite)
 
 
 def cmd_perplexity(a):
@@ -173,7 +173,7 @@ def cmd_probe_bias(a):
     cfg = BiasConfig(user_pairs=a.pair or [], only_user_pairs=a.only_my_pairs, samples=a.samples,
                      max_new_tokens=a.max_new_tokens, top_words=a.top_words, sentence_pairs=a.sentence_pairs,
                      seed=a.seed, occupations=a.occupations)
-    run_bias_probe(a.model, cfg, a.out)
+    run_bias_probe(a.model, cfg, a.out, overwrite=a.overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when the demonstrations do not fit the window: refuse (saying how many fit) or drop some")
     ic.add_argument("--batch-size", type=int, default=16)
     ic.add_argument("--list", action="store_true", help="print the built-in tasks")
+    ic.add_argument("--overwrite", action="store_true")
     ic.add_argument("--quiet", action="store_true")
     ic.set_defaults(func=cmd_icl)
 
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--sentence-pairs", help="TSV of stereotype<TAB>anti-stereotype sentences (default: shipped)")
     pb.add_argument("--seed", type=int, default=0)
     pb.add_argument("--out", help="write bias.json, bias.md and bias.png here")
+    pb.add_argument("--overwrite", action="store_true")
     pb.set_defaults(func=cmd_probe_bias)
 
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..fsutil import atomic_dir, write_json
+from ..fsutil import atomic_dir, check_output_dir, write_json
 from .generate import GenerationConfig, causal_lm, continuation_text, cut_at_stop, generate_ids, stop_forms
 
 TASK_DIR = Path(__file__).with_name("tasks")
@@ -201,6 +201,7 @@ class Task:
     until: list[str] = field(default_factory=lambda: ["\n"])
     max_gen_toks: int = 16
     answer_pattern: str | None = None
+    _groups: dict | None = field(default=None, repr=False)
 
     def text(self, doc: dict) -> str:
         return render(self.doc_to_text, doc, f"{self.source}: doc_to_text")
@@ -213,28 +214,39 @@ class Task:
         t = render(self.doc_to_target, doc, f"{self.source}: doc_to_target")
         if self.output_type == "multiple_choice":
             choices = self.choices(doc)
+            if t in choices:  # text first, so numeric choices ("0", "1", ...) are not read as indices
+                return t
             if t.strip().lstrip("-").isdigit():
                 i = int(t)
                 if not 0 <= i < len(choices):
                     raise UserError(f"{self.source}: doc_to_target gave index {i} but there are {len(choices)} "
                                     f"choices ({choices}).")
                 return choices[i]
-            if t not in choices:
-                raise UserError(f"{self.source}: doc_to_target gave '{t}', which is not one of the choices "
-                                f"{choices}; give a choice's text or its index.")
+            raise UserError(f"{self.source}: doc_to_target gave '{t}', which is not one of the choices "
+                            f"{choices}; give a choice's text or its index.")
         return t
 
     def demonstrations(self, index: int, k: int) -> list[dict]:
         """``k`` seeded demonstrations for document ``index``, never the document itself."""
         doc = self.docs[index]
-        candidates = [d for j, d in enumerate(self.pool) if not (self.pool_is_docs and j == index)]
         if self.fewshot_group:
-            candidates = [d for d in candidates if d.get(self.fewshot_group) == doc.get(self.fewshot_group)]
-        if k > len(candidates):
+            if self._groups is None:  # pool positions by group value, built once
+                self._groups = {}
+                for j, d in enumerate(self.pool):
+                    self._groups.setdefault(d.get(self.fewshot_group), []).append(j)
+            candidates = self._groups.get(doc.get(self.fewshot_group), [])
+        else:
+            candidates = range(len(self.pool))
+        exclude = index if self.pool_is_docs else -1
+        available = len(candidates) - (exclude in candidates)
+        if k > available:
             group = f" in its '{self.fewshot_group}' group" if self.fewshot_group else ""
-            raise UserError(f"task {self.name}: {k} shots asked, but document {index} has only {len(candidates)} "
+            raise UserError(f"task {self.name}: {k} shots asked, but document {index} has only {available} "
                             f"possible demonstrations{group}. Ask for fewer --shots.")
-        return random.Random(f"{self.fewshot_seed}:{index}").sample(candidates, k)
+        # draw one extra so that dropping the evaluated document still leaves k; sampling positions keeps this
+        # cheap for a pool of 67k training sentences
+        picks = random.Random(f"{self.fewshot_seed}:{index}").sample(candidates, min(len(candidates), k + 1))
+        return [self.pool[j] for j in picks if j != exclude][:k]
 
     def prompt(self, demos: list[dict], doc: dict) -> str:
         parts = [self.description] if self.description else []
@@ -528,7 +540,7 @@ def parse_shots(value) -> list[int]:
 
 
 def run_icl(model_dir, tasks: list[str], shots, out=None, data_root="../shared/data", limit: int | None = None,
-            overflow: str = "error", batch_size: int = 16, progress: bool = True) -> dict:
+            overflow: str = "error", batch_size: int = 16, progress: bool = True, overwrite: bool = False) -> dict:
     """``transferlab icl``: load the model and tasks, evaluate, print the table, write ``out``.
 
     ``out`` receives ``results.json`` (metrics per task and shot count), ``table.md`` and
@@ -538,6 +550,8 @@ def run_icl(model_dir, tasks: list[str], shots, out=None, data_root="../shared/d
     from .generate import load_causal_lm
 
     shots = parse_shots(shots)
+    if out is not None:
+        check_output_dir(out, overwrite, "icl output")
     loaded = [load_task(t, data_root, limit) for t in tasks]
     module, tokenizer = load_causal_lm(model_dir)
     results, records = evaluate_icl(module, tokenizer, loaded, shots, overflow, batch_size, progress)

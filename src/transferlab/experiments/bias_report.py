@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..evaluation.bias import BiasConfig, format_report, probe_bias
-from ..fsutil import atomic_dir, write_json
+from ..fsutil import atomic_dir, check_output_dir, write_json
 from ..transfer.pretrained import load_model
 from .plots import _figure, _save
 
@@ -39,8 +39,10 @@ def plot_bias(result: dict, out_png) -> Path:
     return _save(fig, out_png)
 
 
-def run_bias_probe(model_dir, cfg: BiasConfig | None = None, out=None) -> dict:
+def run_bias_probe(model_dir, cfg: BiasConfig | None = None, out=None, overwrite: bool = False) -> dict:
     """``transferlab probe bias``: load, probe, print the report; write bias.json, bias.md, bias.png to ``out``."""
+    if out is not None:
+        check_output_dir(out, overwrite, "bias probe output")
     module, tokenizer, _ = load_model(model_dir)
     result = probe_bias(module, tokenizer, cfg)
     report = format_report(result)
