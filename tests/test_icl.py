@@ -165,3 +165,24 @@ def test_cli_icl_errors(pretrained_dir, capsys):
     assert "causal language-model head" in capsys.readouterr().err
     assert main(["icl", "--list"]) == 0
     assert set(capsys.readouterr().out.split()) >= {"sst2", "en_fr", "addition", "lambada", "pattern"}
+
+
+@pytest.mark.data
+def test_builtin_tasks_read_the_shared_data():
+    from conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "sst2").is_dir():
+        pytest.skip("../shared/data is not here")
+    sst2 = load_task("sst2", SHARED_DATA)
+    assert len(sst2.docs) == 872 and len(sst2.pool) == 67349
+    assert {sst2.target(d) for d in sst2.docs} == {"negative", "positive"}
+    assert sst2.prompt([], sst2.docs[0]).endswith("Review: it 's a charming and often affecting journey .\nSentiment:")
+    en_fr = load_task("en_fr", SHARED_DATA)
+    assert en_fr.pool[:2] == [{"source": "the", "target": "le"}, {"source": "and", "target": "et"}]
+    assert len(en_fr.pool) == 1000 and len(en_fr.docs) == 500 and len({d["source"] for d in en_fr.pool}) == 1000
+    assert all(d["source"] != d["target"] and d["source"].isalpha() for d in en_fr.pool)
+    addition = load_task("addition", SHARED_DATA)
+    assert all(int(d["sum"]) == int(d["a"]) + int(d["b"]) and 10 <= int(d["a"]) <= 99 for d in addition.docs)
+    lambada = load_task("lambada", SHARED_DATA)
+    assert len(lambada.docs) == 500 and all(d["word"].isalpha() and len(d["context"].split()) <= 30
+                                            for d in lambada.docs)
