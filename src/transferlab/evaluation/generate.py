@@ -197,8 +197,9 @@ def stop_forms(tokenizer, stop: list[str]) -> list[str]:
 def continuation_text(tokenizer, prompt_ids: list[int], generated: list[int]) -> str:
     """The text the generated ids add to the prompt. Decoding them alone would lose the join: WordPiece glues a
     "##" piece to the prompt's last word, and the space before a new word is only written between two words."""
-    before = tokenizer.decode(prompt_ids)
-    after = tokenizer.decode(list(prompt_ids) + list(generated))
+    tail = list(prompt_ids[-8:])  # the join depends on the last prompt tokens only; keeps stop checks O(1)
+    before = tokenizer.decode(tail)
+    after = tokenizer.decode(tail + list(generated))
     return after[len(before):] if after.startswith(before) else tokenizer.decode(generated)
 
 
