@@ -79,7 +79,7 @@ class Block(nn.Module):
             kv_in = None if kv is None else self.ln_1(kv)
             x = x + self.drop(self.attn(self.ln_1(x), kv=kv_in, mask=mask, is_causal=is_causal, cache=cache))
             return x + self.drop(self.mlp(self.ln_2(x)))
-        x = self.ln_1(x + self.drop(self.attn(x, kv=kv, mask=mask, is_causal=is_causal)))
+        x = self.ln_1(x + self.drop(self.attn(x, kv=kv, mask=mask, is_causal=is_causal, cache=cache)))
         return self.ln_2(x + self.drop(self.mlp(x)))
 
 
