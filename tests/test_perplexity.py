@@ -63,6 +63,8 @@ def test_cli_perplexity(tmp_path, corpus_dir, capsys):
     assert "stride 16" in out and "window 32" in out
     result = json.loads((tmp_path / "ppl.json").read_text())
     assert result["stride"] == 16 and 1 < result["ppl"] < 200 and result["tokens"] > 100
+    assert main(["perplexity", "--model", str(final), "--data", str(data), "--quiet"]) == 0
+    assert "window 32, stride 16" in capsys.readouterr().out  # defaults: the pretraining length, half of it
     assert main(["perplexity", "--model", str(final), "--data", str(data), "--stride", "64", "--window", "32"]) == 2
     assert "--stride 64" in capsys.readouterr().err
     assert main(["perplexity", "--model", str(final), "--data", str(tmp_path / "missing.txt")]) == 2

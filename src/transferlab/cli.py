@@ -139,7 +139,7 @@ def cmd_icl(a):
     if not a.model or not a.tasks:
         raise UserError("icl needs --model DIR and --tasks NAMES_OR_FILES (or --list to see the built-in tasks).")
     run_icl(a.model, a.tasks, a.shots, a.out, data_root=a.data_root, limit=a.limit, overflow=a.overflow,
-            batch_size=a.batch_size, progress=not a.quiet, overwrite=a.overwrite)
+            batch_size=a.batch_size, progress=not a.quiet, overwrite=a.overwrite, window=a.window)
 
 
 def cmd_perplexity(a):
@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--overflow", choices=["error", "truncate"], default="error",
                     help="when the demonstrations do not fit the window: refuse (saying how many fit) or drop some")
     ic.add_argument("--batch-size", type=int, default=16)
+    ic.add_argument("--window", type=int, help="prompt length limit (default: the length the model was trained on)")
     ic.add_argument("--list", action="store_true", help="print the built-in tasks")
     ic.add_argument("--overwrite", action="store_true")
     ic.add_argument("--quiet", action="store_true")
@@ -297,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--model", required=True, help="causal-LM checkpoint directory")
     pp.add_argument("--data", required=True, help="held-out text (.txt or .txt.gz)")
     pp.add_argument("--stride", type=int, help="tokens between window starts (default window/2)")
-    pp.add_argument("--window", type=int, help="tokens per window (default: the model's max length)")
+    pp.add_argument("--window", type=int, help="tokens per window (default: the length the model was trained on)")
     pp.add_argument("--batch-size", type=int, default=4)
     pp.add_argument("--json", help="also write the result here")
     pp.add_argument("--quiet", action="store_true")

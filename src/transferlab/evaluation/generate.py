@@ -256,3 +256,15 @@ def load_causal_lm(directory):
     module, tokenizer, _ = load_model(directory)
     causal_lm(module, f"'{directory}'")
     return module.eval(), tokenizer
+
+
+def trained_window(directory) -> int:
+    """The context length a checkpoint was pretrained on (its blocks' length): positions beyond it have
+    embeddings that never received a gradient, so evaluation should not use them. Falls back on the position
+    table's size for checkpoints that do not record it."""
+    from ..training.checkpoint import load_config
+
+    config = load_config(directory)
+    max_len = config["backbone"]["max_len"]
+    seq_len = (config.get("pretraining") or {}).get("seq_len")
+    return min(int(seq_len), max_len) if seq_len else max_len

@@ -396,7 +396,7 @@ def loglikelihoods(module, requests: list[tuple[list[int], list[int]]], batch_si
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def _fit(task: Task, tokenizer, index: int, k: int, window: int, reserve: int, overflow: str):
-    """(prompt, context ids, shots used) for document ``index`` with ``k`` shots, within ``window`` tokens
+    """(prompt, shots used) for document ``index`` with ``k`` shots, within ``window`` tokens
     minus ``reserve`` for the answer. Demonstrations are dropped from the front when ``overflow='truncate'``."""
     doc = task.docs[index]
     demos = task.demonstrations(index, k)
@@ -406,7 +406,8 @@ def _fit(task: Task, tokenizer, index: int, k: int, window: int, reserve: int, o
         if len(ids) + reserve <= window:
             if used < k and overflow == "error":
                 need = 1 + len(tokenizer.encode(task.prompt(demos, doc))) + reserve
-                raise UserError(f"task {task.name}, document {index}: {k} shots need {need} tokens but the model's window is {window}; at most {used} shots fit here. Ask for "
+                raise UserError(f"task {task.name}, document {index}: {k} shots need {need} tokens but the model's "
+                                f"window is {window}; at most {used} shots fit here. Ask for "
                                 f"fewer --shots, or pass --overflow truncate to drop the demonstrations that do "
                                 f"not fit.")
             return prompt, used
@@ -424,8 +425,9 @@ def _left_truncate(ctx: list[int], cont_len: int, window: int) -> list[int]:
 
 
 def evaluate_task(module, tokenizer, task: Task, k: int, overflow: str = "error", batch_size: int = 16,
-                  progress: bool = False) -> tuple[dict, list[dict]]:
-    """Score ``task`` with ``k`` demonstrations per document.
+                  progress: bool = False, window: int | None = None) -> tuple[dict, list[dict]]:
+    """Score ``task`` with ``k`` demonstrations per document, within ``window`` tokens (default: the position
+    table; ``trained_window(dir)`` gives the length the model was pretrained on, which is what to use).
 
     Returns:
         (metrics, records): metrics ``acc`` (and ``acc_norm`` for multiple choice, ``exact_match`` for
@@ -434,7 +436,7 @@ def evaluate_task(module, tokenizer, task: Task, k: int, overflow: str = "error"
     if overflow not in OVERFLOW:
         raise UserError(f"--overflow must be one of {', '.join(OVERFLOW)}, got '{overflow}'.")
     backbone, lm_head = causal_lm(module)
-    window = backbone.config.max_len
+    window = min(window or backbone.config.max_len, backbone.config.max_len)
     records = []
     if task.output_type == "multiple_choice":
         requests, spans = [], []
@@ -503,14 +505,14 @@ def _mean(values) -> float:
 
 
 def evaluate_icl(module, tokenizer, tasks: list[Task], shots: list[int], overflow: str = "error",
-                 batch_size: int = 16, progress: bool = True) -> tuple[dict, dict]:
+                 batch_size: int = 16, progress: bool = True, window: int | None = None) -> tuple[dict, dict]:
     """Every task at every shot count. Returns (results[task][shots] -> metrics, records[(task, shots)])."""
     results, records = {}, {}
     for task in tasks:
         for k in shots:
             if progress:
                 print(f"{task.name}: {k}-shot, {len(task.docs)} documents", file=sys.stderr)
-            metrics, recs = evaluate_task(module, tokenizer, task, k, overflow, batch_size, progress)
+            metrics, recs = evaluate_task(module, tokenizer, task, k, overflow, batch_size, progress, window)
             results.setdefault(task.name, {})[str(k)] = metrics
             records[(task.name, k)] = recs
     return results, records
@@ -540,27 +542,30 @@ def parse_shots(value) -> list[int]:
 
 
 def run_icl(model_dir, tasks: list[str], shots, out=None, data_root="../shared/data", limit: int | None = None,
-            overflow: str = "error", batch_size: int = 16, progress: bool = True, overwrite: bool = False) -> dict:
+            overflow: str = "error", batch_size: int = 16, progress: bool = True, overwrite: bool = False,
+            window: int | None = None) -> dict:
     """``transferlab icl``: load the model and tasks, evaluate, print the table, write ``out``.
 
     ``out`` receives ``results.json`` (metrics per task and shot count), ``table.md`` and
     ``prompts/TASK-Kshot.jsonl`` (every prompt as the model saw it, with answer and outcome). It is written
-    under a temporary name and renamed when complete.
+    under a temporary name and renamed when complete. ``window`` defaults to the length the model was
+    pretrained on.
     """
-    from .generate import load_causal_lm
+    from .generate import load_causal_lm, trained_window
 
     shots = parse_shots(shots)
     if out is not None:
         check_output_dir(out, overwrite, "icl output")
     loaded = [load_task(t, data_root, limit) for t in tasks]
     module, tokenizer = load_causal_lm(model_dir)
-    results, records = evaluate_icl(module, tokenizer, loaded, shots, overflow, batch_size, progress)
+    window = window or trained_window(model_dir)
+    results, records = evaluate_icl(module, tokenizer, loaded, shots, overflow, batch_size, progress, window)
     table = format_table(results)
     print(table)
     if out is not None:
         with atomic_dir(out) as tmp:
             write_json(tmp / "results.json", {"model": str(model_dir), "data_root": str(data_root),
-                                              "overflow": overflow, "results": results})
+                                              "window": window, "overflow": overflow, "results": results})
             (tmp / "table.md").write_text(table + "\n", encoding="utf-8")
             (tmp / "prompts").mkdir()
             for (name, k), recs in records.items():

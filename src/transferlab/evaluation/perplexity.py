@@ -3,9 +3,10 @@
 The text is tokenised whole (preceded by [EOS], the document start the model knows) and scored in windows of
 ``window`` tokens that start every ``stride`` tokens. Each token is scored exactly once, in the first window that
 holds it after the part an earlier window already scored, so apart from the first window every token sees at
-least ``window - stride`` tokens of context (1 when ``stride == window``). ``stride == window`` is the cheap non-overlapping estimate (worse:
-tokens at a window's start see no context); a small stride approaches the model's true perplexity at the cost
-of ``window / stride`` times the compute. Always report the stride with the number.
+least ``window - stride`` tokens of context (1 when ``stride == window``). ``stride == window`` is the cheap
+non-overlapping estimate (worse: tokens at a window's start see almost no context); a small stride approaches the
+model's true perplexity at the cost of ``window / stride`` times the compute. Always report the stride with the
+number. The window defaults to the length the model was pretrained on: positions beyond it were never trained.
 
 Token perplexity depends on the tokenizer, so word-level perplexity (the same total log-likelihood divided by
 the number of whitespace-separated words) and bits per byte are reported too: those compare across tokenizers,
@@ -114,9 +115,11 @@ def sliding_window_perplexity(module, tokenizer, text: str, window: int | None =
 
 def perplexity_file(model_dir, data, window: int | None = None, stride: int | None = None, batch_size: int = 4,
                     progress: bool = True) -> dict:
-    """``transferlab perplexity``: load a causal-LM checkpoint and score a text file."""
-    from .generate import load_causal_lm
+    """``transferlab perplexity``: load a causal-LM checkpoint and score a text file. ``window`` defaults to
+    the length the model was pretrained on (longer windows would use untrained position embeddings)."""
+    from .generate import load_causal_lm, trained_window
 
     module, tokenizer = load_causal_lm(model_dir)
+    window = window or trained_window(model_dir)
     result = sliding_window_perplexity(module, tokenizer, read_text(data), window, stride, batch_size, progress)
     return {"model": str(model_dir), "data": str(data), **result}

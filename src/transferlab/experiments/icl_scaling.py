@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..evaluation.generate import load_causal_lm
+from ..evaluation.generate import load_causal_lm, trained_window
 from ..evaluation.icl import evaluate_icl, load_task, parse_shots, write_pattern_corpus
 from ..fsutil import clear_output_dir, write_json
 from .plots import _colours, _figure, _save
@@ -93,7 +93,8 @@ def run_icl_scaling(cfg: ScalingConfig, overwrite: bool = False) -> dict:
         name = Path(ckpt).parent.name if Path(ckpt).name == "final" else Path(ckpt).name
         if cfg.progress:
             print(f"{name}: {params / 1e6:.2f}M parameters", file=sys.stderr)
-        results, _ = evaluate_icl(module, tokenizer, tasks, shots, cfg.overflow, progress=cfg.progress)
+        results, _ = evaluate_icl(module, tokenizer, tasks, shots, cfg.overflow, progress=cfg.progress,
+                                  window=trained_window(ckpt))
         models.append({"name": name, "checkpoint": ckpt, "params": params, "results": results})
     models.sort(key=lambda m: m["params"])
     summary = {"config": asdict(cfg), "models": models}
