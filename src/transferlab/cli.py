@@ -182,6 +182,67 @@ def cmd_probe_senses(a):
         print(probe.table())
 
 
+def cmd_generate(a):
+    import json
+
+    from .evaluation.generate import GenerationConfig, generate, load_causal_lm
+
+    cfg = GenerationConfig(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
+                           top_p=a.top_p, stop=a.stop or [], seed=a.seed, use_cache=not a.no_cache)
+    module, tokenizer = load_causal_lm(a.model)
+    for g in generate(module, tokenizer, a.prompt, cfg, batch_size=a.batch_size):
+        if a.json:
+            print(json.dumps({"prompt": g.prompt, "text": g.text, "finish_reason": g.finish_reason}))
+        else:
+            print(f"{g.prompt}\x1b[1m{g.text}\x1b[0m" if sys.stdout.isatty() else f"{g.prompt}{g.text}")
+
+
+def cmd_icl(a):
+    from .evaluation.icl import builtin_tasks, run_icl
+
+    if a.list:
+        print("\n".join(builtin_tasks()))
+        return
+    if not a.model or not a.tasks:
+        raise UserError("icl needs --model DIR and --tasks NAMES_OR_FILES (or --list to see the built-in tasks).")
+    run_icl(a.model, a.tasks, a.shots, a.out, data_root=a.data_root, limit=a.limit, overflow=a.overflow,
+            batch_size=a.batch_size, progress=not a.quiet, overwrite=a.overwrite, window=a.window)
+
+
+def cmd_perplexity(a):
+    from .evaluation.perplexity import perplexity_file
+    from .fsutil import write_json
+
+    r = perplexity_file(a.model, a.data, window=a.window, stride=a.stride, batch_size=a.batch_size,
+                        progress=not a.quiet)
+    print(f"perplexity {r['ppl']:.2f} per token ({r['tokens']:,} tokens), {r['word_ppl']:.2f} per word "
+          f"({r['words']:,} words), {r['bits_per_byte']:.3f} bits per byte; window {r['window']}, stride "
+          f"{r['stride']} (every token after the first window sees at least {r['min_context']} tokens of context)")
+    if a.json:
+        write_json(a.json, r)
+
+
+def cmd_icl_scaling(a):
+    from .experiments.icl_scaling import ScalingConfig, run_icl_scaling
+
+    cfg = ScalingConfig(out=a.out, sizes=a.sizes, checkpoints=a.checkpoints, corpus=a.corpus, tasks=a.tasks,
+                        shots=a.shots, limit=a.limit, data_root=a.data_root, overflow=a.overflow, steps=a.steps,
+                        seq_len=a.seq_len, batch_size=a.batch_size, lr=a.lr, seed=a.seed, precision=a.precision,
+                        progress=not a.quiet)
+    run_icl_scaling(cfg, overwrite=a.overwrite)
+    print(f"wrote {Path(a.out) / 'scaling.png'}")
+
+
+def cmd_probe_bias(a):
+    from .evaluation.bias import BiasConfig
+    from .experiments.bias_report import run_bias_probe
+
+    cfg = BiasConfig(user_pairs=a.pair or [], only_user_pairs=a.only_my_pairs, samples=a.samples,
+                     max_new_tokens=a.max_new_tokens, top_words=a.top_words, sentence_pairs=a.sentence_pairs,
+                     seed=a.seed, occupations=a.occupations)
+    run_bias_probe(a.model, cfg, a.out, overwrite=a.overwrite)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -320,6 +381,82 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--metrics", type=_csv)
     pl.set_defaults(func=cmd_plot)
 
+    g = sub.add_parser("generate", help="continue prompts with a causal LM (greedy or sampled, KV cache)")
+    g.add_argument("--model", required=True, help="causal-LM checkpoint directory (RUN/final of --objective clm)")
+    g.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0, help="0 = no limit")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--stop", action="append", help="stop string (repeatable); the text ends before it")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--no-cache", action="store_true", help="recompute the whole sequence every step")
+    g.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    g.set_defaults(func=cmd_generate)
+
+    ic = sub.add_parser("icl", help="zero/one/few-shot evaluation of a causal LM from task files (no training)")
+    ic.add_argument("--model", help="causal-LM checkpoint directory")
+    ic.add_argument("--tasks", type=_csv, help="built-in task names (see --list) or .yaml/.json task files")
+    ic.add_argument("--shots", default="0,1,5", help="comma-separated numbers of demonstrations")
+    ic.add_argument("--out", help="write results.json, table.md and the prompts used here")
+    ic.add_argument("--data-root", default="../shared/data", help="what {data_root} in task files stands for")
+    ic.add_argument("--limit", type=int, help="evaluate at most N documents per task")
+    ic.add_argument("--overflow", choices=["error", "truncate"], default="error",
+                    help="when the demonstrations do not fit the window: refuse (saying how many fit) or drop some")
+    ic.add_argument("--batch-size", type=int, default=16)
+    ic.add_argument("--window", type=int, help="prompt length limit (default: the length the model was trained on)")
+    ic.add_argument("--list", action="store_true", help="print the built-in tasks")
+    ic.add_argument("--overwrite", action="store_true")
+    ic.add_argument("--quiet", action="store_true")
+    ic.set_defaults(func=cmd_icl)
+
+    pp = sub.add_parser("perplexity", help="perplexity of a causal LM on a text file, with a sliding window")
+    pp.add_argument("--model", required=True, help="causal-LM checkpoint directory")
+    pp.add_argument("--data", required=True, help="held-out text (.txt or .txt.gz)")
+    pp.add_argument("--stride", type=int, help="tokens between window starts (default window/2)")
+    pp.add_argument("--window", type=int, help="tokens per window (default: the length the model was trained on)")
+    pp.add_argument("--batch-size", type=int, default=4)
+    pp.add_argument("--json", help="also write the result here")
+    pp.add_argument("--quiet", action="store_true")
+    pp.set_defaults(func=cmd_perplexity)
+
+    sc = sub.add_parser("icl-scaling", help="pretrain causal LMs of increasing size, plot few-shot accuracy vs size")
+    sc.add_argument("--out", required=True)
+    sc.add_argument("--sizes", type=_csv, default=["tiny", "mini", "small"], help="presets to pretrain")
+    sc.add_argument("--checkpoints", type=_csv, help="existing causal-LM checkpoints instead of pretraining")
+    sc.add_argument("--corpus", help="prepared corpus (default: synthetic pattern episodes)")
+    sc.add_argument("--tasks", type=_csv, default=["pattern"])
+    sc.add_argument("--shots", default="0,1,5")
+    sc.add_argument("--limit", type=int, default=200)
+    sc.add_argument("--data-root", default="../shared/data")
+    sc.add_argument("--overflow", choices=["error", "truncate"], default="error")
+    sc.add_argument("--steps", type=int, default=300)
+    sc.add_argument("--seq-len", type=int, default=128)
+    sc.add_argument("--batch-size", type=int, default=16)
+    sc.add_argument("--lr", type=float, default=3e-3)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--precision", default="auto")
+    sc.add_argument("--overwrite", action="store_true")
+    sc.add_argument("--quiet", action="store_true")
+    sc.set_defaults(func=cmd_icl_scaling)
+
+    pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, word senses").add_subparsers(
+        dest="probe_command", required=True)
+    pb = pr.add_parser("bias", help="gender bias: paired prompts, occupation templates, stereotype sentence pairs")
+    pb.add_argument("--model", required=True, help="pretrained checkpoint (causal LM: all probes; masked LM: (c))")
+    pb.add_argument("--pair", action="append", help="'PROMPT A|PROMPT B' (repeatable), added to the defaults")
+    pb.add_argument("--only-my-pairs", action="store_true", help="use only the --pair prompts")
+    pb.add_argument("--samples", type=int, default=200, help="continuations sampled per prompt")
+    pb.add_argument("--max-new-tokens", type=int, default=8)
+    pb.add_argument("--top-words", type=int, default=10)
+    pb.add_argument("--occupations", type=_csv, help="comma-separated occupations for the templates")
+    pb.add_argument("--sentence-pairs", help="TSV of stereotype<TAB>anti-stereotype sentences (default: shipped)")
+    pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument("--out", help="write bias.json, bias.md and bias.png here")
+    pb.add_argument("--overwrite", action="store_true")
+    pb.set_defaults(func=cmd_probe_bias)
+
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--seeds", type=int, default=3)
@@ -333,8 +470,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "re-running into it resumes")
     cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
     cmp.set_defaults(func=cmd_compare)
-    pr = sub.add_parser("probe", help="probe what a backbone's hidden states hold").add_subparsers(
-        dest="probe_command", required=True)
     ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")
     ps.add_argument("--model", required=True, help="any checkpoint directory (RUN/final)")
     ps.add_argument("--word", required=True)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Block, init_weights
+from .layers import Block, KVCache, init_weights
 
 
 class Decoder(nn.Module):
@@ -22,16 +22,27 @@ class Decoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, cache: list[KVCache] | None = None) -> torch.Tensor:
         """input_ids (B, T) -> hidden (B, T, C).
 
         Sequences are right-padded, so the causal pattern alone keeps real tokens from seeing padding;
         ``attention`` is accepted for interface symmetry and ``token_type_ids`` ignored (GPT has none).
+        ``cache`` (one ``KVCache`` per layer, from ``new_cache``) makes the call incremental: the new tokens
+        attend to every cached position. Without ``mask`` they are taken to follow the cached ones unpadded;
+        with padding, pass per-row ``positions`` and a (B, 1, T, past + T) ``mask``.
         """
         T = input_ids.shape[1]
+        past = 0 if cache is None else cache[0].length
         if positions is None:
-            positions = torch.arange(T, device=input_ids.device)
+            positions = torch.arange(past, past + T, device=input_ids.device)
+        if cache is not None and mask is None:  # SDPA's is_causal aligns top-left, wrong for queries after a past
+            keys = torch.arange(past + T, device=input_ids.device)
+            mask = keys[None, :] <= keys[past:, None]  # (T, past + T)
         x = self.drop(self.wte(input_ids) + self.wpe(positions))
-        for block in self.h:
-            x = block(x, mask=mask, is_causal=mask is None)
+        for i, block in enumerate(self.h):
+            x = block(x, mask=mask, is_causal=mask is None, cache=None if cache is None else cache[i])
         return self.ln_f(x)
+
+    def new_cache(self, capacity: int | None = None) -> list[KVCache]:
+        """An empty key/value cache for ``capacity`` positions (default: the position table's size)."""
+        return [KVCache(capacity or self.config.max_len) for _ in self.h]

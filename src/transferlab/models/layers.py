@@ -28,7 +28,7 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                is_causal: bool = False) -> torch.Tensor:
+                is_causal: bool = False, cache: "KVCache | None" = None) -> torch.Tensor:
         B, T, C = x.shape
         if kv is None:
             q, k, v = self.qkv(x).split(C, dim=-1)
@@ -42,6 +42,8 @@ class Attention(nn.Module):
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
         v = v.view(B, S, self.n_head, hs).transpose(1, 2)
+        if cache is not None:  # incremental decoding: attend to the cached past and the new positions
+            k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
@@ -72,13 +74,40 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
-                kv: torch.Tensor | None = None) -> torch.Tensor:
+                kv: torch.Tensor | None = None, cache: "KVCache | None" = None) -> torch.Tensor:
         if self.norm_first:
             kv_in = None if kv is None else self.ln_1(kv)
-            x = x + self.drop(self.attn(self.ln_1(x), kv=kv_in, mask=mask, is_causal=is_causal))
+            x = x + self.drop(self.attn(self.ln_1(x), kv=kv_in, mask=mask, is_causal=is_causal, cache=cache))
             return x + self.drop(self.mlp(self.ln_2(x)))
-        x = self.ln_1(x + self.drop(self.attn(x, kv=kv, mask=mask, is_causal=is_causal)))
+        x = self.ln_1(x + self.drop(self.attn(x, kv=kv, mask=mask, is_causal=is_causal, cache=cache)))
         return self.ln_2(x + self.drop(self.mlp(x)))
+
+
+class KVCache:
+    """Keys and values of the positions one self-attention layer has already seen, for incremental decoding.
+
+    Preallocated to ``capacity`` positions on first use, so each decoding step writes in place instead of
+    re-concatenating the whole past. ``append`` returns the keys/values of every position so far.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v (B, nh, T, hs) of new positions -> (B, nh, length, hs) of all positions so far."""
+        B, nh, T, hs = k.shape
+        if self.k is None:
+            self.k = k.new_empty(B, nh, self.capacity, hs)
+            self.v = v.new_empty(B, nh, self.capacity, hs)
+        if self.length + T > self.capacity:
+            raise ValueError(f"KV cache holds {self.capacity} positions; {self.length} + {T} do not fit")
+        self.k[:, :, self.length:self.length + T] = k
+        self.v[:, :, self.length:self.length + T] = v
+        self.length += T
+        return self.k[:, :, :self.length], self.v[:, :, :self.length]
 
 
 def padding_mask(attention: torch.Tensor | None) -> torch.Tensor | None:
