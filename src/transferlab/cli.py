@@ -109,6 +109,13 @@ def cmd_plot(a):
     print(f"wrote {plot_runs(a.runs, a.out, metrics=a.metrics)}")
 
 
+def cmd_convert(a):
+    from .transfer.convert import from_hf, to_hf
+
+    convert = from_hf if a.from_hf else to_hf
+    print(f"wrote {convert(a.from_hf or a.to_hf, a.out, overwrite=a.overwrite, verbose=not a.quiet)}")
+
+
 def cmd_demo(a):
     from .experiments.demo import run_demo
 
@@ -202,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="curves.png")
     pl.add_argument("--metrics", type=_csv)
     pl.set_defaults(func=cmd_plot)
+
+    cv = sub.add_parser("convert", help="Hugging Face checkpoints (BERT, RoBERTa, GPT-2) in and out")
+    way = cv.add_mutually_exclusive_group(required=True)
+    way.add_argument("--from-hf", help="a Hugging Face model directory (config.json, weights, tokenizer files)")
+    way.add_argument("--to-hf", help="a transferlab checkpoint directory to write in Hugging Face format")
+    cv.add_argument("--out", required=True, help="the directory to write")
+    cv.add_argument("--overwrite", action="store_true")
+    cv.add_argument("--quiet", action="store_true")
+    cv.set_defaults(func=cmd_convert)
 
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")
     d.add_argument("--out", default="runs/demo")

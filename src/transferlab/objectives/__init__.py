@@ -8,7 +8,8 @@ from .mlm import MaskedLM, MLMCorruption, mask_tokens
 
 
 def _mlm_corruption(tokenizer, mask_prob: float = 0.15, **_):
-    return MLMCorruption(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.cls_id, mask_prob)
+    return MLMCorruption(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.cls_id, mask_prob,
+                         tuple(tokenizer.special_ids))
 
 
 def _clm_corruption(tokenizer, **_):

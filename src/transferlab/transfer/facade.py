@@ -165,7 +165,7 @@ class TransferModel:
                 raise UserError(f"{data.source}:{bad[0][0]}: label {bad[0][1]} is outside the model's "
                                 f"{self.module.num_labels} labels; fix the data or use --num-labels.")
         return encode_texts(self.tokenizer, self.module.config.family, data.texts_a, data.texts_b, self.max_len,
-                            data.labels, self.problem)
+                            data.labels, self.problem, type_vocab_size=self.module.config.type_vocab_size)
 
     # ---- Keras API ----
     def fit(self, x, y=None, validation_data=None, epochs: float = 3, batch_size: int = 32,
