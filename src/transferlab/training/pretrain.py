@@ -52,7 +52,7 @@ class PretrainConfig:
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
-                     "precision"}
+                     "precision", "out"}  # out: a run directory may be moved or copied, then resumed
 
 
 def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
