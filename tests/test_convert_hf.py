@@ -233,3 +233,18 @@ def test_pickled_weights_and_slow_tokenizer_files_are_read(hf_dirs, tmp_path):
     _, tok_new, _ = load_model(new)
     assert tok_old.encode(TEXTS[1]) == tok_new.encode(TEXTS[1])
     assert tok_old.special_ids == tok_new.special_ids == [0, 100, 101, 102, 103]
+
+
+def test_own_bert_style_pretraining_exports_to_transformers(corpus_dir, tmp_path):
+    """`pretrain --norm post --lm-head bert` -> `convert --to-hf` -> transformers gives our logits, our tokens."""
+    from transferlab.training.pretrain import PretrainConfig, pretrain
+
+    final = pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(tmp_path / "run"), model="tiny", seq_len=32,
+                                    batch_size=8, steps=3, progress=False, eval_batches=1, lm_head="bert",
+                                    norm="post", precision="fp32"))
+    assert main(["convert", "--to-hf", str(final), "--out", str(tmp_path / "hf"), "--quiet"]) == 0
+    enc, hf_logits, _ = _hf_outputs(tmp_path / "hf", TEXTS)
+    logits, _, tokenizer = _ours(final, enc)
+    assert enc["input_ids"][0].tolist()[:7] == tokenizer.encode(TEXTS[0])[:7]
+    real = enc["attention_mask"].bool()
+    torch.testing.assert_close(logits[real], hf_logits[real])

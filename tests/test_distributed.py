@@ -87,3 +87,41 @@ def test_run_saved_by_two_ranks_resumes_in_one_process(runs, corpus_dir):
     assert sorted(again) == list(range(1, SETTINGS["steps"] + 1)), "the log holds each step once"
     for step in range(4, SETTINGS["steps"] + 1):
         assert again[step] == pytest.approx(one[step], rel=1e-5, abs=1e-6), f"step {step}"
+
+
+def _finetune(init: Path, train: Path, out: Path) -> None:
+    """Fine-tune with dropout off (dropout masks are drawn per process, so they could not match)."""
+    torch.set_num_threads(1)
+    model = transferlab.from_pretrained(init, num_labels=2, label_names=["neg", "pos"], dropout=0.0, verbose=False)
+    model.compile(lr=1e-3, warmup=0.0, precision="fp32")
+    # 160 examples in batches of 25: ranks get 13 and 12 rows, and the last batch of 10 is split 5 + 5
+    model.fit(str(train), epochs=1, batch_size=25, run_dir=out, verbose=False)
+
+
+def _finetune_worker(rank: int, world_size: int, port: int, init: Path, train: Path, out: Path) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        _finetune(init, train, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fine_tuning_on_two_processes_equals_one(pretrained_dir, labeled_files, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    train, _ = labeled_files
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_finetune_worker, args=(2, port, pretrained_dir, train, tmp_path / "ddp"), nprocs=2)
+    _finetune(pretrained_dir, train, tmp_path / "single")
+    _assert_same_weights(tmp_path / "ddp" / "final", tmp_path / "single" / "final")
+    one, two = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
+    assert one.keys() == two.keys() and len(one) >= 2
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5), f"step {step}"

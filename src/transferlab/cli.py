@@ -43,7 +43,7 @@ def cmd_pretrain(a):
     init_from_env(a.device)
     cfg = PretrainConfig(corpus=a.corpus, out=a.out, objective=a.objective, model=a.model, seq_len=a.seq_len,
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
-                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, eval_every=a.eval_every,
+                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm, eval_every=a.eval_every,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every)
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
@@ -52,14 +52,18 @@ def cmd_pretrain(a):
 
 
 def cmd_finetune(a):
+    from .training.distributed import init_from_env, is_main
     from .transfer.finetune import FinetuneConfig, finetune
 
+    init_from_env(a.device)
     cfg = FinetuneConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, out=a.out, task=a.task,
                          text_cols=a.text_cols, label_col=a.label_col, label_names=a.label_names,
                          num_labels=a.num_labels, metrics=a.metrics, epochs=a.epochs, batch_size=a.batch_size,
                          lr=a.lr, warmup=a.warmup, max_len=a.max_len, seed=a.seed, precision=a.precision,
-                         skip_bad_rows=a.skip_bad_rows, progress=not a.quiet)
+                         skip_bad_rows=a.skip_bad_rows, progress=not a.quiet, device=a.device)
     history, results = finetune(cfg, overwrite=a.overwrite)
+    if not is_main():
+        return
     if "final" in results:
         print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in results["final"].items()) +
               f"  (best epoch {results['best_epoch']})")
@@ -164,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mask-prob", type=float, default=0.15)
     r.add_argument("--lm-head", choices=["tied", "bert"], default="tied",
                    help="tied embedding only, or BERT's transform + bias")
+    r.add_argument("--norm", choices=["pre", "post"], default="pre",
+                   help="encoder LayerNorm placement; post (with --lm-head bert) is BERT's, exportable with --to-hf")
     r.add_argument("--eval-every", type=int)
     r.add_argument("--save-every", type=int, help="write a resumable step checkpoint every N steps")
     r.add_argument("--log-every", type=int, default=10)

@@ -41,6 +41,7 @@ class SequenceClassifier(TaskModule):
             else:
                 out["loss"] = F.cross_entropy(logits, labels.long())
             out["labels"] = labels
+            out["n_predictions"] = labels.shape[0]  # weighs ranks by their rows under DDP (uneven last batch)
         return out
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:

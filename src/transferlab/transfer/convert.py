@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -97,7 +97,6 @@ class Arch:
     classes: dict  # our task kind -> Hugging Face class name
     ignore: tuple  # regexes of tied copies and buffers: never loaded, never written
     roles: dict  # default special tokens when the tokenizer files name none
-    extra_config: dict = field(default_factory=dict)  # written as-is by to_hf
 
 
 _ENCODER_REQUIRES = {"is_decoder": False, "add_cross_attention": False, "position_embedding_type": "absolute",
@@ -253,7 +252,8 @@ def _hf_task(hf_config: dict, arch: Arch, weights: dict, prefix: str, n_layer: i
         names = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
         if hf_config.get("problem_type") == "regression" or len(names or [0, 1]) == 1:
             return {"kind": "regression", "num_labels": 1, "label_names": None, "pooling": "cls"}, "tied"
-        return {"kind": "classification", "num_labels": len(names), "label_names": names, "pooling": "cls"}, "tied"
+        n = len(names) if names else int(hf_config.get("num_labels", 2))
+        return {"kind": "classification", "num_labels": n, "label_names": names, "pooling": "cls"}, "tied"
     if has("mlm"):
         return {"kind": "mlm"}, "bert"
     # A bare encoder (BertModel): the tied embedding alone is its LM head, enough to fine-tune.
