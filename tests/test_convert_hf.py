@@ -245,6 +245,14 @@ def test_own_bert_style_pretraining_exports_to_transformers(corpus_dir, tmp_path
     assert main(["convert", "--to-hf", str(final), "--out", str(tmp_path / "hf"), "--quiet"]) == 0
     enc, hf_logits, _ = _hf_outputs(tmp_path / "hf", TEXTS)
     logits, _, tokenizer = _ours(final, enc)
-    assert enc["input_ids"][0].tolist()[:7] == tokenizer.encode(TEXTS[0])[:7]
+    n = len(tokenizer.encode(TEXTS[0])) + 2
+    assert enc["input_ids"][0, :n].tolist() == [tokenizer.cls_id] + tokenizer.encode(TEXTS[0]) + [tokenizer.sep_id]
     real = enc["attention_mask"].bool()
     torch.testing.assert_close(logits[real], hf_logits[real])
+
+
+def test_a_special_token_missing_from_the_vocabulary_is_reported(hf_dirs, tmp_path):
+    ours = from_hf(hf_dirs["bert"], tmp_path / "ours", verbose=False)
+    (ours / "special_tokens.json").write_text(json.dumps({"pad": "[PAD]", "mask": "<mask>"}))
+    with pytest.raises(UserError, match=r"mask token '<mask>' is not in the vocabulary.*special_tokens.json"):
+        from_pretrained(ours, num_labels=2, verbose=False)

@@ -365,6 +365,22 @@ def _hf_tokenizer_config(tokenizer: Tokenizer, max_len: int, arch: Arch) -> dict
             **{f"{role}_token": token for role, token in roles.items()}}
 
 
+def _hf_tokenizer_json(tokenizer: Tokenizer, arch: Arch) -> str:
+    """The tokenizer as transformers users expect it: an encoder's adds [CLS] a [SEP] (b [SEP]) when asked to
+    add special tokens, the framing our fine-tuning uses. Our own tokenizers have no such template (we add special
+    tokens in collate code), so one is added; a converted one keeps its own."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import processors
+
+    hf = HFTokenizer.from_str(tokenizer.hf.to_str())
+    if arch.family == "encoder" and hf.post_processor is None:
+        cls, sep = tokenizer.id_to_token(tokenizer.cls_id), tokenizer.id_to_token(tokenizer.sep_id)
+        hf.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, tokenizer.cls_id), (sep, tokenizer.sep_id)])
+    return hf.to_str(pretty=True)
+
+
 def to_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: bool = True) -> Path:
     """Write a transferlab checkpoint as a Hugging Face model directory (``from_pretrained``-loadable).
 
@@ -410,7 +426,7 @@ def to_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: bo
     with atomic_dir(out) as tmp:
         write_json(tmp / "config.json", _hf_config_out(cfg, arch, kind, task, tokenizer))
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "tokenizer.json").write_text(tokenizer.hf.to_str(pretty=True), encoding="utf-8")
+        (tmp / "tokenizer.json").write_text(_hf_tokenizer_json(tokenizer, arch), encoding="utf-8")
         write_json(tmp / "tokenizer_config.json", _hf_tokenizer_config(tokenizer, cfg.max_len, arch))
     if verbose:
         print(f"wrote {arch.classes[kind]} ({len(state)} tensors) to {out}", file=sys.stderr)
