@@ -16,4 +16,8 @@ def __getattr__(name):
         from .training import callbacks
 
         return getattr(callbacks, name)
+    if name == "convert":  # transferlab.convert.from_hf / to_hf
+        from .transfer import convert
+
+        return convert
     raise AttributeError(f"module 'transferlab' has no attribute {name!r}")

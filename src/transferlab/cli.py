@@ -57,7 +57,7 @@ def cmd_pretrain(a):
     init_from_env(a.device)
     cfg = PretrainConfig(corpus=a.corpus, out=a.out, objective=a.objective, model=a.model, seq_len=a.seq_len,
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
-                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, eval_every=a.eval_every,
+                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm, eval_every=a.eval_every,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every)
     cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
@@ -67,15 +67,19 @@ def cmd_pretrain(a):
 
 
 def cmd_finetune(a):
+    from .training.distributed import init_from_env, is_main
     from .transfer.finetune import FinetuneConfig, finetune
 
+    init_from_env(a.device)
     cfg = FinetuneConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, out=a.out, task=a.task,
                          text_cols=a.text_cols, label_col=a.label_col, label_names=a.label_names,
                          num_labels=a.num_labels, metrics=a.metrics, epochs=a.epochs, batch_size=a.batch_size,
                          lr=a.lr, warmup=a.warmup, max_len=a.max_len, seed=a.seed, precision=a.precision,
                          skip_bad_rows=a.skip_bad_rows, progress=not a.quiet, method=a.method,
-                         lora_rank=a.lora_rank)
+                         lora_rank=a.lora_rank, device=a.device)
     history, results = finetune(cfg, overwrite=a.overwrite)
+    if not is_main():
+        return
     if "final" in results:
         print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in results["final"].items()) +
               f"  (best epoch {results['best_epoch']})")
@@ -155,6 +159,13 @@ def cmd_plot(a):
     from .experiments.plots import plot_runs
 
     print(f"wrote {plot_runs(a.runs, a.out, metrics=a.metrics)}")
+
+
+def cmd_convert(a):
+    from .transfer.convert import from_hf, to_hf
+
+    convert = from_hf if a.from_hf else to_hf
+    print(f"wrote {convert(a.from_hf or a.to_hf, a.out, overwrite=a.overwrite, verbose=not a.quiet)}")
 
 
 def cmd_demo(a):
@@ -288,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corruption rate; default: the objective's own (mlm/mpnet/electra 0.15, plm 1/6)")
     r.add_argument("--lm-head", choices=["tied", "bert"], default="tied",
                    help="tied embedding only, or BERT's transform + bias")
+    r.add_argument("--norm", choices=["pre", "post"], default="pre",
+                   help="encoder LayerNorm placement; post (with --lm-head bert) is BERT's, exportable with --to-hf")
     r.add_argument("--eval-every", type=int)
     r.add_argument("--save-every", type=int, help="write a resumable step checkpoint every N steps")
     r.add_argument("--log-every", type=int, default=10)
@@ -456,6 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--out", help="write bias.json, bias.md and bias.png here")
     pb.add_argument("--overwrite", action="store_true")
     pb.set_defaults(func=cmd_probe_bias)
+
+    cv = sub.add_parser("convert", help="Hugging Face checkpoints (BERT, RoBERTa, GPT-2) in and out")
+    way = cv.add_mutually_exclusive_group(required=True)
+    way.add_argument("--from-hf", help="a Hugging Face model directory (config.json, weights, tokenizer files)")
+    way.add_argument("--to-hf", help="a transferlab checkpoint directory to write in Hugging Face format")
+    cv.add_argument("--out", required=True, help="the directory to write")
+    cv.add_argument("--overwrite", action="store_true")
+    cv.add_argument("--quiet", action="store_true")
+    cv.set_defaults(func=cmd_convert)
 
     d = sub.add_parser("demo", help="the whole story offline in minutes: pretraining beats scratch")
     d.add_argument("--out", default="runs/demo")

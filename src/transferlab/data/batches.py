@@ -101,7 +101,11 @@ class ExampleBatches:
     def batch(self, step: int) -> dict:
         epoch, i = divmod(step, self.steps_per_epoch)
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-        idx = perm[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world_size]
+        idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+        if self.world_size > 1:
+            if len(idx) < self.world_size:  # a tiny last batch: repeat examples so no rank is empty (as
+                idx = np.concatenate([idx, perm[:self.world_size - len(idx)]])  # DistributedSampler does)
+            idx = idx[self.rank::self.world_size]
         return self.examples.collate(idx)
 
 

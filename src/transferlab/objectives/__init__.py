@@ -22,7 +22,8 @@ def _rate(given: float | None, default: float) -> float:
 
 
 def _mlm_corruption(tokenizer, mask_prob: float | None = None, **_):
-    return MLMCorruption(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.cls_id, _rate(mask_prob, 0.15))
+    return MLMCorruption(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.cls_id, _rate(mask_prob, 0.15),
+                         tuple(tokenizer.special_ids))
 
 
 def _no_rate(objective: str, given: float | None) -> None:

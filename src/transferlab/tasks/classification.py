@@ -41,6 +41,7 @@ class SequenceClassifier(TaskModule):
             else:
                 out["loss"] = F.cross_entropy(logits, labels.long())
             out["labels"] = labels
+            out["n_predictions"] = labels.shape[0]  # weighs ranks by their rows under DDP (uneven last batch)
         return out
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
@@ -48,9 +49,10 @@ class SequenceClassifier(TaskModule):
 
 
 def encode_texts(tokenizer, family: str, texts_a: list[str], texts_b: list[str] | None, max_len: int,
-                 labels=None, problem: str = "classification") -> EncodedExamples:
-    """Tokenise once. Encoder: [CLS] a [SEP] b [SEP] with token types 0/1 (BERT). Decoder: a [SEP] b [EOS]
-    (the classifier reads the last token, GPT-1 style). Pairs are truncated longest-first."""
+                 labels=None, problem: str = "classification", type_vocab_size: int = 2) -> EncodedExamples:
+    """Tokenise once. Encoder: [CLS] a [SEP] b [SEP] with token types 0/1 (BERT; all 0 for a model with one
+    token type, as RoBERTa). Decoder: a [SEP] b [EOS] (the classifier reads the last token, GPT-1 style). Pairs
+    are truncated longest-first. Special ids come from the tokenizer (a converted BERT's [CLS] is 101)."""
     ids_a = tokenizer.encode_batch(list(texts_a))
     ids_b = tokenizer.encode_batch(list(texts_b)) if texts_b is not None else [None] * len(ids_a)
     if family == "encoder":
@@ -64,7 +66,7 @@ def encode_texts(tokenizer, family: str, texts_a: list[str], texts_b: list[str] 
         seq = first + a + (middle + b if b is not None else []) + last
         n_a = len(first) + len(a) + (len(middle) if b is not None else len(last))
         input_ids.append(seq)
-        token_types.append([0] * n_a + [1] * (len(seq) - n_a))
+        token_types.append([0] * n_a + [int(type_vocab_size > 1)] * (len(seq) - n_a))
     if labels is not None:
         labels = np.asarray(labels, dtype=np.float32 if problem == "regression" else np.int64)
     return EncodedExamples(input_ids, token_types, labels, tokenizer.pad_id)

@@ -1,8 +1,11 @@
 """Subword tokenizers: train, save, load, encode — a thin layer over Hugging Face ``tokenizers``.
 
-Every transferlab tokenizer reserves ids 0..6 for :data:`SPECIAL_TOKENS`, in that order, so model code can
-rely on ``pad_id == 0`` and friends. Encoding never adds special tokens: each objective adds the ones it needs
-([CLS]/[SEP] for BERT-style inputs, [BOS]/[EOS] for GPT-style ones) in its collate code.
+A tokenizer trained here reserves ids 0..6 for :data:`SPECIAL_TOKENS`, in that order. A tokenizer converted
+from a Hugging Face checkpoint keeps its own ids (BERT: [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103;
+GPT-2: only <|endoftext|>=50256), recorded by role in ``special_tokens.json`` beside ``tokenizer.json``. Code
+never assumes constants: it asks ``tokenizer.pad_id``, ``tokenizer.special_ids`` and friends. Encoding never adds
+special tokens: each objective adds the ones it needs ([CLS]/[SEP] for BERT-style inputs, [BOS]/[EOS] for
+GPT-style ones) in its collate code.
 
 The special tokens live in the vocabulary but are *not* registered as Hugging Face "added tokens". Added tokens
 are matched in raw text before tokenisation, so a corpus sentence that mentions "[MASK]" (Wikipedia's article on
@@ -31,8 +34,14 @@ from typing import Iterable, Iterator, Sequence
 from ..errors import UserError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]")
+ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
+DEFAULT_ROLES = dict(zip(ROLES, SPECIAL_TOKENS))
+# A role the vocabulary lacks borrows another one: GPT-2 has only <|endoftext|> (bos = eos, and it pads), BERT has
+# no [BOS]/[EOS] ([CLS]/[SEP] stand in; documents in a corpus are separated by [SEP], as BERT's were).
+_FALLBACK = {"pad": "eos", "cls": "bos", "sep": "eos", "bos": "cls", "eos": "sep"}
 KINDS = ("bpe", "wordpiece", "unigram")
 TOKENIZER_FILE = "tokenizer.json"
+ROLES_FILE = "special_tokens.json"
 
 # Smallest useful vocabularies: byte-level BPE needs its 256-symbol alphabet besides the specials; the others
 # need room for at least a basic character set.
@@ -43,15 +52,33 @@ _UNIGRAM_SPECIAL_SCORE = -1e9
 
 
 class Tokenizer:
-    """A trained subword tokenizer with transferlab's fixed special-token ids.
+    """A subword tokenizer and the ids of its special tokens.
 
     Args:
-        hf: a ``tokenizers.Tokenizer`` whose vocabulary maps :data:`SPECIAL_TOKENS` to ids 0..6.
+        hf: a ``tokenizers.Tokenizer``.
         source: where it came from (a file path), used in error messages.
+        special_tokens: role ("pad", "unk", "cls", "sep", "mask", "bos", "eos") -> token string, for tokenizers
+            converted from elsewhere. None: transferlab's own layout, :data:`SPECIAL_TOKENS` at ids 0..6.
     """
 
-    def __init__(self, hf, source: str | None = None):
+    def __init__(self, hf, source: str | None = None, special_tokens: dict[str, str] | None = None):
         where = f"Tokenizer '{source}'" if source else "The tokenizer"
+        self.hf = hf
+        self.source = source
+        self._sha256: str | None = None
+        self.special_tokens = dict(special_tokens) if special_tokens is not None else None
+        if special_tokens is not None:
+            self._roles = {}
+            for role, token in special_tokens.items():
+                token_id = hf.token_to_id(token) if role in ROLES else None
+                if token_id is None:
+                    why = f"unknown role '{role}' (roles: {', '.join(ROLES)})" if role not in ROLES else \
+                        f"its {role} token {token!r} is not in the vocabulary"
+                    raise UserError(f"{where}: {why}. Fix {ROLES_FILE} beside it, or convert the checkpoint again "
+                                    f"with `transferlab convert --from-hf`.")
+                self._roles[role] = token_id
+            return
+        self._roles = dict(zip(ROLES, range(len(SPECIAL_TOKENS))))
         for expected, token in enumerate(SPECIAL_TOKENS):
             got = hf.token_to_id(token)
             if got != expected:
@@ -61,9 +88,6 @@ class Tokenizer:
                     f"reserves ids 0..6 for {', '.join(SPECIAL_TOKENS)}. Train one with "
                     f"`transferlab tokenizer train`, or convert a Hugging Face checkpoint with `transferlab convert`."
                 )
-        self.hf = hf
-        self.source = source
-        self._sha256: str | None = None
 
     # ----------------------------------------------------------------------------------------------- training
     @classmethod
@@ -182,7 +206,8 @@ class Tokenizer:
     # ------------------------------------------------------------------------------------------- save / load
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
-        """Load from a ``tokenizer.json`` file or a directory holding one (a tokenizer or checkpoint dir)."""
+        """Load from a ``tokenizer.json`` file or a directory holding one (a tokenizer or checkpoint dir), with the
+        special-token roles of a ``special_tokens.json`` beside it (converted tokenizers)."""
         from tokenizers import Tokenizer as HFTokenizer
 
         path = Path(path)
@@ -200,12 +225,22 @@ class Tokenizer:
                 f"'{file}' is not a valid tokenizer file ({e}). It may be truncated or not a Hugging Face "
                 f"tokenizers JSON file; re-create it with `transferlab tokenizer train`."
             ) from None
-        return cls(hf, source=str(file))
+        roles = None
+        if file.name == TOKENIZER_FILE and (file.parent / ROLES_FILE).is_file():
+            from ..fsutil import read_json
+
+            roles = read_json(file.parent / ROLES_FILE)
+        return cls(hf, source=str(file), special_tokens=roles)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/tokenizer.json`` (creating the directory if needed) and return the file path."""
+        """Write ``directory/tokenizer.json`` (and ``special_tokens.json`` for a converted tokenizer), creating the
+        directory if needed; return the tokenizer file's path."""
+        from ..fsutil import write_json
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if self.special_tokens is not None:
+            write_json(directory / ROLES_FILE, self.special_tokens)
         file = directory / TOKENIZER_FILE
         tmp = directory / f".{TOKENIZER_FILE}.tmp-{os.getpid()}"
         tmp.write_text(self.hf.to_str(pretty=True), encoding="utf-8")
@@ -228,7 +263,8 @@ class Tokenizer:
         """Text of ``ids``; special tokens are dropped unless ``skip_special`` is False."""
         ids = [int(i) for i in ids]
         if skip_special:
-            ids = [i for i in ids if i >= len(SPECIAL_TOKENS)]
+            special = set(self.special_ids)
+            ids = [i for i in ids if i not in special]
         return self.hf.decode(ids, skip_special_tokens=False)
 
     def id_to_token(self, token_id: int) -> str | None:
@@ -252,20 +288,36 @@ class Tokenizer:
     def sha256(self) -> str:
         """Hash of the canonical serialisation; equal hashes mean identical tokenisation."""
         if self._sha256 is None:
-            self._sha256 = hashlib.sha256(self.hf.to_str().encode("utf-8")).hexdigest()
+            text = self.hf.to_str()
+            if self.special_tokens is not None:  # the roles change what the ids mean
+                text += "\n" + json.dumps(self.special_tokens, sort_keys=True)
+            self._sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return self._sha256
 
     @property
     def special_ids(self) -> list[int]:
-        return list(range(len(SPECIAL_TOKENS)))
+        """Ids that raw text never means: every role's token and every added token marked special (sorted)."""
+        ids = set(self._roles.values())
+        ids.update(i for i, t in self.hf.get_added_tokens_decoder().items() if t.special)
+        return sorted(ids)
 
-    pad_id = 0
-    unk_id = 1
-    cls_id = 2
-    sep_id = 3
-    mask_id = 4
-    bos_id = 5
-    eos_id = 6
+    def role_id(self, role: str) -> int:
+        """Id of a special-token role, borrowing a stand-in where the vocabulary has none (see ``_FALLBACK``)."""
+        if role in self._roles:
+            return self._roles[role]
+        if _FALLBACK.get(role) in self._roles:
+            return self._roles[_FALLBACK[role]]
+        raise UserError(f"tokenizer '{self.source or 'in memory'}' has no {role} token (it has "
+                        f"{', '.join(sorted(self._roles)) or 'no special tokens'}); this objective or task needs "
+                        f"one. Use a tokenizer that has it, e.g. a BERT tokenizer for masked LM.")
+
+    pad_id = property(lambda self: self.role_id("pad"))
+    unk_id = property(lambda self: self.role_id("unk"))
+    cls_id = property(lambda self: self.role_id("cls"))
+    sep_id = property(lambda self: self.role_id("sep"))
+    mask_id = property(lambda self: self.role_id("mask"))
+    bos_id = property(lambda self: self.role_id("bos"))
+    eos_id = property(lambda self: self.role_id("eos"))
 
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"

@@ -24,6 +24,8 @@ def is_main() -> bool:
 def init_from_env(device: str = "cpu") -> tuple[int, int]:
     """Initialise the process group when launched by torchrun (WORLD_SIZE > 1); otherwise do nothing."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.startswith("cuda"):  # one GPU per process: "cuda" then means this rank's own device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return world()
 
@@ -32,6 +34,28 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def token_weight(n_local: int, world_size: int, device: torch.device | str = "cpu") -> float:
+    """Factor that turns this rank's mean loss over its ``n_local`` predictions into its share of the mean over
+    every rank's predictions: ``n_local * world_size / n_global``.
+
+    DDP averages gradients over ranks, so mean losses weigh each rank equally; masked LM selects a different number
+    of tokens on each rank, and the result would differ from one process training on the global batch. Scaled by
+    this factor, the averaged gradient is exactly the single-process one (up to float rounding).
+    """
+    count = torch.tensor([float(n_local)], device=device)  # NCCL reduces only GPU tensors
+    dist.all_reduce(count)
+    return n_local * world_size / max(float(count), 1.0)
+
+
+def mean_over_ranks(value: float, device: torch.device | str = "cpu") -> float:
+    """The mean of a float over ranks (the value itself in one process): what rank 0 logs."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t) / dist.get_world_size()
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from . import checkpoint as ckpt
 from .callbacks import Callback, MetricsLog
-from .distributed import is_main, unwrap, world
+from .distributed import is_main, mean_over_ranks, token_weight, unwrap, world
 from .optim import build_optimizer, build_scheduler
 from .precision import autocast, configure_cpu, resolve_precision
 
@@ -152,10 +152,15 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                          for key, v in data.batch(state.step * cfg.grad_accum + k).items()}
                 sync = k == cfg.grad_accum - 1 or world_size == 1
                 with (contextlib.nullcontext() if sync else model.no_sync()), autocast(precision, device):
-                    loss = model(batch)["loss"] / cfg.grad_accum
+                    out = model(batch)
+                    loss = out["loss"] / cfg.grad_accum
+                    if world_size > 1 and "n_predictions" in out:  # weigh ranks by their predicted tokens
+                        loss = loss * token_weight(int(out["n_predictions"]), world_size, device)
                 loss.backward()
                 step_loss += float(loss.detach())
                 window_tokens += batch["input_ids"].numel() * world_size
+            if world_size > 1:  # log the loss of the global batch; every rank sees the same NaN check
+                step_loss = mean_over_ranks(step_loss, device)
             if not math.isfinite(step_loss):
                 raise UserError(_nan_message(state.step + 1, run_dir))
             if cfg.clip:

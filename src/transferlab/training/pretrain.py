@@ -37,6 +37,7 @@ class PretrainConfig:
     grad_accum: int = 1
     mask_prob: float | None = None  # None: the objective's own rate (MLM 0.15, PLM 1/6, ...)
     lm_head: str = "tied"  # or "bert" (transform + bias), see ModelConfig.lm_head
+    norm: str = "pre"  # or "post" (BERT's; with lm_head="bert" the encoder can be exported with convert --to-hf)
     # No dropout while pretraining: short CPU-scale runs underfit (Geiping & Goldstein 2022, "Cramming"), and it
     # more than doubled MLM tokens/s here (docs/performance.md). Fine-tuning turns it back on (dropout=0.1).
     dropout: float = 0.0
@@ -56,7 +57,7 @@ class PretrainConfig:
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
-                     "precision"}
+                     "precision", "out"}  # out: a run directory may be moved or copied, then resumed
 
 
 def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
@@ -74,7 +75,8 @@ def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
     saved_path = out / "run.json"
     if saved_path.is_file():
         saved = read_json(saved_path)
-        diffs = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+        defaults = asdict(PretrainConfig(corpus="", out=""))  # a field added since the run started had its default
+        diffs = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v]
         if diffs:
             raise UserError(f"--resume: '{out}' was started with different settings "
                             f"({', '.join(f'{k}={saved.get(k)!r}' for k in diffs)}). Use the same options, "
@@ -107,7 +109,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
     corpus.check_tokenizer(tokenizer)
     model_cfg = preset(cfg.model, family, tokenizer.vocab_size, max_len=max(512, cfg.seq_len),
                        dropout=cfg.dropout, pad_id=tokenizer.pad_id, lm_head=cfg.lm_head,
-                       n_dec_layer=cfg.decoder_layers or 0)
+                       n_dec_layer=cfg.decoder_layers or 0,
+                       norm=cfg.norm)
     if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
         raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
     # built before the run directory is touched: a bad rate or length must not leave a run.json behind

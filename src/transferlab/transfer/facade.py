@@ -21,6 +21,7 @@ from ..evaluation.metrics import check_metrics_fit_task, default_metrics
 from ..evaluation.predict import evaluate_classifier, predict_logits
 from ..tasks import encode_texts
 from ..training.callbacks import Callback
+from ..training.distributed import world
 from ..training.checkpoint import save_checkpoint
 from ..training.loop import TrainConfig, train
 from ..training.optim import build_optimizer, build_scheduler
@@ -174,7 +175,7 @@ class TransferModel:
                 raise UserError(f"{data.source}:{bad[0][0]}: label {bad[0][1]} is outside the model's "
                                 f"{self.module.num_labels} labels; fix the data or use --num-labels.")
         return encode_texts(self.tokenizer, self.module.config.family, data.texts_a, data.texts_b, self.max_len,
-                            data.labels, self.problem)
+                            data.labels, self.problem, type_vocab_size=self.module.config.type_vocab_size)
 
     # ---- Keras API ----
     def fit(self, x, y=None, validation_data=None, epochs: float = 3, batch_size: int = 32,
@@ -183,7 +184,8 @@ class TransferModel:
         if self.compiled is None:
             self.compile()
         c = self.compiled
-        train_data = ExampleBatches(self._encode(self._labeled(x, y)), batch_size, seed)
+        rank, world_size = world()  # under torchrun each rank trains on its slice of every batch
+        train_data = ExampleBatches(self._encode(self._labeled(x, y)), batch_size, seed, rank, world_size)
         dev = self._encode(self._labeled(*validation_data) if isinstance(validation_data, tuple)
                            else self._labeled(validation_data)) if validation_data is not None else None
         module = self.module if c["loss"] is None else _LossOverride(self.module, c["loss"])

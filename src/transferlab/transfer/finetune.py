@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 
 from ..data.labeled import find_split, read_labeled
 from ..errors import UserError
-from ..fsutil import clear_output_dir, write_json
+from ..fsutil import check_output_dir, clear_output_dir, write_json
+from ..training.distributed import barrier, is_main
 from . import from_pretrained
 
 
@@ -37,6 +38,7 @@ class FinetuneConfig:
     progress: bool = True
     method: str = "finetune"  # finetune | linear-probe | gradual-unfreeze | lora (transfer.methods)
     lora_rank: int = 8
+    device: str = "cpu"  # under torchrun, "cuda" is each rank's own GPU
 
 
 def _read(path: str, split: str, cfg: FinetuneConfig, task: str | None, label_names):
@@ -63,16 +65,19 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
                         f"{train.label_names}; raise --num-labels or fix the data.")
     model = from_pretrained(source, task=train.task, num_labels=cfg.num_labels or train.num_labels,
                             label_names=train.label_names, init=init, seed=cfg.seed, max_len=cfg.max_len,
-                            verbose=cfg.progress)
+                            verbose=cfg.progress and is_main())
     model.compile(lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                   schedule=cfg.schedule, precision=cfg.precision, method=cfg.method,
                   method_options={"lora_rank": cfg.lora_rank} if cfg.method == "lora" else None)
     # Only now, with data and model validated, may --overwrite remove an earlier run.
-    out = clear_output_dir(cfg.out, overwrite, "fine-tuning output")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "run.json", asdict(cfg))
+    out = check_output_dir(cfg.out, overwrite, "fine-tuning output")
+    barrier()  # under torchrun: every rank has checked before rank 0 clears and writes
+    if is_main():
+        clear_output_dir(cfg.out, overwrite, "fine-tuning output")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", asdict(cfg))
     history = model.fit(train, validation_data=dev, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                        run_dir=out, verbose=cfg.progress)
+                        run_dir=out, verbose=cfg.progress, device=cfg.device)
     results = {"init": init, "source": source, "method": cfg.method, "train_examples": len(train),
                "history": history.history}
     if dev is not None:
@@ -80,5 +85,6 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
         best_epoch, best = history.best(metric)
         results.update(final={k[4:]: v[-1] for k, v in history.history.items() if k.startswith("val_")},
                        best_epoch=best_epoch + 1, best={metric[4:]: best}, dev_examples=len(dev))
-    write_json(out / "results.json", results)
+    if is_main():
+        write_json(out / "results.json", results)
     return history, results

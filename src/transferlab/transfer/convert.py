@@ -1,0 +1,433 @@
+"""Hugging Face checkpoints in and out: BERT, RoBERTa and GPT-2.
+
+``from_hf(src, out)`` turns a Hugging Face model directory on local disk (``config.json``, ``model.safetensors`` or
+``pytorch_model.bin``, tokenizer files) into a transferlab checkpoint directory; ``to_hf(src, out)`` does the reverse.
+
+The mapping is data: per architecture, a table of renames between our parameter names and Hugging Face's. An entry
+is ``(ours, theirs, op)``; ``{i}`` stands for the layer index and ``{p}`` for the base-model prefix (``bert.``,
+``roberta.``, ``transformer.``). Three ops cover every difference:
+
+- a tuple ``theirs`` is fused: BERT's separate query/key/value become our one ``qkv`` Linear (concatenated along
+  the output dimension, in that order) and are split back on the way out;
+- ``"T"`` transposes: GPT-2's ``Conv1D`` stores weights as (in, out), a Linear as (out, in);
+- ``"pos"`` drops RoBERTa's first ``pad_token_id + 1`` position rows (its positions start after the padding
+  index); on the way out they are written as zeros (only padded positions ever read them).
+
+Adding an architecture (BART, once the encoder-decoder backbone exists) is a new ``Arch`` entry in ``ARCHS``.
+Weights are read with safetensors, or ``torch.load(weights_only=True)`` for ``pytorch_model.bin``: no pickle code
+ever runs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..fsutil import atomic_dir, check_output_dir, read_json, write_json
+from ..models import ModelConfig, build_backbone
+from ..tokenization import Tokenizer
+from ..tokenization.tokenizer import DEFAULT_ROLES, ROLES
+
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _wb(ours: str, theirs: str | tuple[str, ...], op: str = "") -> tuple[tuple, tuple]:
+    """The weight and bias entries of one Linear / LayerNorm (a Conv1D's bias is not transposed)."""
+    def suffix(name, s):
+        return tuple(t + s for t in name) if isinstance(name, tuple) else name + s
+    return ((ours + ".weight", suffix(theirs, ".weight"), op),
+            (ours + ".bias", suffix(theirs, ".bias"), "" if op == "T" else op))
+
+
+_LAYER = "{p}encoder.layer.{i}."
+BERT_BACKBONE = (
+    ("wte.weight", "{p}embeddings.word_embeddings.weight", ""),
+    ("wpe.weight", "{p}embeddings.position_embeddings.weight", "pos"),
+    ("wtt.weight", "{p}embeddings.token_type_embeddings.weight", ""),
+    *_wb("ln_emb", "{p}embeddings.LayerNorm"),
+    *_wb("h.{i}.attn.qkv", tuple(_LAYER + f"attention.self.{n}" for n in ("query", "key", "value"))),
+    *_wb("h.{i}.attn.proj", _LAYER + "attention.output.dense"),
+    *_wb("h.{i}.ln_1", _LAYER + "attention.output.LayerNorm"),  # post-norm: ln_1 follows attention
+    *_wb("h.{i}.mlp.fc", _LAYER + "intermediate.dense"),
+    *_wb("h.{i}.mlp.proj", _LAYER + "output.dense"),
+    *_wb("h.{i}.ln_2", _LAYER + "output.LayerNorm"),
+)
+GPT2_BACKBONE = (
+    ("wte.weight", "{p}wte.weight", ""),
+    ("wpe.weight", "{p}wpe.weight", ""),
+    *_wb("h.{i}.ln_1", "{p}h.{i}.ln_1"),
+    *_wb("h.{i}.attn.qkv", "{p}h.{i}.attn.c_attn", "T"),  # c_attn is already fused q|k|v
+    *_wb("h.{i}.attn.proj", "{p}h.{i}.attn.c_proj", "T"),
+    *_wb("h.{i}.ln_2", "{p}h.{i}.ln_2"),
+    *_wb("h.{i}.mlp.fc", "{p}h.{i}.mlp.c_fc", "T"),
+    *_wb("h.{i}.mlp.proj", "{p}h.{i}.mlp.c_proj", "T"),
+    *_wb("ln_f", "{p}ln_f"),
+)
+
+# (Hugging Face config key, ModelConfig field)
+BERT_CONFIG = (("vocab_size", "vocab_size"), ("hidden_size", "d_model"), ("num_hidden_layers", "n_layer"),
+               ("num_attention_heads", "n_head"), ("intermediate_size", "d_ff"),
+               ("max_position_embeddings", "max_len"), ("type_vocab_size", "type_vocab_size"),
+               ("layer_norm_eps", "norm_eps"), ("hidden_dropout_prob", "dropout"), ("initializer_range", "init_std"),
+               ("hidden_act", "activation"))
+GPT2_CONFIG = (("vocab_size", "vocab_size"), ("n_embd", "d_model"), ("n_layer", "n_layer"), ("n_head", "n_head"),
+               ("n_inner", "d_ff"), ("n_positions", "max_len"), ("layer_norm_epsilon", "norm_eps"),
+               ("resid_pdrop", "dropout"), ("initializer_range", "init_std"), ("activation_function", "activation"))
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+ACTIVATIONS_OUT = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One Hugging Face architecture: names, config keys, fixed choices, and the renames of each part."""
+
+    model_type: str
+    family: str
+    prefix: str
+    config: tuple
+    fixed: dict  # ModelConfig fields the architecture fixes
+    requires: dict  # config key -> the only value we can represent (an absent key counts as that value)
+    backbone: tuple
+    heads: dict  # our task kind -> renames of its head (absolute Hugging Face names)
+    classes: dict  # our task kind -> Hugging Face class name
+    ignore: tuple  # regexes of tied copies and buffers: never loaded, never written
+    roles: dict  # default special tokens when the tokenizer files name none
+
+
+_ENCODER_REQUIRES = {"is_decoder": False, "add_cross_attention": False, "position_embedding_type": "absolute",
+                     "tie_word_embeddings": True}
+_CLS_BERT = (*_wb("heads.classifier.dense", "{p}pooler.dense"), *_wb("heads.classifier.out", "classifier"))
+_CLS_ROBERTA = (*_wb("heads.classifier.dense", "classifier.dense"), *_wb("heads.classifier.out", "classifier.out_proj"))
+
+ARCHS: dict[str, Arch] = {
+    "bert": Arch(
+        "bert", "encoder", "bert.", BERT_CONFIG, {"norm": "post"}, _ENCODER_REQUIRES, BERT_BACKBONE,
+        heads={"mlm": (*_wb("heads.lm.dense", "cls.predictions.transform.dense"),
+                       *_wb("heads.lm.ln", "cls.predictions.transform.LayerNorm"),
+                       ("heads.lm.bias", "cls.predictions.bias", "")),
+               "classification": _CLS_BERT, "regression": _CLS_BERT},
+        classes={"mlm": "BertForMaskedLM", "classification": "BertForSequenceClassification",
+                 "regression": "BertForSequenceClassification"},
+        ignore=(r"(.*\.)?embeddings\.position_ids", r"cls\.predictions\.decoder\.(weight|bias)"),
+        roles={"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}),
+    "roberta": Arch(
+        "roberta", "encoder", "roberta.", BERT_CONFIG, {"norm": "post"}, _ENCODER_REQUIRES, BERT_BACKBONE,
+        heads={"mlm": (*_wb("heads.lm.dense", "lm_head.dense"), *_wb("heads.lm.ln", "lm_head.layer_norm"),
+                       ("heads.lm.bias", "lm_head.bias", "")),
+               "classification": _CLS_ROBERTA, "regression": _CLS_ROBERTA},
+        classes={"mlm": "RobertaForMaskedLM", "classification": "RobertaForSequenceClassification",
+                 "regression": "RobertaForSequenceClassification"},
+        ignore=(r"(.*\.)?embeddings\.position_ids", r"lm_head\.decoder\.(weight|bias)"),
+        roles={"bos": "<s>", "cls": "<s>", "eos": "</s>", "sep": "</s>", "pad": "<pad>", "unk": "<unk>",
+               "mask": "<mask>"}),
+    "gpt2": Arch(
+        "gpt2", "decoder", "transformer.", GPT2_CONFIG, {"norm": "pre", "lm_head": "tied"},
+        {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False,
+         "tie_word_embeddings": True},
+        GPT2_BACKBONE, heads={"clm": ()}, classes={"clm": "GPT2LMHeadModel"},
+        ignore=(r"lm_head\.weight", r"(.*\.)?h\.\d+\.attn\.(masked_)?bias"),
+        roles={"bos": "<|endoftext|>", "eos": "<|endoftext|>", "unk": "<|endoftext|>"}),
+}
+SUPPORTED = ", ".join(f"{a.model_type} ({', '.join(sorted(set(a.classes.values())))})" for a in ARCHS.values())
+
+
+def _arch(model_type: str | None, where: str) -> Arch:
+    if model_type not in ARCHS:
+        raise UserError(f"{where}: model_type {model_type!r} is not supported. Supported architectures: {SUPPORTED}. "
+                        f"(BART and other encoder-decoders are not converted yet.)")
+    return ARCHS[model_type]
+
+
+def _expand(renames: tuple, n_layer: int, prefix: str):
+    """Yield (ours, theirs, op) with {i} and {p} filled in."""
+    for ours, theirs, op in renames:
+        for i in range(n_layer) if "{i}" in ours else [None]:
+            fill = (lambda s: s.format(i=i, p=prefix))
+            yield fill(ours), tuple(map(fill, theirs)) if isinstance(theirs, tuple) else fill(theirs), op
+
+
+def _position_offset(arch: Arch, pad_id: int) -> int:
+    return pad_id + 1 if arch.model_type == "roberta" else 0
+
+
+# ------------------------------------------------------------------------------------------------- reading HF
+def _read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    def load(path: Path) -> dict:
+        try:
+            if path.suffix == ".safetensors":
+                return load_file(str(path))
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # corrupt file, or a pickle that needs code (refused by weights_only)
+            raise UserError(f"cannot read weights '{path}': {e}. The file is corrupted, or it is a pickle holding "
+                            f"more than tensors; re-save the model with save_pretrained(safe_serialization=True).")
+
+    for name in HF_WEIGHTS:
+        path = src / name
+        if not path.is_file():
+            continue
+        if name.endswith(".index.json"):  # sharded: the index maps each tensor to its shard
+            shards = sorted(set(read_json(path).get("weight_map", {}).values()))
+            weights = {}
+            for shard in shards:
+                weights.update(load(src / shard))
+            return weights
+        return load(path)
+    raise UserError(f"'{src}' holds no PyTorch weights (looked for {', '.join(HF_WEIGHTS)}). Save the model with "
+                    f"save_pretrained() from PyTorch; TensorFlow/Flax weights are not read.")
+
+
+def _hf_roles(src: Path, arch: Arch, hf_tokenizer) -> dict[str, str]:
+    """Special-token roles from tokenizer_config.json / special_tokens_map.json, else the architecture's defaults;
+    only tokens the vocabulary has."""
+    named: dict[str, str] = {}
+    for file in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (src / file).is_file():
+            for role in ROLES:
+                value = read_json(src / file).get(f"{role}_token")
+                value = value.get("content") if isinstance(value, dict) else value
+                if isinstance(value, str):
+                    named.setdefault(role, value)
+    roles = {**arch.roles, **named}
+    return {r: t for r, t in roles.items() if hf_tokenizer.token_to_id(t) is not None}
+
+
+def _read_hf_tokenizer(src: Path, arch: Arch) -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    cfg = read_json(src / "tokenizer_config.json") if (src / "tokenizer_config.json").is_file() else {}
+    if (src / "tokenizer.json").is_file():
+        hf = HFTokenizer.from_file(str(src / "tokenizer.json"))
+    elif (src / "vocab.txt").is_file():  # a BERT saved with the slow tokenizer only
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        hf = BertWordPieceTokenizer(str(src / "vocab.txt"), lowercase=cfg.get("do_lower_case", True),
+                                    strip_accents=cfg.get("strip_accents"))._tokenizer
+    elif (src / "vocab.json").is_file() and (src / "merges.txt").is_file():  # GPT-2 / RoBERTa, slow files only
+        from tokenizers.implementations import ByteLevelBPETokenizer
+
+        hf = ByteLevelBPETokenizer(str(src / "vocab.json"), str(src / "merges.txt"),
+                                   add_prefix_space=cfg.get("add_prefix_space", False))._tokenizer
+    else:
+        raise UserError(f"'{src}' has no tokenizer files (tokenizer.json, vocab.txt, or vocab.json + merges.txt). "
+                        f"Save the tokenizer next to the model with tokenizer.save_pretrained('{src}').")
+    return Tokenizer(hf, source=str(src), special_tokens=_hf_roles(src, arch, hf))
+
+
+def _model_config(hf_config: dict, arch: Arch, tokenizer: Tokenizer, where: Path) -> ModelConfig:
+    for key, value in arch.requires.items():
+        if hf_config.get(key, value) != value:
+            raise UserError(f"'{where}': {key}={hf_config[key]!r} is not supported for {arch.model_type} (only "
+                            f"{value!r}); transferlab cannot represent this variant.")
+    kw = {ours: hf_config[theirs] for theirs, ours in arch.config if hf_config.get(theirs) is not None}
+    act = kw.get("activation", "gelu")
+    if act not in ACTIVATIONS:
+        raise UserError(f"'{where}': activation {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}.")
+    kw["activation"] = ACTIVATIONS[act]
+    kw["max_len"] = kw["max_len"] - _position_offset(arch, tokenizer.pad_id)
+    if tokenizer.vocab_size != kw["vocab_size"]:
+        raise UserError(f"'{where}': the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                        f"{kw['vocab_size']}; transferlab needs them equal (checkpoints with a padded embedding "
+                        f"matrix are not converted).")
+    return ModelConfig(family=arch.family, pad_id=tokenizer.pad_id, **arch.fixed, **kw)
+
+
+def _hf_task(hf_config: dict, arch: Arch, weights: dict, prefix: str, n_layer: int) -> tuple[dict, str]:
+    """Which of our tasks the checkpoint's heads make: (task config, lm_head choice)."""
+    def has(kind):
+        return bool(arch.heads[kind]) and all(
+            all(t in weights for t in (theirs if isinstance(theirs, tuple) else (theirs,)))
+            for _, theirs, _ in _expand(arch.heads[kind], n_layer, prefix))
+
+    if arch.family == "decoder":
+        return {"kind": "clm"}, "tied"
+    if has("classification") and not any(c.endswith("MaskedLM") for c in hf_config.get("architectures") or []):
+        id2label = hf_config.get("id2label") or {}
+        names = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+        if hf_config.get("problem_type") == "regression" or len(names or [0, 1]) == 1:
+            return {"kind": "regression", "num_labels": 1, "label_names": None, "pooling": "cls"}, "tied"
+        n = len(names) if names else int(hf_config.get("num_labels", 2))
+        return {"kind": "classification", "num_labels": n, "label_names": names, "pooling": "cls"}, "tied"
+    if has("mlm"):
+        return {"kind": "mlm"}, "bert"
+    # A bare encoder (BertModel): the tied embedding alone is its LM head, enough to fine-tune.
+    return {"kind": "mlm", "no_lm_head": True}, "tied"
+
+
+def from_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: bool = True) -> Path:
+    """Convert a Hugging Face checkpoint directory into a transferlab checkpoint directory.
+
+    Args:
+        src: a directory written by ``save_pretrained`` (config.json, weights, tokenizer files).
+        out: the transferlab checkpoint directory to write (fine-tune it with ``from_pretrained(out, ...)``).
+        overwrite: replace ``out`` if it exists.
+        verbose: print which tensors were converted and which were dropped.
+    Returns:
+        ``out``.
+    """
+    from .pretrained import _load_strict, build_task
+    from ..training.checkpoint import save_checkpoint
+
+    src, out = Path(src), Path(out)
+    check_output_dir(out, overwrite, "conversion output")
+    if not (src / "config.json").is_file():
+        raise UserError(f"'{src}' is not a Hugging Face model directory: it has no config.json.")
+    hf_config = read_json(src / "config.json")
+    arch = _arch(hf_config.get("model_type"), str(src / "config.json"))
+    tokenizer = _read_hf_tokenizer(src, arch)
+    weights = _read_hf_weights(src)
+    cfg = _model_config(hf_config, arch, tokenizer, src)
+    prefix = arch.prefix if any(k.startswith(arch.prefix) for k in weights) else ""
+    task, lm_head = _hf_task(hf_config, arch, weights, prefix, cfg.n_layer)
+    cfg.lm_head = lm_head
+    no_lm_head = task.pop("no_lm_head", False)
+
+    renames = list(_expand(arch.backbone, cfg.n_layer, prefix))
+    renames = [("backbone." + o, t, op) for o, t, op in renames]
+    if not no_lm_head:
+        renames += list(_expand(arch.heads[task["kind"]], cfg.n_layer, prefix))
+    state, used = {}, set()
+    offset = _position_offset(arch, tokenizer.pad_id)
+    for ours, theirs, op in renames:
+        names = theirs if isinstance(theirs, tuple) else (theirs,)
+        missing = [n for n in names if n not in weights]
+        if missing:
+            raise UserError(f"'{src}' lacks {missing[0]} (needed for {ours}); the checkpoint is incomplete or not a "
+                            f"standard {arch.model_type} layout.")
+        used.update(names)
+        t = torch.cat([weights[n] for n in names], 0) if len(names) > 1 else weights[names[0]]
+        t = t.t() if op == "T" else t[offset:] if op == "pos" else t
+        state[ours] = t.float().contiguous()
+    ignored = [re.compile(p) for p in arch.ignore]
+    dropped = sorted(k for k in weights if k not in used and not any(p.fullmatch(k) for p in ignored))
+
+    module = build_task(build_backbone(cfg), task)
+    _load_strict(module, state, src)
+    source = {"format": "huggingface", "model_type": arch.model_type, "source": str(src),
+              "architectures": hf_config.get("architectures")}
+    save_checkpoint(out, module, tokenizer, extra={"converted_from": source})
+    if verbose:
+        print(f"converted {len(state)} tensors from {src} ({arch.model_type}) to {out} (task {task['kind']})",
+              file=sys.stderr)
+        print(f"  dropped (no transferlab counterpart): {', '.join(dropped) or 'none'}", file=sys.stderr)
+        if no_lm_head:
+            print("  no LM head in the source: the MLM head is the tied embedding alone (fine for fine-tuning, "
+                  "not for filling masks)", file=sys.stderr)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- writing HF
+def _target_arch(config: dict, src: Path) -> Arch:
+    backbone = config["backbone"]
+    source = (config.get("converted_from") or {}).get("model_type")
+    if backbone["family"] == "decoder":
+        return ARCHS["gpt2"]
+    if backbone["norm"] != "post":
+        raise UserError(f"'{src}' is a pre-norm encoder; Hugging Face BERT/RoBERTa are post-norm, so it cannot be "
+                        f"written as one. Convert a post-norm encoder (ModelConfig norm='post', as every converted "
+                        f"BERT is) or a decoder (GPT-2).")
+    return ARCHS["roberta" if source == "roberta" else "bert"]
+
+
+def _hf_config_out(cfg: ModelConfig, arch: Arch, kind: str, task: dict, tokenizer: Tokenizer) -> dict:
+    ours = cfg.to_dict()
+    out = {theirs: ours[o] for theirs, o in arch.config}
+    act_key = next(theirs for theirs, o in arch.config if o == "activation")
+    out[act_key] = ACTIVATIONS_OUT[cfg.activation]
+    pad = tokenizer.pad_id
+    out.update({"model_type": arch.model_type, "architectures": [arch.classes[kind]], "pad_token_id": pad,
+                "tie_word_embeddings": True})
+    if arch.family == "encoder":
+        max_key = next(theirs for theirs, o in arch.config if o == "max_len")
+        out[max_key] = cfg.max_len + _position_offset(arch, pad)
+        out.update(attention_probs_dropout_prob=cfg.dropout, position_embedding_type="absolute", is_decoder=False)
+    else:
+        out.update(embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, bos_token_id=tokenizer.bos_id,
+                   eos_token_id=tokenizer.eos_id)
+    if kind in ("classification", "regression"):
+        names = task.get("label_names") or [f"LABEL_{i}" for i in range(task["num_labels"])]
+        out.update(id2label={str(i): n for i, n in enumerate(names)}, label2id={n: i for i, n in enumerate(names)},
+                   problem_type="regression" if kind == "regression" else "single_label_classification")
+    return out
+
+
+def _hf_tokenizer_config(tokenizer: Tokenizer, max_len: int, arch: Arch) -> dict:
+    roles = tokenizer.special_tokens if tokenizer.special_tokens is not None else DEFAULT_ROLES
+    inputs = ["input_ids", "token_type_ids", "attention_mask"] if arch.model_type == "bert" else \
+        ["input_ids", "attention_mask"]
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len, "model_input_names": inputs,
+            **{f"{role}_token": token for role, token in roles.items()}}
+
+
+def _hf_tokenizer_json(tokenizer: Tokenizer, arch: Arch) -> str:
+    """The tokenizer as transformers users expect it: an encoder's adds [CLS] a [SEP] (b [SEP]) when asked to
+    add special tokens, the framing our fine-tuning uses. Our own tokenizers have no such template (we add special
+    tokens in collate code), so one is added; a converted one keeps its own."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import processors
+
+    hf = HFTokenizer.from_str(tokenizer.hf.to_str())
+    if arch.family == "encoder" and hf.post_processor is None:
+        cls, sep = tokenizer.id_to_token(tokenizer.cls_id), tokenizer.id_to_token(tokenizer.sep_id)
+        hf.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, tokenizer.cls_id), (sep, tokenizer.sep_id)])
+    return hf.to_str(pretty=True)
+
+
+def to_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: bool = True) -> Path:
+    """Write a transferlab checkpoint as a Hugging Face model directory (``from_pretrained``-loadable).
+
+    Encoders (post-norm) become BERT, or RoBERTa when they were converted from one; masked-LM checkpoints need
+    BERT's LM head (``lm_head="bert"``); fine-tuned classifiers become ``*ForSequenceClassification``. Decoders
+    with the causal-LM head become GPT-2.
+
+    Args:
+        src: a transferlab checkpoint directory.
+        out: the Hugging Face directory to write.
+        overwrite: replace ``out`` if it exists.
+        verbose: print what was written.
+    Returns:
+        ``out``.
+    """
+    from safetensors.torch import save_file
+
+    from .pretrained import load_model
+
+    src, out = Path(src), Path(out)
+    check_output_dir(out, overwrite, "conversion output")
+    module, tokenizer, config = load_model(src)
+    arch = _target_arch(config, src)
+    cfg, task = module.config, config["task"]
+    kind = task["kind"]
+    if kind not in arch.classes:
+        raise UserError(f"'{src}' is a '{kind}' {cfg.family} checkpoint; Hugging Face {arch.model_type} has no "
+                        f"matching class here (supported: {', '.join(arch.classes)}).")
+    if kind == "mlm" and cfg.lm_head != "bert":
+        raise UserError(f"'{src}' has the tied-only LM head; Hugging Face {arch.model_type} always has BERT's "
+                        f"transform and bias. Pretrain with --lm-head bert to export a masked-LM checkpoint.")
+    ours = module.state_dict()
+    renames = [("backbone." + o, t, op) for o, t, op in _expand(arch.backbone, cfg.n_layer, arch.prefix)]
+    renames += list(_expand(arch.heads[kind], cfg.n_layer, arch.prefix))
+    offset = _position_offset(arch, tokenizer.pad_id)
+    state = {}
+    for name, theirs, op in renames:
+        t = ours[name]
+        t = t.t() if op == "T" else torch.cat([t.new_zeros(offset, t.shape[1]), t]) if op == "pos" else t
+        parts = t.chunk(len(theirs)) if isinstance(theirs, tuple) else (t,)
+        for n, part in zip(theirs if isinstance(theirs, tuple) else (theirs,), parts):
+            state[n] = part.clone().contiguous()
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "config.json", _hf_config_out(cfg, arch, kind, task, tokenizer))
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "tokenizer.json").write_text(_hf_tokenizer_json(tokenizer, arch), encoding="utf-8")
+        write_json(tmp / "tokenizer_config.json", _hf_tokenizer_config(tokenizer, cfg.max_len, arch))
+    if verbose:
+        print(f"wrote {arch.classes[kind]} ({len(state)} tensors) to {out}", file=sys.stderr)
+    return out
