@@ -48,11 +48,12 @@ class PretrainConfig:
     precision: str = "auto"
     device: str = "cpu"
     progress: bool = True
+    on_nan: str = "stop"  # or "skip": see TrainConfig.on_nan
 
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
-                     "precision"}
+                     "precision", "on_nan"}
 
 
 def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
@@ -122,7 +123,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
     train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                             schedule=cfg.schedule, grad_accum=cfg.grad_accum, precision=cfg.precision,
                             log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
-                            seed=cfg.seed, progress=cfg.progress, device=cfg.device)
+                            seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan)
     train(module, data, train_cfg, evaluate=evaluate, run_dir=out, tokenizer=tokenizer,
           extra_config={"pretraining": {"objective": cfg.objective, "preset": cfg.model, "seq_len": cfg.seq_len,
                                         "steps": cfg.steps, "corpus": str(cfg.corpus)}},
