@@ -125,6 +125,8 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
         if log is not None:
             log.truncate_after(state.step)
         print(f"resumed from {latest} at step {state.step}", file=sys.stderr)
+    elif resume and log is not None:
+        log.truncate_after(0)  # killed before the first checkpoint: start the log over with the run
 
     model = module
     if world_size > 1:
