@@ -79,8 +79,8 @@ def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
     return True
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
-    """Pretrain and return the final checkpoint directory (RUN/final)."""
+def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, callbacks=()) -> Path:
+    """Pretrain and return the final checkpoint directory (RUN/final); ``callbacks`` go to the training loop."""
     if cfg.objective not in OBJECTIVES:
         raise UserError(f"unknown --objective '{cfg.objective}'; choose one of {', '.join(OBJECTIVES)}.")
     family, module_cls, corruption_factory = OBJECTIVES[cfg.objective]
@@ -127,5 +127,5 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
     train(module, data, train_cfg, evaluate=evaluate, run_dir=out, tokenizer=tokenizer,
           extra_config={"pretraining": {"objective": cfg.objective, "preset": cfg.model, "seq_len": cfg.seq_len,
                                         "steps": cfg.steps, "corpus": str(cfg.corpus)}},
-          resume=resuming)
+          resume=resuming, callbacks=callbacks)
     return out / "final"
