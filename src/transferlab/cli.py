@@ -74,6 +74,8 @@ def _open(a):
     data = read_labeled(a.data, text_cols=a.text_cols, label_col=a.label_col, task=model.problem,
                         label_names=model.module.label_names, skip_bad_rows=a.skip_bad_rows,
                         require_labels=a.command == "evaluate")
+    if data.skipped:
+        print(data.skipped_summary(), file=sys.stderr)
     return model, data
 
 

@@ -130,9 +130,13 @@ def read_json(path: str | Path) -> dict:
         raise UserError(f"'{path}' does not exist. Check the path.")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            obj = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise UserError(f"'{path}' is not valid JSON ({e}). The file may be truncated or corrupted.") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"'{path}' holds a JSON {type(obj).__name__}, not an object; the file is corrupted or "
+                        f"not the one expected here.")
+    return obj
 
 
 def _fsync_tree(root: Path) -> None:
