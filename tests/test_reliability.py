@@ -109,7 +109,8 @@ def _rows(run: Path) -> dict:
 
 
 def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, corpus_dir):
-    rng = random.Random(7)
+    seed = int(os.environ.get("TL_KILL_SEED", "7"))  # docs/reliability.md: other seeds, other kill points
+    rng = random.Random(seed)
     ref, run = tmp_path / "ref", tmp_path / "run"
     # The uninterrupted reference runs in this process with the same thread count as the children (1).
     torch.set_num_threads(1)
@@ -121,7 +122,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, cor
     _wait_until(proc, lambda: _logged_step(run) >= target)
     time.sleep(rng.uniform(0, 0.02))
     _kill(proc)
-    _assert_no_incomplete_checkpoint(run)
+    print(f"seed {seed}: kill 1 after step {_logged_step(run)}, checkpoints {_assert_no_incomplete_checkpoint(run)}")
 
     # 2) SIGKILL in the middle of writing step-0000012 (all its files written, not yet marked and renamed).
     flag = tmp_path / "saving"
@@ -139,7 +140,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, cor
     _wait_until(proc, lambda: _logged_step(run) >= target)
     time.sleep(rng.uniform(0, 0.02))
     _kill(proc)
-    _assert_no_incomplete_checkpoint(run)
+    print(f"seed {seed}: kill 3 after step {_logged_step(run)}, checkpoints {_assert_no_incomplete_checkpoint(run)}")
 
     # 4) Resume to the end.
     proc = _start(tmp_path, _pretrain_args(corpus_dir, run, 24, "--resume", "auto"))

@@ -9,12 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError
+
+# Names the writers here give to work in progress: NAME.tmp-XXXXXXXX (atomic_dir), .NAME.tmp-PID (write_json),
+# NAME.old-PID (a directory being replaced or deleted).
+_DEBRIS = re.compile(r"^.+\.(tmp|old)-\w+$")
 
 
 def check_output_dir(path: str | Path, overwrite: bool = False, what: str = "output") -> Path:
@@ -98,7 +103,7 @@ def remove_tree(path: str | Path) -> None:
 def remove_debris(directory: str | Path) -> list[Path]:
     """Delete ``NAME.tmp-*`` / ``NAME.old-*`` leftovers of writes or deletes that a crash cut short."""
     directory = Path(directory)
-    found = [p for p in directory.iterdir() if ".tmp-" in p.name or ".old-" in p.name] if directory.is_dir() else []
+    found = [p for p in directory.iterdir() if _DEBRIS.match(p.name)] if directory.is_dir() else []
     for p in found:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
