@@ -59,7 +59,7 @@ def cmd_pretrain(a):
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
                          grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm, eval_every=a.eval_every,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
-                         progress=not a.quiet, log_every=a.log_every)
+                         progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan)
     cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
     if is_main():
@@ -126,6 +126,8 @@ def _open(a):
     data = read_labeled(a.data, text_cols=a.text_cols, label_col=a.label_col, task=model.problem,
                         label_names=model.module.label_names, skip_bad_rows=a.skip_bad_rows,
                         require_labels=a.command == "evaluate")
+    if data.skipped:
+        print(data.skipped_summary(), file=sys.stderr)
     return model, data
 
 
@@ -140,6 +142,10 @@ def cmd_evaluate(a):
 
 
 def cmd_predict(a):
+    from .fsutil import check_output_file
+
+    if a.out:
+        check_output_file(a.out, a.overwrite)
     model, data = _open(a)
     preds = model.predict(data)
     names = model.module.label_names
@@ -157,7 +163,9 @@ def cmd_predict(a):
 
 def cmd_plot(a):
     from .experiments.plots import plot_runs
+    from .fsutil import check_output_file
 
+    check_output_file(a.out, a.overwrite)
     print(f"wrote {plot_runs(a.runs, a.out, metrics=a.metrics)}")
 
 
@@ -312,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--noise", type=_noise,
                    help="bart: mask,delete,infill,permute,rotate rates and poisson_lambda, e.g. infill=0.3,permute=1; "
                         "mass: span=0.5")
+    r.add_argument("--on-nan", choices=["stop", "skip"], default="stop",
+                   help="on a NaN/inf loss: stop (keeping the last good checkpoint) or skip the batch, counted in "
+                        "metrics.jsonl; more than 10 bad batches in a row still stop")
     _common_train(r)
     r.set_defaults(func=cmd_pretrain)
 
@@ -348,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--metrics", type=_csv)
         else:
             e.add_argument("--out", help="write TSV here instead of stdout")
+            e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
         _columns(e)
         e.set_defaults(func=func)
 
@@ -392,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("runs", nargs="+")
     pl.add_argument("--out", default="curves.png")
     pl.add_argument("--metrics", type=_csv)
+    pl.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     pl.set_defaults(func=cmd_plot)
 
     g = sub.add_parser("generate", help="continue prompts with a causal LM (greedy or sampled, KV cache)")
@@ -524,6 +537,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as e:  # disk full, read-only or unwritable output met outside the atomic writers
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"error: cannot read or write{where}: {e.strerror or e}. Free disk space or fix the permissions, then "
+              f"run the command again (pretraining: add --resume auto to continue from the last checkpoint).",
+              file=sys.stderr)
+        return 2
     return 0
 
 

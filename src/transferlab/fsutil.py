@@ -9,12 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError
+
+# Names the writers here give to work in progress: NAME.tmp-XXXXXXXX (atomic_dir), .NAME.tmp-PID (write_json),
+# NAME.old-PID (a directory being replaced or deleted).
+_DEBRIS = re.compile(r"^.+\.(tmp|old)-\w+$")
 
 
 def check_output_dir(path: str | Path, overwrite: bool = False, what: str = "output") -> Path:
@@ -37,12 +42,35 @@ def clear_output_dir(path: str | Path, overwrite: bool = False, what: str = "out
     return path
 
 
+def check_output_file(path: str | Path, overwrite: bool = False, option: str = "--out") -> Path:
+    """Refuse to replace an existing file unless ``overwrite`` is set (predictions, plots)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{option} '{path}' already exists. Choose another path, or pass --overwrite to replace it.")
+    return path
+
+
+def write_error(path: str | Path, e: OSError) -> UserError:
+    """A one-paragraph UserError for an output that could not be written (disk full, read-only, no permission)."""
+    reason = e.strerror or str(e)
+    return UserError(f"cannot write '{path}': {reason}. Nothing under that name was changed: an earlier complete "
+                     f"version, if any, is intact. Free disk space or fix the permissions (or choose another "
+                     f"output path), then run the command again.")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``path`` when the block exits without an exception."""
+    """Yield a temporary directory that becomes ``path`` when the block exits without an exception.
+
+    Files and directories are fsynced before the rename, so after a crash or power loss a directory under its
+    final name is whole. An ``OSError`` (disk full, read-only file system) becomes a ``UserError``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.tmp-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.tmp-", dir=path.parent))
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         yield tmp
         _fsync_tree(tmp)
@@ -56,21 +84,49 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(path, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete a directory without it ever looking complete half-way: rename it to a debris name, then delete."""
+    path = Path(path)
+    trash = path.with_name(f"{path.name}.old-{os.getpid()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_debris(directory: str | Path) -> list[Path]:
+    """Delete ``NAME.tmp-*`` / ``NAME.old-*`` leftovers of writes or deletes that a crash cut short."""
+    directory = Path(directory)
+    found = [p for p in directory.iterdir() if _DEBRIS.match(p.name)] if directory.is_dir() else []
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
 
 
 def write_json(path: str | Path, obj) -> None:
     """Write JSON atomically (temp file + rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from None
 
 
 def read_json(path: str | Path) -> dict:
@@ -79,9 +135,13 @@ def read_json(path: str | Path) -> dict:
         raise UserError(f"'{path}' does not exist. Check the path.")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            obj = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise UserError(f"'{path}' is not valid JSON ({e}). The file may be truncated or corrupted.") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"'{path}' holds a JSON {type(obj).__name__}, not an object; the file is corrupted or "
+                        f"not the one expected here.")
+    return obj
 
 
 def _fsync_tree(root: Path) -> None:

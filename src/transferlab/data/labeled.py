@@ -40,6 +40,9 @@ TEXT_COLUMN_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("text",),
 )
 LABEL_COLUMN_CANDIDATES: tuple[str, ...] = ("label", "Quality", "score", "labels", "gold_label")
+# A column with one of these names identifies its row: a value seen twice is a bad row (a file concatenated with
+# itself, or a split leaking into another). MRPC's "#1 ID" / "#2 ID" name sentences, not rows, and may repeat.
+ID_COLUMN_CANDIDATES: tuple[str, ...] = ("id", "idx", "index", "guid")
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}
 TASKS = ("classification", "regression")
@@ -202,6 +205,8 @@ def read_labeled(
 
     text_cols, label_col = _select_columns(path, columns, text_cols, label_col, require_labels, header, fmt)
     label_name = label_col[0] if isinstance(label_col, tuple) else label_col
+    id_col = _id_column(columns, text_cols, label_col, fmt) if header or fmt == "jsonl" else None
+    seen_ids: dict[str, int] = {}
 
     bad: list[tuple[int, str]] = []
     keep_lines: list[int] = []
@@ -222,6 +227,8 @@ def read_labeled(
             label, reason = _cell_label(rec, label_col, fmt)
             if reason is None and label is None and require_labels:
                 reason = f"missing label in column '{label_name}'"
+        if reason is None and id_col is not None:
+            reason = _duplicate_id(rec, id_col, fmt, start, seen_ids)
         if reason is not None:
             bad.append((start, reason))
             continue
@@ -472,6 +479,29 @@ def _select_columns(path, columns, text_cols, label_col, require_labels, header,
     for i, c in enumerate(columns):
         index.setdefault(c, i)
     return [(c, index[c]) for c in text_cols], None if label_col is None else (label_col, index[label_col])
+
+
+def _id_column(columns, text_cols, label_col, fmt):
+    used = {c if isinstance(c, str) else c[0] for c in [*text_cols, label_col] if c is not None}
+    name = next((c for c in ID_COLUMN_CANDIDATES if c in columns and c not in used), None)
+    if name is None or fmt == "jsonl":
+        return name
+    return name, columns.index(name)
+
+
+def _duplicate_id(rec, id_col, fmt, line: int, seen: dict[str, int]) -> str | None:
+    """Record the row's id; a reason when an earlier row already used it (an empty id is not checked)."""
+    value = rec.get(id_col) if fmt == "jsonl" else rec[id_col[1]]
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    key = str(value).strip()
+    if not key:
+        return None
+    if key in seen:
+        name = id_col if fmt == "jsonl" else id_col[0]
+        return f"duplicated id '{key}' in column '{name}' (first used on line {seen[key]}); each row needs its own id"
+    seen[key] = line
+    return None
 
 
 def _row_texts(rec, text_cols, fmt) -> tuple[list[str], str | None]:

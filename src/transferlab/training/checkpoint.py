@@ -4,25 +4,30 @@
     DIR/model.safetensors    weights, keys ``backbone.*`` and ``heads.<name>.*``; never pickle
     DIR/tokenizer.json       the tokenizer the weights were trained with
     DIR/trainer_state/       only for resumable training: state.json, optimizer.pt (tensors only), rng.safetensors
+    DIR/complete.json        written last: every file's size, so a partial copy is caught (see ``check_complete``)
 
-A directory is written under a temporary name and renamed when complete, so a directory named like a checkpoint
-is always a whole checkpoint.
+A directory is written under a temporary name, fsynced and renamed when complete, so a directory named like a
+checkpoint is always a whole checkpoint; ``complete.json`` is the marker that says so, checked by every loader.
+Nothing in a checkpoint is executed: weights are safetensors, configs JSON, and ``optimizer.pt`` is read with
+``torch.load(weights_only=True)``, which refuses any pickled object other than tensors and plain containers.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
-from ..fsutil import atomic_dir, read_json, write_json
+from ..fsutil import atomic_dir, read_json, remove_tree, write_json
 
 FORMAT = "transferlab/1"
 STEP_DIR = re.compile(r"^step-(\d+)$")
+MARKER = "complete.json"
 
 
 def save_checkpoint(directory: str | Path, module, tokenizer=None, trainer_state: dict | None = None,
@@ -49,7 +54,66 @@ def save_checkpoint(directory: str | Path, module, tokenizer=None, trainer_state
             if scheduler is not None:
                 trainer_state = dict(trainer_state, scheduler=scheduler.state_dict())
             write_json(ts / "state.json", trainer_state)
+        _write_marker(tmp)
     return directory
+
+
+def _write_marker(directory: Path) -> None:
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            full = Path(root) / name
+            files[full.relative_to(directory).as_posix()] = full.stat().st_size
+    write_json(directory / MARKER, {"format": FORMAT, "files": dict(sorted(files.items()))})
+
+
+def check_complete(directory: str | Path) -> str | None:
+    """Why ``directory`` is not a whole checkpoint, or None when it is.
+
+    A checkpoint written by this version carries ``complete.json`` listing every file with its size; each must
+    be present with exactly that size. Older checkpoints have no marker; they were renamed into place only when
+    whole, so for them ``config.json`` and ``model.safetensors`` being present is taken as the evidence.
+    """
+    directory = Path(directory)
+    marker = directory / MARKER
+    if not marker.is_file():
+        missing = [n for n in ("config.json", "model.safetensors") if not (directory / n).is_file()]
+        return f"{missing[0]} is missing" if missing else None
+    try:
+        files = read_json(marker)["files"]
+        for name, size in files.items():
+            path = directory / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    except (UserError, KeyError, TypeError, AttributeError):
+        return f"{MARKER} is unreadable"
+    return None
+
+
+def check_weights(expected: dict, weights: dict, directory, what: str = "its config.json") -> None:
+    """Refuse weights whose keys, shapes or dtypes differ from ``expected`` (a state dict), naming the keys."""
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    common = sorted(set(expected) & set(weights))
+    wrong = [k for k in common if expected[k].shape != weights[k].shape]
+    dtypes = [k for k in common if k not in wrong and expected[k].dtype != weights[k].dtype]
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:5]}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if unexpected:
+        parts.append(f"unexpected {unexpected[:5]}" + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5
+                                                        else ""))
+    if wrong:
+        parts.append("shape mismatch " + ", ".join(
+            f"{k} {tuple(weights[k].shape)} vs expected {tuple(expected[k].shape)}" for k in wrong[:5]))
+    if dtypes:
+        parts.append("dtype mismatch " + ", ".join(
+            f"{k} {weights[k].dtype} vs expected {expected[k].dtype}" for k in dtypes[:5]))
+    if parts:
+        raise UserError(f"weights in '{directory}' do not match {what}: {'; '.join(parts)}. The checkpoint is "
+                        f"corrupted, or its files come from different runs or models.")
 
 
 def load_config(directory: str | Path) -> dict:
@@ -57,6 +121,10 @@ def load_config(directory: str | Path) -> dict:
     if not directory.is_dir():
         raise UserError(f"checkpoint directory '{directory}' does not exist. Pass a directory written by "
                         f"`transferlab pretrain` or `finetune` (e.g. RUN/final).")
+    reason = check_complete(directory)
+    if reason is not None:
+        raise UserError(f"checkpoint '{directory}' is incomplete: {reason}. It was cut short while being written "
+                        f"or copied; copy it again, or use another checkpoint.")
     config = read_json(directory / "config.json")
     if config.get("format") != FORMAT:
         raise UserError(f"'{directory / 'config.json'}' is not a transferlab checkpoint (format "
@@ -79,25 +147,52 @@ def load_trainer_state(directory: str | Path, optimizer=None, scheduler=None) ->
     ts = Path(directory) / "trainer_state"
     state = read_json(ts / "state.json")
     if optimizer is not None and (ts / "optimizer.pt").is_file():
-        optimizer.load_state_dict(torch.load(ts / "optimizer.pt", weights_only=True, map_location="cpu"))
+        try:
+            # weights_only=True: an object other than tensors and plain containers is refused, never built.
+            saved = torch.load(ts / "optimizer.pt", weights_only=True, map_location="cpu")
+        except Exception as e:  # UnpicklingError for a foreign object; others for a corrupt file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"refusing '{ts / 'optimizer.pt'}': it is not a plain tensor file ({first}). Nothing in "
+                            f"it was executed. Delete that checkpoint directory and resume from an earlier one, or "
+                            f"start a new run.") from None
+        try:
+            optimizer.load_state_dict(saved)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise UserError(f"'{ts / 'optimizer.pt'}' does not fit this model's optimizer ({e}). The checkpoint "
+                            f"comes from a different model or optimizer; resume with the options it was made with.") \
+                from None
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
-    rng = load_file(str(ts / "rng.safetensors"))
-    torch.set_rng_state(rng["torch"])
+    try:
+        rng = load_file(str(ts / "rng.safetensors"))
+        torch.set_rng_state(rng["torch"])
+    except Exception as e:  # safetensors' own errors, a missing key, a tensor of the wrong type
+        raise UserError(f"cannot restore the random state from '{ts / 'rng.safetensors'}' ({e}); the checkpoint "
+                        f"is corrupted. Resume from an earlier one.") from None
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
     return state
 
 
-def step_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete step checkpoints of a run, oldest first."""
+def step_checkpoints(run_dir: str | Path, report: bool = False) -> list[Path]:
+    """Complete step checkpoints of a run, oldest first; with ``report``, say on stderr which were passed over."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found) if (p / "trainer_state" / "state.json").is_file()]
+    complete = []
+    for _, p in sorted(found):
+        reason = check_complete(p)
+        if reason is None and not (p / "trainer_state" / "state.json").is_file():
+            reason = "trainer_state/state.json is missing"
+        if reason is None:
+            complete.append(p)
+        elif report:
+            print(f"ignoring incomplete checkpoint {p}: {reason}", file=sys.stderr)
+    return complete
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    # remove_tree renames before deleting: a delete cut short never leaves a partial step-N behind.
     for old in step_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from ..fsutil import remove_debris
 from . import checkpoint as ckpt
 from .callbacks import Callback, MetricsLog
 from .distributed import is_main, mean_over_ranks, token_weight, unwrap, world
@@ -44,6 +45,12 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     device: str = "cpu"
+    on_nan: str = "stop"  # a NaN/inf loss or gradient norm: "stop" with a message, or "skip" the batch
+    max_nan_skips: int = 10  # with "skip": stop when more than this many batches in a row are bad
+
+    def __post_init__(self):
+        if self.on_nan not in ("stop", "skip"):
+            raise UserError(f"--on-nan must be 'stop' or 'skip', got {self.on_nan!r}.")
 
 
 @dataclass
@@ -58,6 +65,7 @@ class TrainState:
     step: int = 0
     should_stop: bool = False
     last_loss: float = float("nan")  # loss of the latest optimizer step
+    skipped_batches: int = 0  # steps whose batch gave a NaN/inf and was skipped (on_nan="skip")
     history: list = field(default_factory=list)  # eval rows: {"step", "epoch", metrics...}
 
     @property
@@ -104,15 +112,21 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
         log = MetricsLog(run_dir)
         callbacks.insert(0, log)
 
-    if resume and run_dir is not None and (found := ckpt.step_checkpoints(run_dir)):
+    if resume and run_dir is not None and is_main():
+        remove_debris(run_dir)  # temporary names left by a write or delete that a crash cut short
+    if resume and run_dir is not None and (found := ckpt.step_checkpoints(run_dir, report=is_main())):
         latest = found[-1]
         weights = ckpt.load_weights(latest)
+        ckpt.check_weights(unwrap(module).state_dict(), weights, latest, "the model being trained")
         unwrap(module).load_state_dict(weights)
         saved = ckpt.load_trainer_state(latest, optimizer, scheduler)
         state.step, state.history = saved["step"], saved.get("history", [])
+        state.skipped_batches = saved.get("skipped_batches", 0)
         if log is not None:
             log.truncate_after(state.step)
         print(f"resumed from {latest} at step {state.step}", file=sys.stderr)
+    elif resume and log is not None:
+        log.truncate_after(0)  # killed before the first checkpoint: start the log over with the run
 
     model = module
     if world_size > 1:
@@ -121,9 +135,16 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     def save(directory: Path, with_state: bool) -> None:
         if not is_main():
             return
-        trainer_state = {"step": state.step, "history": state.history} if with_state else None
-        ckpt.save_checkpoint(directory, unwrap(module), tokenizer, trainer_state,
-                             optimizer if with_state else None, scheduler if with_state else None, extra_config)
+        trainer_state = ({"step": state.step, "history": state.history, "skipped_batches": state.skipped_batches}
+                         if with_state else None)
+        try:
+            ckpt.save_checkpoint(directory, unwrap(module), tokenizer, trainer_state,
+                                 optimizer if with_state else None, scheduler if with_state else None, extra_config)
+        except UserError as e:  # disk full, read-only: say which checkpoint is still good
+            found = ckpt.step_checkpoints(run_dir)
+            last = (f" The last complete checkpoint is {found[-1]}; after fixing this, run the same command with "
+                    f"--resume auto to continue from it." if found else "")
+            raise UserError(f"{e}{last}") from None
 
     def run_eval() -> None:
         if evaluate is None:
@@ -143,6 +164,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     module.train()
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     window_steps = 0
+    bad_in_a_row = 0
     try:
         while state.step < max_steps and not state.should_stop:
             optimizer.zero_grad(set_to_none=True)
@@ -161,22 +183,37 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                 window_tokens += batch["input_ids"].numel() * world_size
             if world_size > 1:  # log the loss of the global batch; every rank sees the same NaN check
                 step_loss = mean_over_ranks(step_loss, device)
-            if not math.isfinite(step_loss):
-                raise UserError(_nan_message(state.step + 1, run_dir))
-            if cfg.clip:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip)
-            optimizer.step()
-            scheduler.step()
+            fault = None if math.isfinite(step_loss) else f"loss {step_loss}"
+            if fault is None and cfg.clip:
+                norm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip))
+                fault = None if math.isfinite(norm) else f"gradient norm {norm}"
+            if fault is None:
+                bad_in_a_row = 0
+                optimizer.step()
+                scheduler.step()
+            else:
+                bad_in_a_row += 1
+                if cfg.on_nan != "skip" or bad_in_a_row > cfg.max_nan_skips:
+                    raise UserError(_nan_message(state.step + 1, run_dir, fault, bad_in_a_row, cfg))
+                # Skip: no update and no scheduler step, but the step (and so the data position) advances.
+                optimizer.zero_grad(set_to_none=True)
+                state.skipped_batches += 1
+                if is_main():
+                    tqdm.write(f"step {state.step + 1}: {fault}; batch skipped ({state.skipped_batches} so far)",
+                               file=sys.stderr)
             state.step += 1
-            state.last_loss = step_loss
-            window_loss += step_loss
-            window_steps += 1
+            if fault is None:
+                state.last_loss = step_loss
+                window_loss += step_loss
+                window_steps += 1
             bar.update(1)
-            logs = {}
+            logs = {"skipped_batches": state.skipped_batches, "fault": fault} if fault else {}
             if state.step % cfg.log_every == 0 or state.step == max_steps:
                 elapsed = time.perf_counter() - window_start
-                logs = {"loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
-                        "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
+                logs = {"loss": window_loss / window_steps if window_steps else float("nan"),
+                        "lr": scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                        **({"skipped_batches": state.skipped_batches} if state.skipped_batches else {}),
+                        **({"fault": fault} if fault else {})}
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}",
                                 tok_s=f"{logs['tokens_per_s']:,.0f}")
                 window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
@@ -193,9 +230,12 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     except KeyboardInterrupt:
         bar.close()
         if run_dir is not None:
-            save(run_dir / f"step-{state.step:07d}", with_state=True)
-            print(f"\ninterrupted at step {state.step}; checkpoint saved. Continue with the same command and "
-                  f"--resume auto.", file=sys.stderr)
+            where = run_dir / f"step-{state.step:07d}"
+            if where not in ckpt.step_checkpoints(run_dir):  # not already saved at this very step
+                save(where, with_state=True)
+            if is_main():
+                print(f"\ninterrupted at step {state.step}; checkpoint saved to {where}. Continue with the same "
+                      f"command and --resume auto.", file=sys.stderr)
         raise
     bar.close()
     for cb in callbacks:
@@ -205,9 +245,12 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     return state
 
 
-def _nan_message(step: int, run_dir: Path | None) -> str:
+def _nan_message(step: int, run_dir: Path | None, fault: str, in_a_row: int, cfg: TrainConfig) -> str:
     where = ""
     if run_dir is not None and (found := ckpt.step_checkpoints(run_dir)):
-        where = f" The last good checkpoint is {found[-1]}."
-    return (f"the loss became NaN or infinite at step {step}.{where} Lower the learning rate (--lr), keep gradient "
-            f"clipping on, or use --precision fp32.")
+        where = f" The last good checkpoint is {found[-1]} (resume from it with --resume auto)."
+    what = (f"{in_a_row} batches in a row gave a NaN or infinite loss/gradient (more than max_nan_skips="
+            f"{cfg.max_nan_skips}), the last at step {step} ({fault})" if cfg.on_nan == "skip"
+            else f"the {fault.split()[0]} became NaN or infinite at step {step} ({fault})")
+    skip = " or pass --on-nan skip to skip such batches" if cfg.on_nan != "skip" else ""
+    return (f"{what}.{where} Lower the learning rate (--lr), keep gradient clipping on, use --precision fp32{skip}.")

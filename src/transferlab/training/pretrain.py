@@ -49,6 +49,7 @@ class PretrainConfig:
     precision: str = "auto"
     device: str = "cpu"
     progress: bool = True
+    on_nan: str = "stop"  # or "skip": see TrainConfig.on_nan
     # Encoder-decoder objectives (bart, mass): the family check, decoder depth, and corruption settings.
     family: str | None = None  # None: the family the objective needs; anything else must match it
     decoder_layers: int | None = None  # None: as many as the encoder (the preset's layers)
@@ -57,7 +58,7 @@ class PretrainConfig:
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
-                     "precision", "out"}  # out: a run directory may be moved or copied, then resumed
+                     "precision", "out", "on_nan"}  # out: a run directory may be moved or copied, then resumed
 
 
 def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
@@ -98,8 +99,8 @@ def _check_family(cfg: PretrainConfig, family: str) -> None:
                         f"it (masked LM takes --mask-prob).")
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
-    """Pretrain and return the final checkpoint directory (RUN/final)."""
+def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, callbacks=()) -> Path:
+    """Pretrain and return the final checkpoint directory (RUN/final); ``callbacks`` go to the training loop."""
     if cfg.objective not in OBJECTIVES:
         raise UserError(f"unknown --objective '{cfg.objective}'; choose one of {', '.join(OBJECTIVES)}.")
     family, module_cls, corruption_factory = OBJECTIVES[cfg.objective]
@@ -146,9 +147,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
     train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                             schedule=cfg.schedule, grad_accum=cfg.grad_accum, precision=cfg.precision,
                             log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
-                            seed=cfg.seed, progress=cfg.progress, device=cfg.device)
+                            seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan)
     train(module, data, train_cfg, evaluate=evaluate, run_dir=out, tokenizer=tokenizer,
           extra_config={"pretraining": {"objective": cfg.objective, "preset": cfg.model, "seq_len": cfg.seq_len,
                                         "steps": cfg.steps, "corpus": str(cfg.corpus)}},
-          resume=resuming)
+          resume=resuming, callbacks=callbacks)
     return out / "final"

@@ -19,7 +19,7 @@ from ..objectives import OBJECTIVES
 from ..objectives.seq2seq_lm import Seq2SeqLM
 from ..tasks import TASKS, SequenceClassifier
 from ..tokenization import Tokenizer
-from ..training.checkpoint import load_config, load_weights
+from ..training.checkpoint import check_weights, load_config, load_weights
 
 INITS = ("pretrained", "scratch")
 
@@ -74,21 +74,7 @@ def load_model(directory: str | Path):
 
 
 def _load_strict(module, weights: dict, directory) -> None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}")
-        if wrong:
-            parts.append("shape mismatch " + ", ".join(
-                f"{k} {tuple(weights[k].shape)} vs config {tuple(expected[k].shape)}" for k in wrong[:5]))
-        raise UserError(f"weights in '{directory}' do not match its config.json: {'; '.join(parts)}. "
-                        f"The checkpoint is corrupted or its files come from different runs.")
+    check_weights(module.state_dict(), weights, directory)
     module.load_state_dict(weights)
 
 
@@ -122,10 +108,8 @@ def build_transfer(directory: str | Path, task: str = "classification", num_labe
         weights = load_weights(directory)
         kept = {k: v for k, v in weights.items() if k.startswith("backbone.")}
         report.dropped = sorted(k for k in weights if not k.startswith("backbone."))
+        check_weights({k: v for k, v in module.state_dict().items() if k.startswith("backbone.")}, kept, directory)
         missing, _ = module.load_state_dict(kept, strict=False)
-        lost = [k for k in missing if k.startswith("backbone.")]
-        if lost:
-            raise UserError(f"checkpoint '{directory}' lacks backbone weights {lost[:5]}; it is incomplete.")
         report.loaded = sorted(kept)
         report.new = sorted(missing)
     if verbose:
