@@ -13,6 +13,7 @@ from transferlab.data.sampling import allocate, stratified_sample
 from transferlab.errors import UserError
 from transferlab.experiments import report
 from transferlab.experiments.compare import RESULTS, CompareSpec, epoch_plan, run_compare
+from transferlab.training.checkpoint import _write_marker
 from transferlab.training.optim import lr_lambda
 from transferlab.transfer import from_pretrained, load
 from transferlab.transfer.methods import LoRALinear, layer_groups, merge_lora
@@ -295,6 +296,8 @@ def other_tokenizer_checkpoint(pretrained_dir, tmp_path):
     config = json.loads((d / "config.json").read_text())
     config["tokenizer_sha256"] = "0" * 64  # as if pretrained with another tokenizer
     (d / "config.json").write_text(json.dumps(config))
+    (d / "complete.json").unlink()  # a hand-edited file no longer matches the completeness marker: re-seal it
+    _write_marker(d)
     return d
 
 

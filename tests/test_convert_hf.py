@@ -11,6 +11,7 @@ from conftest import WORDS, sentences
 from transferlab.cli import main
 from transferlab.errors import UserError
 from transferlab.tasks import encode_texts
+from transferlab.training import checkpoint as ckpt
 from transferlab.training.checkpoint import load_weights
 from transferlab.transfer import from_pretrained, load_model
 from transferlab.transfer.convert import from_hf, to_hf
@@ -254,5 +255,7 @@ def test_own_bert_style_pretraining_exports_to_transformers(corpus_dir, tmp_path
 def test_a_special_token_missing_from_the_vocabulary_is_reported(hf_dirs, tmp_path):
     ours = from_hf(hf_dirs["bert"], tmp_path / "ours", verbose=False)
     (ours / "special_tokens.json").write_text(json.dumps({"pad": "[PAD]", "mask": "<mask>"}))
+    (ours / "complete.json").unlink()  # re-seal the hand-edited checkpoint, or the loader reports a partial copy
+    ckpt._write_marker(ours)
     with pytest.raises(UserError, match=r"mask token '<mask>' is not in the vocabulary.*special_tokens.json"):
         from_pretrained(ours, num_labels=2, verbose=False)
