@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -19,6 +21,11 @@ class Decoder(nn.Module):
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         init_weights(self, cfg.init_std)
+        # GPT-2's scaled initialisation: every block adds two branches to the residual stream, so their output
+        # projections start at std / sqrt(2 * n_layer) and the stream's variance does not grow with depth.
+        for block in self.h:
+            for proj in (block.attn.proj, block.mlp.proj):
+                nn.init.normal_(proj.weight, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
 
     def forward(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
