@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The real experiment of docs/results.md: pretrain on ../shared/data/pretrain_corpus (+ the unlabeled sentences of
 # the SST-2 and MRPC training sets), then fine-tune pretrained vs scratch on MRPC and SST-2, 3 seeds each.
-# Re-running skips finished steps. Usage: [STEPS=N LR=X MODEL=P TASKS="mrpc sst2"] scripts/real_experiment.sh [WORKDIR]
-# (default runs/real). Two TASKS can run side by side, one per core: OMP_NUM_THREADS=1 taskset -c K ...
+# Re-running skips finished steps. Usage: [STEPS=N LR=X MODEL=P TASKS="mrpc sst2" SEEDS="0 1 2"
+# INITS="pretrained scratch"] scripts/real_experiment.sh [WORKDIR] (default runs/real). Lanes with disjoint
+# TASKS/SEEDS/INITS can run side by side, one per core: OMP_NUM_THREADS=1 taskset -c K ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=.venv/bin/transferlab
@@ -13,6 +14,8 @@ STEPS=${STEPS:-2200}  # one hour on one core of this CPU (docs/results.md)
 LR=${LR:-1e-3}
 MODEL=${MODEL:-mini}
 TASKS=${TASKS:-mrpc sst2}
+SEEDS=${SEEDS:-0 1 2}
+INITS=${INITS:-pretrained scratch}
 mkdir -p "$W"
 
 if [ ! -f "$W/task_text.txt" ]; then
@@ -45,8 +48,8 @@ for task in $TASKS; do
     mrpc) extra=(--metrics accuracy,f1 --epochs 5 --batch-size 32 --lr 1e-4) ;;
     sst2) extra=(--metrics accuracy --epochs 1 --batch-size 64 --lr 1e-4) ;;
   esac
-  for seed in 0 1 2; do
-    for init in pretrained scratch; do
+  for seed in $SEEDS; do
+    for init in $INITS; do
       out="$W/ft/$task-$init-$seed"
       [ -f "$out/results.json" ] && continue
       if [ $init = pretrained ]; then src=(--init "$W/pretrain/final"); else src=(--init scratch --like "$W/pretrain/final"); fi
