@@ -49,6 +49,16 @@ class BlockBatches:
         return {k: v[self.rank::self.world_size] for k, v in batch.items()}
 
 
+# Sequence lengths of a padded batch are rounded up to this. On CPU, bf16 matmuls run through oneDNN, which compiles
+# and caches a kernel per distinct shape: with a batch as long as its longest sequence, every new length added one,
+# and RSS climbed by GBs over a fine-tuning run (benchmarks/memory.py); rounding keeps the shapes few.
+LENGTH_MULTIPLE = 16
+
+
+def padded_length(longest: int, multiple: int = LENGTH_MULTIPLE) -> int:
+    return -(-longest // multiple) * multiple
+
+
 @dataclass
 class EncodedExamples:
     """Tokenised labeled examples, ready to pad into batches."""
@@ -63,7 +73,7 @@ class EncodedExamples:
 
     def collate(self, idx) -> dict:
         seqs = [self.input_ids[i] for i in idx]
-        T = max(len(s) for s in seqs)
+        T = padded_length(max(len(s) for s in seqs))
         ids = np.full((len(seqs), T), self.pad_id, dtype=np.int64)
         types = np.zeros((len(seqs), T), dtype=np.int64)
         attention = np.zeros((len(seqs), T), dtype=np.int64)

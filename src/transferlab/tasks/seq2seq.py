@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.batches import padded_length
 from ..data.labeled import read_labeled
 from ..errors import UserError
 from ..objectives.seq2seq_lm import IGNORE, Seq2SeqLM
@@ -104,7 +105,7 @@ class Seq2SeqExamples:
 
 
 def _pad(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(s) for s in seqs)
+    T = padded_length(max(len(s) for s in seqs))
     out = torch.full((len(seqs), T), value, dtype=torch.long)
     attention = torch.zeros((len(seqs), T), dtype=torch.long)
     for i, s in enumerate(seqs):
