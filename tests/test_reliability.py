@@ -116,13 +116,18 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, cor
     torch.set_num_threads(1)
     assert main(_pretrain_args(corpus_dir, ref)) == 0
 
-    # 1) SIGKILL at a random step (+ a random fraction of a step), from scratch.
-    proc = _start(tmp_path, _pretrain_args(corpus_dir, run, 24, "--resume", "auto"))
-    target = rng.randint(2, 7)
-    _wait_until(proc, lambda: _logged_step(run) >= target)
-    time.sleep(rng.uniform(0, 0.02))
-    _kill(proc)
-    print(f"seed {seed}: kill 1 after step {_logged_step(run)}, checkpoints {_assert_no_incomplete_checkpoint(run)}")
+    def kill_at_random_step(first: int, last: int, which: int) -> None:
+        """SIGKILL once the run has logged a random step in [first, last] (+ a random fraction of a step)."""
+        proc = _start(tmp_path, _pretrain_args(corpus_dir, run, 24, "--resume", "auto"))
+        target = rng.randint(first, last)
+        _wait_until(proc, lambda: _logged_step(run) >= target)
+        time.sleep(rng.uniform(0, 0.02))
+        _kill(proc)
+        print(f"seed {seed}: kill {which} after step {_logged_step(run)}, "
+              f"checkpoints {_assert_no_incomplete_checkpoint(run)}")
+
+    # 1) SIGKILL at a random step, from scratch.
+    kill_at_random_step(2, 7, 1)
 
     # 2) SIGKILL in the middle of writing step-0000012 (all its files written, not yet marked and renamed).
     flag = tmp_path / "saving"
@@ -135,12 +140,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path, cor
     assert _assert_no_incomplete_checkpoint(run) == ["step-0000004", "step-0000008"]
 
     # 3) SIGKILL at a random later step.
-    proc = _start(tmp_path, _pretrain_args(corpus_dir, run, 24, "--resume", "auto"))
-    target = rng.randint(14, 22)
-    _wait_until(proc, lambda: _logged_step(run) >= target)
-    time.sleep(rng.uniform(0, 0.02))
-    _kill(proc)
-    print(f"seed {seed}: kill 3 after step {_logged_step(run)}, checkpoints {_assert_no_incomplete_checkpoint(run)}")
+    kill_at_random_step(14, 22, 3)
 
     # 4) Resume to the end.
     proc = _start(tmp_path, _pretrain_args(corpus_dir, run, 24, "--resume", "auto"))
