@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Pretraining objectives compared by transfer (issue 4). Every objective pretrains on the same prepared corpus with
-# the same budget in tokens seen (STEPS x BATCH x SEQ_LEN packed tokens); then each backbone, and a from-scratch
-# twin of each architecture, is fine-tuned on MRPC and SST-2 over SEEDS. Re-running skips finished steps.
+# the same budget in tokens seen (STEPS x BATCH sequences of SEQ_LEN packed tokens); then `transferlab compare`
+# fine-tunes each backbone, and a from-scratch twin of each architecture, on every task in TASKS over SEEDS at the
+# label budgets in BUDGETS. The encoder-decoders (bart, mass) are also fine-tuned on en->fr word translation
+# (`transferlab seq2seq train`, BLEU and chrF) against a from-scratch encoder-decoder. Re-running skips finished work.
 #
 # Usage: CORPUS=runs/real/corpus scripts/objectives_experiment.sh [WORKDIR]   (default runs/objectives)
 # CORPUS is a directory written by `transferlab corpus prepare` (scripts/real_experiment.sh makes runs/real/corpus).
-# Knobs (environment): STEPS MODEL BATCH SEQ_LEN LR OBJECTIVES TASKS SEEDS FT_EPOCHS (overrides both tasks' epochs).
+# Knobs (environment): STEPS MODEL BATCH SEQ_LEN LR OBJECTIVES TASKS SEEDS BUDGETS STAGES ("pretrain compare seq2seq").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${T:-.venv/bin/transferlab}
@@ -13,47 +15,66 @@ PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../shared/data}
 CORPUS=${CORPUS:-runs/real/corpus}
 W=${1:-runs/objectives}
-STEPS=${STEPS:-3000}
-MODEL=${MODEL:-mini}
-BATCH=${BATCH:-64}
+STEPS=${STEPS:-800}
+MODEL=${MODEL:-tiny}
+BATCH=${BATCH:-32}
 SEQ_LEN=${SEQ_LEN:-128}
-LR=${LR:-1e-3}
-OBJECTIVES=${OBJECTIVES:-mlm plm mpnet electra word2vec elmo}
-TASKS=${TASKS:-mrpc sst2}
-SEEDS=${SEEDS:-0 1 2}
-mkdir -p "$W/ft"
+LR=${LR:-2e-3}
+OBJECTIVES=${OBJECTIVES:-mlm electra plm mpnet clm bart mass word2vec elmo}
+TASKS=${TASKS:-sst2 mrpc}
+SEEDS=${SEEDS:-3}
+BUDGETS=${BUDGETS:-1000}
+STAGES=${STAGES:-pretrain compare seq2seq}
+mkdir -p "$W"
 
-family() {  # the architecture an objective pretrains: its scratch twin is shared by objectives of one family
-  $PY -c "from transferlab.objectives import OBJECTIVES; print(OBJECTIVES['$1'][0])"
-}
+stage() { [[ " $STAGES " == *" $1 "* ]]; }
 
-for obj in $OBJECTIVES; do
-  lr=$LR
-  [ "$obj" = word2vec ] && lr=1e-2  # word vectors train with a far larger step (word2vec's own default is 0.025)
-  [ -d "$W/pretrain-$obj/final" ] || $T pretrain --corpus "$CORPUS" --objective "$obj" --model "$MODEL" \
-      --steps "$STEPS" --seq-len "$SEQ_LEN" --batch-size "$BATCH" --lr "$lr" --warmup 0.05 --save-every 250 \
-      --log-every 50 --out "$W/pretrain-$obj" --resume auto --quiet
-done
+if stage pretrain; then
+  for obj in $OBJECTIVES; do
+    lr=$LR
+    [ "$obj" = word2vec ] && lr=1e-2  # word vectors train with a far larger step (word2vec's own default is 0.025)
+    [ -d "$W/pretrain-$obj/final" ] && continue
+    start=$(date +%s)
+    $T pretrain --corpus "$CORPUS" --objective "$obj" --model "$MODEL" --steps "$STEPS" --seq-len "$SEQ_LEN" \
+        --batch-size "$BATCH" --lr "$lr" --warmup 0.05 --eval-every "$STEPS" --save-every 200 --log-every 50 \
+        --out "$W/pretrain-$obj" --resume auto --quiet
+    echo "$obj $(( $(date +%s) - start ))" >> "$W/pretrain_wall_s.txt"
+  done
+fi
 
-for task in $TASKS; do
-  case $task in
-    mrpc) extra=(--metrics accuracy,f1 --epochs "${FT_EPOCHS:-5}" --batch-size 32 --lr 1e-4) ;;
-    sst2) extra=(--metrics accuracy --epochs "${FT_EPOCHS:-2}" --batch-size 64 --lr 1e-4) ;;
-  esac
-  for seed in $SEEDS; do
-    for obj in $OBJECTIVES; do
-      runs=("$obj:--init $W/pretrain-$obj/final")
-      scratch="scratch_$(family "$obj")"
-      runs+=("$scratch:--init scratch --like $W/pretrain-$obj/final")
-      for r in "${runs[@]}"; do
-        name=${r%%:*}
-        out="$W/ft/$task-$name-$seed"
-        [ -f "$out/results.json" ] && continue
-        # shellcheck disable=SC2086
-        $T finetune ${r#*:} --train "$DATA/$task/train.tsv" --dev "$DATA/$task/dev.tsv" --seed "$seed" \
-            --warmup 0.1 --max-len 128 --quiet --overwrite --out "$out" "${extra[@]}"
-      done
+if stage compare; then
+  for task in $TASKS; do
+    case $task in
+      mrpc) metric=accuracy; epochs=5 ;;
+      sst2) metric=accuracy; epochs=3 ;;
+    esac
+    spec="$W/compare_$task.yaml"
+    {
+      echo "name: objectives-$task"
+      echo "out: $W/compare-$task"
+      echo "checkpoints:"
+      for obj in $OBJECTIVES; do echo "  - {name: $obj, path: $W/pretrain-$obj/final}"; done
+      echo "task: {train: $DATA/$task/train.tsv, dev: $DATA/$task/dev.tsv, metric: $metric}"
+      echo "methods: [scratch, finetune]"
+      echo "budgets: [$(echo "$BUDGETS" | sed 's/ /, /g')]"
+      echo "seeds: $SEEDS"
+      echo "train: {epochs: $epochs, min_epoch_size: 1000, max_steps: 1000, lr: 3e-4, batch_size: 32, max_len: 128}"
+    } > "$spec"
+    $T compare "$spec" --quiet
+  done
+fi
+
+if stage seq2seq; then
+  # en->fr word translation: the encoder-decoders against a randomly initialised twin, same settings.
+  for obj in $OBJECTIVES; do
+    case $obj in bart|mass) ;; *) continue ;; esac
+    for init in pretrained scratch; do
+      out="$W/seq2seq/$obj-$init"
+      [ -f "$out/results.json" ] && continue
+      if [ $init = pretrained ]; then src=(--init "$W/pretrain-$obj/final"); else src=(--init scratch --like "$W/pretrain-$obj/final"); fi
+      $T seq2seq train "${src[@]}" --train "$DATA/en_fr/muse_en-fr.tsv.gz" --no-header \
+          --source-col 0 --target-col 1 --max-examples 20000 --dev-fraction 0.05 --epochs 3 --batch-size 64 \
+          --lr 5e-4 --seed 0 --quiet --overwrite --out "$out"
     done
   done
-done
-$PY scripts/summarise_finetunes.py "$W/ft" | tee "$W/summary.md"
+fi

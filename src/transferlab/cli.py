@@ -6,10 +6,13 @@ Every user mistake is a ``UserError``: printed as one paragraph, exit status 2, 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from .errors import UserError
+from .errors import Terminated, UserError
 
 
 def _csv(value: str) -> list[str]:
@@ -528,21 +531,32 @@ def _columns(p):
     p.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (they are listed)")
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # One process (not torchrun, whose agent SIGTERMs every rank when one fails and where a checkpoint would wait on
+    # the dead rank), on the main thread (signal handlers can only be set there): treat SIGTERM like Ctrl-C.
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1 and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if single else signal.SIG_DFL
     try:
         args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        return 143 if isinstance(e, Terminated) else 130
     except OSError as e:  # disk full, read-only or unwritable output met outside the atomic writers
         where = f" '{e.filename}'" if e.filename else ""
         print(f"error: cannot read or write{where}: {e.strerror or e}. Free disk space or fix the permissions, then "
               f"run the command again (pretraining: add --resume auto to continue from the last checkpoint).",
               file=sys.stderr)
         return 2
+    finally:
+        if single:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
     return 0
 
 

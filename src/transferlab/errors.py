@@ -13,3 +13,8 @@ def require(condition: bool, message: str) -> None:
     """Raise ``UserError(message)`` unless ``condition`` holds."""
     if not condition:
         raise UserError(message)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's pre-emption), raised where the program is, like Ctrl-C: the training loop
+    saves a step checkpoint and says how to resume. The CLI exits with 143 (128 + SIGTERM) instead of 130."""

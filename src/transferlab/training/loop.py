@@ -219,12 +219,14 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                 window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
             for cb in callbacks:
                 cb.on_step_end(state, logs)
+            paused = time.perf_counter()  # evaluation and checkpoints do not count against training throughput
             if state.step % eval_every == 0 and state.step != max_steps:
                 run_eval()
             if run_dir is not None and cfg.save_every and state.step % cfg.save_every == 0:
                 save(run_dir / f"step-{state.step:07d}", with_state=True)
                 if is_main():
                     ckpt.prune_checkpoints(run_dir, cfg.keep_checkpoints)
+            window_start += time.perf_counter() - paused
         if not state.history or state.history[-1]["step"] != state.step:
             run_eval()
     except KeyboardInterrupt:
