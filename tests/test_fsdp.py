@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import transferlab
-from transferlab import cli
+from conftest import on_gloo_ranks
 from test_distributed import SETTINGS, _assert_same_weights, _cli_args, _losses
+from transferlab import cli
 from transferlab.errors import UserError
 from transferlab.training.loop import TrainConfig
 from transferlab.training.pretrain import PretrainConfig, pretrain
@@ -115,3 +116,20 @@ def test_methods_that_change_the_model_while_training_are_refused(method, pretra
                                         f"--distributed ddp"):
         finetune(cfg, overwrite=True)
     assert (out / "keep.txt").is_file(), "refused before the output directory was touched"
+
+
+def _finetune(init: Path, train: Path, out: Path, distributed: str) -> None:
+    """Fine-tune (dropout off: masks are drawn per process), then save through the facade."""
+    torch.set_num_threads(1)
+    model = transferlab.from_pretrained(init, num_labels=2, label_names=["neg", "pos"], dropout=0.0, verbose=False)
+    model.compile(lr=1e-3, warmup=0.0, precision="fp32")
+    model.fit(str(train), epochs=1, batch_size=25, run_dir=out, verbose=False, distributed=distributed)
+    model.save(out / "saved")  # the model stays sharded after fit: every rank gathers, rank 0 writes
+
+
+def test_sharded_fine_tuning_equals_one_process_and_saves(pretrained_dir, labeled_files, tmp_path):
+    train, _ = labeled_files
+    on_gloo_ranks(_finetune, pretrained_dir, train, tmp_path / "fsdp", "fsdp")
+    _finetune(pretrained_dir, train, tmp_path / "single", "fsdp")  # one process: the option changes nothing
+    _assert_same_weights(tmp_path / "fsdp" / "final", tmp_path / "single" / "final")
+    _assert_same_weights(tmp_path / "fsdp" / "saved", tmp_path / "single" / "final")

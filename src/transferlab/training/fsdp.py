@@ -38,7 +38,8 @@ def shard(module: torch.nn.Module, device: torch.device, optimizer: torch.optim.
     """Shard ``module`` in place over every rank: each transformer block its own unit, then the root.
 
     Args:
-        module: the task module, already on ``device``.
+        module: the task module, on CPU or on ``device``; ``fully_shard`` moves each rank's shards to the device.
+            A module sharded by an earlier run (``fit`` called again) is left as it is.
         device: this rank's device; the mesh uses its type (gloo on CPU, NCCL on CUDA, as the process group).
         optimizer: an optimizer built before sharding (the facade builds its own); its parameter groups are
             pointed at the sharded parameters, which replace the originals.
@@ -49,6 +50,8 @@ def shard(module: torch.nn.Module, device: torch.device, optimizer: torch.optim.
 
     from ..models.layers import Block
 
+    if is_sharded(module):
+        return
     if optimizer is not None and optimizer.state:
         raise UserError("--distributed fsdp: the optimizer passed to training has already taken steps; its state "
                         "cannot be sharded. Pass a fresh optimizer (or an optimizer name) to compile/fit.")

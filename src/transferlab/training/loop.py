@@ -99,10 +99,12 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
         configure_cpu()
     device = torch.device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    module.to(device)
     _, world_size = world()
-    if world_size > 1 and cfg.distributed == "fsdp":  # before the optimizer exists: it must hold the shards
+    # Sharded before .to(device) (fully_shard moves each rank's shards there: the full model need not fit the
+    # device) and before the optimizer is built (it must hold the shards).
+    if world_size > 1 and cfg.distributed == "fsdp":
         shard(module, device, optimizer)
+    module.to(device)
     max_steps, per_epoch = _plan(cfg, data)
     optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay)
     scheduler = scheduler or build_scheduler(optimizer, cfg.schedule, max_steps, cfg.warmup)

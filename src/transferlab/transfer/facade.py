@@ -21,7 +21,8 @@ from ..evaluation.metrics import check_metrics_fit_task, default_metrics
 from ..evaluation.predict import evaluate_classifier, predict_logits
 from ..tasks import encode_texts
 from ..training.callbacks import Callback
-from ..training.distributed import world
+from ..training.distributed import is_main, world
+from ..training.fsdp import full_state, is_sharded
 from ..training.checkpoint import save_checkpoint
 from ..training.loop import TrainConfig, train
 from ..training.optim import build_optimizer, build_scheduler
@@ -237,5 +238,10 @@ class TransferModel:
         return self.module.predictions(logits).numpy()
 
     def save(self, directory: str | Path) -> Path:
-        return save_checkpoint(directory, self.module, self.tokenizer,
+        """Write a checkpoint directory. After ``fit(distributed="fsdp")`` the model is sharded: call this on every
+        rank (they gather the full weights together), rank 0 writes."""
+        weights, _ = full_state(self.module)  # None unless sharded
+        if is_sharded(self.module) and not is_main():
+            return Path(directory)
+        return save_checkpoint(directory, self.module, self.tokenizer, weights=weights,
                                extra={"label_names": self.module.label_names, "max_len": self.max_len})
