@@ -1,4 +1,4 @@
-"""torch.distributed glue: one process is the default; under ``torchrun`` the same code runs DDP.
+"""torch.distributed glue: one process is the default; under ``torchrun`` the same code runs DDP (or FSDP, fsdp.py).
 
 gloo on CPU, NCCL on GPU. Rank 0 logs and checkpoints; data sources take their rank's slice of each global batch.
 """

@@ -10,7 +10,10 @@ run saved under FSDP resumes under DDP or in one process, and the other way roun
 dicts back into the sharded model.
 
 Precision needs nothing here: the sharded master weights stay fp32 and the loop's autocast does the bf16 compute,
-as without FSDP (no ``MixedPrecisionPolicy``, so gradients are also reduced in fp32).
+as without FSDP (no ``MixedPrecisionPolicy``, so gradients are also reduced in fp32). Nor does clipping: the loop's
+``clip_grad_norm_`` sees DTensor gradients, reduces their shards' norms over ranks into the norm of the whole
+gradient, and every rank scales its shard by the same factor (tests/test_fsdp.py fails when each rank clips its
+shard by its own norm).
 """
 
 from __future__ import annotations
