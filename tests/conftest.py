@@ -70,3 +70,29 @@ def pretrained_dir(tmp_path_factory, corpus_dir) -> Path:
     out = tmp_path_factory.mktemp("runs") / "mlm"
     return pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(out), model="tiny", seq_len=32, batch_size=8,
                                    steps=6, progress=False, eval_batches=2, lm_head="bert"))
+
+
+def _gloo_rank(rank: int, world_size: int, port: int, fn, args) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        fn(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def on_gloo_ranks(fn, *args, world_size: int = 2) -> None:
+    """Run ``fn(*args)`` (a module-level function) in ``world_size`` fresh processes joined by gloo, as torchrun
+    would start them, on a free local port."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gloo_rank, args=(world_size, port, fn, args), nprocs=world_size)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import transferlab
+from conftest import on_gloo_ranks
 from transferlab.training.checkpoint import load_weights
 from transferlab.training.pretrain import PretrainConfig, pretrain
 
@@ -98,27 +99,9 @@ def _finetune(init: Path, train: Path, out: Path) -> None:
     model.fit(str(train), epochs=1, batch_size=25, run_dir=out, verbose=False)
 
 
-def _finetune_worker(rank: int, world_size: int, port: int, init: Path, train: Path, out: Path) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        _finetune(init, train, out)
-    finally:
-        dist.destroy_process_group()
-
-
 def test_fine_tuning_on_two_processes_equals_one(pretrained_dir, labeled_files, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
     train, _ = labeled_files
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_finetune_worker, args=(2, port, pretrained_dir, train, tmp_path / "ddp"), nprocs=2)
+    on_gloo_ranks(_finetune, pretrained_dir, train, tmp_path / "ddp")
     _finetune(pretrained_dir, train, tmp_path / "single")
     _assert_same_weights(tmp_path / "ddp" / "final", tmp_path / "single" / "final")
     one, two = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")

@@ -62,7 +62,7 @@ def cmd_pretrain(a):
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
                          grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm, eval_every=a.eval_every,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
-                         progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan)
+                         progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan, distributed=a.distributed)
     cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
     if is_main():
@@ -79,7 +79,7 @@ def cmd_finetune(a):
                          num_labels=a.num_labels, metrics=a.metrics, epochs=a.epochs, batch_size=a.batch_size,
                          lr=a.lr, warmup=a.warmup, max_len=a.max_len, seed=a.seed, precision=a.precision,
                          skip_bad_rows=a.skip_bad_rows, progress=not a.quiet, method=a.method,
-                         lora_rank=a.lora_rank, device=a.device)
+                         lora_rank=a.lora_rank, device=a.device, distributed=a.distributed)
     history, results = finetune(cfg, overwrite=a.overwrite)
     if not is_main():
         return
@@ -327,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on a NaN/inf loss: stop (keeping the last good checkpoint) or skip the batch, counted in "
                         "metrics.jsonl; more than 10 bad batches in a row still stop")
     _common_train(r)
+    _distributed(r)
     r.set_defaults(func=cmd_pretrain)
 
     f = sub.add_parser("finetune", help="fine-tune a pretrained backbone (or a scratch twin) with a new head")
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true")
     _columns(f)
     _common_train(f)
+    _distributed(f)
     f.set_defaults(func=cmd_finetune)
 
     for name, func, helptext in (("evaluate", cmd_evaluate, "metrics of a fine-tuned model on a labeled file"),
@@ -523,6 +525,13 @@ def _common_train(p):
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _distributed(p):
+    p.add_argument("--distributed", choices=["ddp", "fsdp"], default="ddp",
+                   help="under torchrun with several processes: ddp (a model copy per process) or fsdp (parameters, "
+                        "gradients and optimizer state sharded over the processes, for models too big for one "
+                        "device); checkpoints are the same either way")
 
 
 def _columns(p):

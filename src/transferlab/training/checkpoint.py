@@ -31,7 +31,13 @@ MARKER = "complete.json"
 
 
 def save_checkpoint(directory: str | Path, module, tokenizer=None, trainer_state: dict | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler=None, extra: dict | None = None) -> Path:
+                    optimizer: torch.optim.Optimizer | None = None, scheduler=None, extra: dict | None = None, *,
+                    weights: dict | None = None, optimizer_state: dict | None = None) -> Path:
+    """Write ``module`` (and, with ``trainer_state``, what resuming needs) as a checkpoint directory.
+
+    ``weights`` / ``optimizer_state``: full state dicts gathered by the caller (an FSDP-sharded module), used
+    instead of ``module.state_dict()`` / ``optimizer.state_dict()``.
+    """
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
         config = {"format": FORMAT, "backbone": module.backbone.config.to_dict(), "task": module.task_config()}
@@ -40,7 +46,7 @@ def save_checkpoint(directory: str | Path, module, tokenizer=None, trainer_state
             tokenizer.save(tmp)
         config.update(extra or {})
         write_json(tmp / "config.json", config)
-        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in (weights or module.state_dict()).items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         if trainer_state is not None:
             ts = tmp / "trainer_state"
@@ -50,7 +56,7 @@ def save_checkpoint(directory: str | Path, module, tokenizer=None, trainer_state
                 rng["cuda"] = torch.cuda.get_rng_state()
             save_file(rng, str(ts / "rng.safetensors"))
             if optimizer is not None:
-                torch.save(optimizer.state_dict(), ts / "optimizer.pt")
+                torch.save(optimizer_state or optimizer.state_dict(), ts / "optimizer.pt")
             if scheduler is not None:
                 trainer_state = dict(trainer_state, scheduler=scheduler.state_dict())
             write_json(ts / "state.json", trainer_state)
@@ -142,8 +148,12 @@ def load_weights(directory: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"cannot read weights '{path}': {e}. The file is corrupted or not safetensors.") from None
 
 
-def load_trainer_state(directory: str | Path, optimizer=None, scheduler=None) -> dict:
-    """Restore optimizer, scheduler and RNG; return state.json (step, samples seen, ...)."""
+def load_trainer_state(directory: str | Path, optimizer=None, scheduler=None, load_optimizer=None) -> dict:
+    """Restore optimizer, scheduler and RNG; return state.json (step, samples seen, ...).
+
+    ``load_optimizer(state_dict)``: how to put the saved optimizer state in place (default
+    ``optimizer.load_state_dict``; an FSDP run shards it).
+    """
     ts = Path(directory) / "trainer_state"
     state = read_json(ts / "state.json")
     if optimizer is not None and (ts / "optimizer.pt").is_file():
@@ -156,7 +166,7 @@ def load_trainer_state(directory: str | Path, optimizer=None, scheduler=None) ->
                             f"it was executed. Delete that checkpoint directory and resume from an earlier one, or "
                             f"start a new run.") from None
         try:
-            optimizer.load_state_dict(saved)
+            (load_optimizer or optimizer.load_state_dict)(saved)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
             raise UserError(f"'{ts / 'optimizer.pt'}' does not fit this model's optimizer ({e}). The checkpoint "
                             f"comes from a different model or optimizer; resume with the options it was made with.") \

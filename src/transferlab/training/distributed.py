@@ -1,10 +1,11 @@
-"""torch.distributed glue: one process is the default; under ``torchrun`` the same code runs DDP.
+"""torch.distributed glue: one process is the default; under ``torchrun`` the same code runs DDP (or FSDP, fsdp.py).
 
 gloo on CPU, NCCL on GPU. Rank 0 logs and checkpoints; data sources take their rank's slice of each global batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -67,3 +68,16 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
             module = module._orig_mod
         else:
             return module
+
+
+def grad_sync(model: torch.nn.Module, sync: bool):
+    """Context for one micro-batch's forward: reduce gradients over ranks only when ``sync`` (the last micro-batch
+    of an accumulation step).
+
+    DDP decides in the forward pass (``no_sync()``); FSDP in the backward pass, which runs after this context has
+    closed, so its flag is set here and stays until the next micro-batch sets it again.
+    """
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP-sharded
+        model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+    return contextlib.nullcontext() if sync else model.no_sync()

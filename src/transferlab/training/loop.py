@@ -7,7 +7,6 @@ periodic evaluation, checkpoints, resume, progress bar and metrics log.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -22,7 +21,8 @@ from ..errors import UserError
 from ..fsutil import remove_debris
 from . import checkpoint as ckpt
 from .callbacks import Callback, MetricsLog
-from .distributed import is_main, mean_over_ranks, token_weight, unwrap, world
+from .distributed import grad_sync, is_main, mean_over_ranks, token_weight, unwrap, world
+from .fsdp import check_strategy, full_state, load_model_state, load_optimizer_state, shard
 from .optim import build_optimizer, build_scheduler
 from .precision import autocast, configure_cpu, resolve_precision
 
@@ -47,8 +47,10 @@ class TrainConfig:
     device: str = "cpu"
     on_nan: str = "stop"  # a NaN/inf loss or gradient norm: "stop" with a message, or "skip" the batch
     max_nan_skips: int = 10  # with "skip": stop when more than this many batches in a row are bad
+    distributed: str = "ddp"  # under torchrun with >1 ranks: "ddp" (replicated model) or "fsdp" (sharded, fsdp.py)
 
     def __post_init__(self):
+        check_strategy(self.distributed)
         if self.on_nan not in ("stop", "skip"):
             raise UserError(f"--on-nan must be 'stop' or 'skip', got {self.on_nan!r}.")
 
@@ -97,6 +99,11 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
         configure_cpu()
     device = torch.device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    _, world_size = world()
+    # Sharded before .to(device) (fully_shard moves each rank's shards there: the full model need not fit the
+    # device) and before the optimizer is built (it must hold the shards).
+    if world_size > 1 and cfg.distributed == "fsdp":
+        shard(module, device, optimizer)
     module.to(device)
     max_steps, per_epoch = _plan(cfg, data)
     optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay)
@@ -104,7 +111,6 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, tokenizer, run_dir)
     eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)
-    _, world_size = world()
     callbacks = list(callbacks)
     log = None
     if run_dir is not None and is_main():
@@ -118,8 +124,9 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
         latest = found[-1]
         weights = ckpt.load_weights(latest)
         ckpt.check_weights(unwrap(module).state_dict(), weights, latest, "the model being trained")
-        unwrap(module).load_state_dict(weights)
-        saved = ckpt.load_trainer_state(latest, optimizer, scheduler)
+        load_model_state(unwrap(module), weights)
+        saved = ckpt.load_trainer_state(latest, optimizer, scheduler,
+                                        load_optimizer=lambda sd: load_optimizer_state(unwrap(module), optimizer, sd))
         state.step, state.history = saved["step"], saved.get("history", [])
         state.skipped_batches = saved.get("skipped_batches", 0)
         if log is not None:
@@ -129,17 +136,20 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
         log.truncate_after(0)  # killed before the first checkpoint: start the log over with the run
 
     model = module
-    if world_size > 1:
+    if world_size > 1 and cfg.distributed == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(module)
 
     def save(directory: Path, with_state: bool) -> None:
+        # sharded (FSDP): every rank takes part in gathering the full state; rank 0 writes it in the usual format
+        weights, optimizer_state = full_state(unwrap(module), optimizer if with_state else None)
         if not is_main():
             return
         trainer_state = ({"step": state.step, "history": state.history, "skipped_batches": state.skipped_batches}
                          if with_state else None)
         try:
             ckpt.save_checkpoint(directory, unwrap(module), tokenizer, trainer_state,
-                                 optimizer if with_state else None, scheduler if with_state else None, extra_config)
+                                 optimizer if with_state else None, scheduler if with_state else None, extra_config,
+                                 weights=weights, optimizer_state=optimizer_state)
         except UserError as e:  # disk full, read-only: say which checkpoint is still good
             found = ckpt.step_checkpoints(run_dir)
             last = (f" The last complete checkpoint is {found[-1]}; after fixing this, run the same command with "
@@ -173,7 +183,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                 batch = {key: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                          for key, v in data.batch(state.step * cfg.grad_accum + k).items()}
                 sync = k == cfg.grad_accum - 1 or world_size == 1
-                with (contextlib.nullcontext() if sync else model.no_sync()), autocast(precision, device):
+                with grad_sync(model, sync), autocast(precision, device):
                     out = model(batch)
                     loss = out["loss"] / cfg.grad_accum
                     if world_size > 1 and "n_predictions" in out:  # weigh ranks by their predicted tokens

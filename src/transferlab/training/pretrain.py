@@ -18,6 +18,7 @@ from ..models import build_backbone, preset
 from ..objectives import OBJECTIVES
 from ..tokenization import Tokenizer
 from .distributed import barrier, is_main, world
+from .fsdp import check_strategy
 from .loop import TrainConfig, train
 
 
@@ -54,11 +55,12 @@ class PretrainConfig:
     family: str | None = None  # None: the family the objective needs; anything else must match it
     decoder_layers: int | None = None  # None: as many as the encoder (the preset's layers)
     noise: dict | None = None  # bart: mask, delete, infill, permute, rotate, poisson_lambda; mass: span
+    distributed: str = "ddp"  # under torchrun: "ddp" or "fsdp" (sharded, for models that do not fit one device)
 
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
-                     "precision", "out", "on_nan"}  # out: a run directory may be moved or copied, then resumed
+                     "precision", "out", "on_nan", "distributed"}  # out: a run directory may be moved or copied, then resumed
 
 
 def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
@@ -105,6 +107,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
         raise UserError(f"unknown --objective '{cfg.objective}'; choose one of {', '.join(OBJECTIVES)}.")
     family, module_cls, corruption_factory = OBJECTIVES[cfg.objective]
     _check_family(cfg, family)
+    check_strategy(cfg.distributed)
     corpus = TokenCorpus(cfg.corpus)
     tokenizer = Tokenizer.load(Path(cfg.corpus) / "tokenizer.json")
     corpus.check_tokenizer(tokenizer)
@@ -147,7 +150,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
     train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                             schedule=cfg.schedule, grad_accum=cfg.grad_accum, precision=cfg.precision,
                             log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
-                            seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan)
+                            seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan,
+                            distributed=cfg.distributed)
     train(module, data, train_cfg, evaluate=evaluate, run_dir=out, tokenizer=tokenizer,
           extra_config={"pretraining": {"objective": cfg.objective, "preset": cfg.model, "seq_len": cfg.seq_len,
                                         "steps": cfg.steps, "corpus": str(cfg.corpus)}},

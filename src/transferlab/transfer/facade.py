@@ -21,11 +21,12 @@ from ..evaluation.metrics import check_metrics_fit_task, default_metrics
 from ..evaluation.predict import evaluate_classifier, predict_logits
 from ..tasks import encode_texts
 from ..training.callbacks import Callback
-from ..training.distributed import world
+from ..training.distributed import is_main, world
+from ..training.fsdp import full_state, is_sharded
 from ..training.checkpoint import save_checkpoint
 from ..training.loop import TrainConfig, train
 from ..training.optim import build_optimizer, build_scheduler
-from .methods import apply_method, trainable_parameters
+from .methods import apply_method, check_distributed, trainable_parameters
 
 
 class SparseCategoricalCrossentropy:
@@ -180,9 +181,12 @@ class TransferModel:
     # ---- Keras API ----
     def fit(self, x, y=None, validation_data=None, epochs: float = 3, batch_size: int = 32,
             callbacks: list[Callback] | None = None, seed: int = 0, run_dir: str | Path | None = None,
-            verbose: bool = True, resume: bool = False, device: str = "cpu") -> History:
+            verbose: bool = True, resume: bool = False, device: str = "cpu", distributed: str = "ddp") -> History:
+        """Train on ``x`` (a file, a LabeledSet, texts with ``y``); ``distributed``: "ddp" or "fsdp" under
+        torchrun with more than one rank (see ``training.fsdp``)."""
         if self.compiled is None:
             self.compile()
+        check_distributed(self.method.name if self.method else None, distributed)
         c = self.compiled
         rank, world_size = world()  # under torchrun each rank trains on its slice of every batch
         train_data = ExampleBatches(self._encode(self._labeled(x, y)), batch_size, seed, rank, world_size)
@@ -208,7 +212,7 @@ class TransferModel:
             return evaluate_classifier(self.module, dev, c["metrics"], loss_fn=fn)
 
         cfg = TrainConfig(epochs=epochs, precision=c["precision"], clip=c["clip"], seed=seed, progress=verbose,
-                          device=device, log_every=max(1, train_data.steps_per_epoch // 4))
+                          device=device, log_every=max(1, train_data.steps_per_epoch // 4), distributed=distributed)
         recorder = _EpochHistory(history, train_data.steps_per_epoch)
         extra = {"label_names": self.module.label_names, "max_len": self.max_len}
         train(module, train_data, cfg, evaluate=evaluate if dev is not None else None, run_dir=run_dir,
@@ -234,5 +238,10 @@ class TransferModel:
         return self.module.predictions(logits).numpy()
 
     def save(self, directory: str | Path) -> Path:
-        return save_checkpoint(directory, self.module, self.tokenizer,
+        """Write a checkpoint directory. After ``fit(distributed="fsdp")`` the model is sharded: call this on every
+        rank (they gather the full weights together), rank 0 writes."""
+        weights, _ = full_state(self.module)  # None unless sharded
+        if is_sharded(self.module) and not is_main():
+            return Path(directory)
+        return save_checkpoint(directory, self.module, self.tokenizer, weights=weights,
                                extra={"label_names": self.module.label_names, "max_len": self.max_len})

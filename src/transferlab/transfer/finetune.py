@@ -10,6 +10,7 @@ from ..errors import UserError
 from ..fsutil import check_output_dir, clear_output_dir, write_json
 from ..training.distributed import barrier, is_main
 from . import from_pretrained
+from .methods import check_distributed
 
 
 @dataclass
@@ -39,6 +40,7 @@ class FinetuneConfig:
     method: str = "finetune"  # finetune | linear-probe | gradual-unfreeze | lora (transfer.methods)
     lora_rank: int = 8
     device: str = "cpu"  # under torchrun, "cuda" is each rank's own GPU
+    distributed: str = "ddp"  # under torchrun: "ddp" or "fsdp" (sharded, for models that do not fit one device)
 
 
 def _read(path: str, split: str, cfg: FinetuneConfig, task: str | None, label_names):
@@ -51,6 +53,7 @@ def _read(path: str, split: str, cfg: FinetuneConfig, task: str | None, label_na
 
 def finetune(cfg: FinetuneConfig, overwrite: bool = False):
     """Fine-tune and write RUN/{metrics.jsonl, final/, results.json}. Returns (History, results dict)."""
+    check_distributed(cfg.method, cfg.distributed)
     if cfg.init == "scratch":
         if not cfg.like:
             raise UserError("--init scratch needs --like DIR: the checkpoint whose architecture and tokenizer the "
@@ -77,7 +80,8 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "run.json", asdict(cfg))
     history = model.fit(train, validation_data=dev, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                        run_dir=out, verbose=cfg.progress, device=cfg.device)
+                        run_dir=out, verbose=cfg.progress, device=cfg.device,
+                        distributed=cfg.distributed)
     results = {"init": init, "source": source, "method": cfg.method, "train_examples": len(train),
                "history": history.history}
     if dev is not None:

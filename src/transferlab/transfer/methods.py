@@ -23,11 +23,29 @@ from torch import nn
 
 from ..errors import UserError
 from ..training.callbacks import Callback
+from ..training.fsdp import check_strategy
 from ..training.optim import build_optimizer, discriminative_param_groups
 
 METHODS = ("finetune", "linear-probe", "gradual-unfreeze", "lora")
 # The Linear layers of every block that get adapters: fused attention qkv, attention output, the two MLP layers.
 LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
+
+
+# Methods that change the model while it trains, which FSDP (parameters sharded at the start) cannot follow.
+NOT_WITH_FSDP = {
+    "lora": "LoRA merges its adapters into the base weights when training ends, replacing layers that FSDP holds "
+            "sharded",
+    "gradual-unfreeze": "gradual unfreezing turns gradients on while training runs, and FSDP fixes at its first step "
+                        "which gradients it reduces (measured: the weights then drift from what one process trains)",
+}
+
+
+def check_distributed(method: str | None, distributed: str) -> None:
+    """Refuse an unknown ``distributed``, or a transfer method that cannot run under it (``UserError``s)."""
+    check_strategy(distributed)
+    if distributed == "fsdp" and method in NOT_WITH_FSDP:
+        raise UserError(f"--method {method} cannot be combined with --distributed fsdp: {NOT_WITH_FSDP[method]}. "
+                        f"Use --distributed ddp, or --method finetune or linear-probe with fsdp.")
 
 
 def set_trainable(params, flag: bool) -> None:
