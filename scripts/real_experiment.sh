@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real experiment of docs/results.md: pretrain on ../shared/data/pretrain_corpus (+ the unlabeled sentences of
+# The real experiment of docs/results/README.md: pretrain on ../shared/data/pretrain_corpus (+ the unlabeled sentences of
 # the SST-2 and MRPC training sets), then fine-tune pretrained vs scratch on MRPC and SST-2, 3 seeds each.
 # Re-running skips finished steps. Usage: [STEPS=N LR=X MODEL=P TASKS="mrpc sst2" SEEDS="0 1 2"
 # INITS="pretrained scratch"] scripts/real_experiment.sh [WORKDIR] (default runs/real). Lanes with disjoint
@@ -10,7 +10,7 @@ T=.venv/bin/transferlab
 PY=.venv/bin/python
 DATA=${DATA:-../shared/data}
 W=${1:-runs/real}
-STEPS=${STEPS:-2200}  # one hour on one core of this CPU (docs/results.md)
+STEPS=${STEPS:-2200}  # one hour on one core of this CPU (docs/results/README.md)
 LR=${LR:-1e-3}
 MODEL=${MODEL:-mini}
 TASKS=${TASKS:-mrpc sst2}
