@@ -20,6 +20,7 @@ from transferlab.errors import UserError
 from transferlab.training.loop import TrainConfig
 from transferlab.training.pretrain import PretrainConfig, pretrain
 from transferlab.transfer.finetune import FinetuneConfig, finetune
+from transferlab.transfer.methods import check_distributed
 
 SRC = Path(transferlab.__file__).resolve().parents[1]
 # The DDP test's run, with two micro-batches per step: FSDP's gradient sync is skipped on the first. Gradient
@@ -104,16 +105,18 @@ def test_unknown_strategy_is_refused():
     assert exit_.value.code == 2
 
 
-@pytest.mark.parametrize("method", ["lora", "gradual-unfreeze"])
-def test_methods_that_change_the_model_while_training_are_refused(method, pretrained_dir, labeled_files, tmp_path):
+@pytest.mark.parametrize("method, message", [
+    ("lora", "--method lora cannot be combined with --distributed fsdp.*--distributed ddp"),
+    ("gradual-unfreeze", "--method gradual-unfreeze cannot run data-parallel.*Run it in one process")])
+def test_methods_that_change_the_model_while_training_are_refused(method, message, pretrained_dir, labeled_files,
+                                                                   tmp_path):
     train, _ = labeled_files
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("an earlier run")
     cfg = FinetuneConfig(init=str(pretrained_dir), train=str(train), out=str(out), method=method,
                          distributed="fsdp", progress=False)
-    with pytest.raises(UserError, match=f"--method {method} cannot be combined with --distributed fsdp.*"
-                                        f"--distributed ddp"):
+    with pytest.raises(UserError, match=message):
         finetune(cfg, overwrite=True)
     assert (out / "keep.txt").is_file(), "refused before the output directory was touched"
 
@@ -133,3 +136,16 @@ def test_sharded_fine_tuning_equals_one_process_and_saves(pretrained_dir, labele
     _finetune(pretrained_dir, train, tmp_path / "single", "fsdp")  # one process: the option changes nothing
     _assert_same_weights(tmp_path / "fsdp" / "final", tmp_path / "single" / "final")
     _assert_same_weights(tmp_path / "fsdp" / "saved", tmp_path / "single" / "final")
+
+
+def _refuses_gradual_unfreeze_under_ddp() -> None:
+    with pytest.raises(UserError, match="--method gradual-unfreeze cannot run data-parallel"):
+        check_distributed("gradual-unfreeze", "ddp")
+    check_distributed("finetune", "ddp")  # what the message suggests is accepted
+
+
+def test_gradual_unfreezing_is_refused_under_ddp_too():
+    """DDP fixes at its first step which parameters it reduces; parameters unfrozen later would never be averaged
+    (in fact DDP stops with an error), so the method is refused in every rank before training."""
+    check_distributed("gradual-unfreeze", "ddp")  # one process: fine
+    on_gloo_ranks(_refuses_gradual_unfreeze_under_ddp)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..training.callbacks import Callback
+from ..training.distributed import world
 from ..training.fsdp import check_strategy
 from ..training.optim import build_optimizer, discriminative_param_groups
 
@@ -35,14 +36,22 @@ LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
 NOT_WITH_FSDP = {
     "lora": "LoRA merges its adapters into the base weights when training ends, replacing layers that FSDP holds "
             "sharded",
-    "gradual-unfreeze": "gradual unfreezing turns gradients on while training runs, and FSDP fixes at its first step "
-                        "which gradients it reduces (measured: the weights then drift from what one process trains)",
+}
+NOT_DATA_PARALLEL = {
+    "gradual-unfreeze": "gradual unfreezing turns gradients on while training runs, and DDP and FSDP both fix at "
+                        "their first step which gradients they reduce (measured: DDP stops with an error about "
+                        "parameters that received no gradient; under FSDP the weights drift from one process's)",
 }
 
 
 def check_distributed(method: str | None, distributed: str) -> None:
-    """Refuse an unknown ``distributed``, or a transfer method that cannot run under it (``UserError``s)."""
+    """Refuse an unknown ``distributed``, or a transfer method that cannot run under it or under several
+    processes (``UserError``s)."""
     check_strategy(distributed)
+    if method in NOT_DATA_PARALLEL and (distributed == "fsdp" or world()[1] > 1):
+        raise UserError(f"--method {method} cannot run data-parallel (torchrun, --distributed): "
+                        f"{NOT_DATA_PARALLEL[method]}. Run it in one process, or use --method finetune or "
+                        f"linear-probe under torchrun.")
     if distributed == "fsdp" and method in NOT_WITH_FSDP:
         raise UserError(f"--method {method} cannot be combined with --distributed fsdp: {NOT_WITH_FSDP[method]}. "
                         f"Use --distributed ddp, or --method finetune or linear-probe with fsdp.")
