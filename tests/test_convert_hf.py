@@ -214,6 +214,17 @@ def test_pre_norm_encoder_is_refused_by_to_hf(pretrained_dir, tmp_path):
     assert not (tmp_path / "hf").exists()
 
 
+def test_rotary_positions_are_refused_by_to_hf(corpus_dir, tmp_path, capsys):
+    """BERT-shaped in every other way (post-norm, BERT's LM head), but HF BERT has no rotary attention."""
+    run = tmp_path / "run"
+    assert main(["pretrain", "--corpus", str(corpus_dir), "--steps", "2", "--seq-len", "32", "--batch-size", "4",
+                 "--norm", "post", "--lm-head", "bert", "--out", str(run), "--quiet"]) == 0
+    assert main(["convert", "--to-hf", str(run / "final"), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "uses rotary positions" in err and "--position learned" in err
+    assert not (tmp_path / "hf").exists()
+
+
 def test_pickled_weights_and_slow_tokenizer_files_are_read(hf_dirs, tmp_path):
     """An older save: pytorch_model.bin (read with weights_only=True) and vocab.txt without tokenizer.json."""
     import shutil
@@ -237,12 +248,13 @@ def test_pickled_weights_and_slow_tokenizer_files_are_read(hf_dirs, tmp_path):
 
 
 def test_own_bert_style_pretraining_exports_to_transformers(corpus_dir, tmp_path):
-    """`pretrain --norm post --lm-head bert` -> `convert --to-hf` -> transformers gives our logits, our tokens."""
+    """`pretrain --norm post --lm-head bert --position learned` -> `convert --to-hf` -> transformers gives our
+    logits, our tokens."""
     from transferlab.training.pretrain import PretrainConfig, pretrain
 
     final = pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(tmp_path / "run"), model="tiny", seq_len=32,
                                     batch_size=8, steps=3, progress=False, eval_batches=1, lm_head="bert",
-                                    norm="post", precision="fp32"))
+                                    norm="post", position="learned", precision="fp32"))
     assert main(["convert", "--to-hf", str(final), "--out", str(tmp_path / "hf"), "--quiet"]) == 0
     enc, hf_logits, _ = _hf_outputs(tmp_path / "hf", TEXTS)
     logits, _, tokenizer = _ours(final, enc)

@@ -28,9 +28,10 @@ def lm(clm_dir):
     return load_causal_lm(clm_dir)
 
 
-def test_incremental_decoder_equals_full_forward():
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_incremental_decoder_equals_full_forward(position):
     torch.manual_seed(0)
-    dec = build_backbone(preset("tiny", "decoder", 50, max_len=32, dropout=0.0)).eval()
+    dec = build_backbone(preset("tiny", "decoder", 50, max_len=32, dropout=0.0, position=position)).eval()
     ids = torch.randint(7, 50, (2, 12))
     full = dec(ids)
     cache = dec.new_cache()

@@ -11,8 +11,8 @@ from transferlab.tasks import SequenceClassifier
 FAMILIES = ["encoder", "decoder", "encoder_decoder", "embedding", "rnn"]
 
 
-def tiny(family: str) -> ModelConfig:
-    return preset("tiny", family, vocab_size=50, max_len=64, dropout=0.0)
+def tiny(family: str, position: str = "learned") -> ModelConfig:
+    return preset("tiny", family, vocab_size=50, max_len=64, dropout=0.0, position=position)
 
 
 def batch(B=3, T=10, vocab=50):
@@ -23,9 +23,10 @@ def batch(B=3, T=10, vocab=50):
     return ids, attention
 
 
+@pytest.mark.parametrize("position", ["learned", "rotary"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_backbone_shapes_and_padding_invariance(family):
-    model = build_backbone(tiny(family)).eval()
+def test_backbone_shapes_and_padding_invariance(family, position):
+    model = build_backbone(tiny(family, position)).eval()
     ids, attention = batch()
     hidden = model(ids, attention=attention)
     assert hidden.shape == (3, 10, 128) and torch.isfinite(hidden).all()
@@ -35,8 +36,30 @@ def test_backbone_shapes_and_padding_invariance(family):
     torch.testing.assert_close(model(ids2, attention=attention)[0, :7], hidden[0, :7])
 
 
-def test_decoder_is_causal():
-    model = build_backbone(tiny("decoder")).eval()
+@pytest.mark.parametrize("family", ["encoder", "decoder", "encoder_decoder"])
+def test_rotary_attention_sees_relative_positions_only(family):
+    """Shifting every position by the same amount changes nothing with rotary positions (scores depend on the
+    offset between query and key), and changes the output with a learned position table."""
+    ids, _ = batch()
+    shift = torch.arange(10) + 17
+    for position, same in (("rotary", True), ("learned", False)):
+        model = build_backbone(tiny(family, position)).eval()
+        if family == "encoder_decoder":
+            out, shifted = model(ids), model(ids, positions=shift, decoder_positions=shift)
+        else:
+            out, shifted = model(ids), model(ids, positions=shift)
+        assert torch.allclose(out, shifted, atol=1e-5) == same, position
+    assert "wpe.weight" not in build_backbone(tiny(family, "rotary")).state_dict(), "no position table to train"
+
+
+def test_rotary_needs_an_even_head_size():
+    with pytest.raises(UserError, match="head size .* must be even"):
+        preset("tiny", "encoder", 50, d_model=126, n_head=2, position="rotary")
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_decoder_is_causal(position):
+    model = build_backbone(tiny("decoder", position)).eval()
     ids, _ = batch()
     changed = ids.clone()
     changed[:, 6:] = 8
@@ -45,6 +68,9 @@ def test_decoder_is_causal():
 
 def task_modules():
     yield "mlm", MaskedLM(build_backbone(tiny("encoder")))
+    yield "mlm-rotary", MaskedLM(build_backbone(tiny("encoder", "rotary")))
+    yield "clm-rotary", CausalLM(build_backbone(tiny("decoder", "rotary")))
+    yield "bart-rotary", DenoisingLM(build_backbone(tiny("encoder_decoder", "rotary")))
     yield "mlm-bert-head", MaskedLM(build_backbone(preset("tiny", "encoder", 50, max_len=64, dropout=0.0, lm_head="bert")))
     yield "clm", CausalLM(build_backbone(tiny("decoder")))
     yield "bart", DenoisingLM(build_backbone(tiny("encoder_decoder")))
@@ -62,7 +88,7 @@ def test_every_parameter_gets_a_gradient(name, module):
     if name.startswith("mlm"):
         b["labels"] = torch.where(torch.rand(ids.shape) < 0.5, ids, torch.full_like(ids, -100))
         b["labels"][0, 0] = ids[0, 0]
-    elif name in ("bart", "mass"):  # decoder reads 4 target tokens at their own positions (MASS-style)
+    elif name.split("-")[0] in ("bart", "mass"):  # decoder reads 4 target tokens at their own positions (MASS-style)
         b["decoder_input_ids"], b["labels"] = ids[:, 2:6], ids[:, 3:7]
         b["decoder_positions"] = torch.arange(3, 7).expand(3, 4)
     elif name.startswith("cls"):

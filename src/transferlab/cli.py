@@ -60,7 +60,8 @@ def cmd_pretrain(a):
     init_from_env(a.device)
     cfg = PretrainConfig(corpus=a.corpus, out=a.out, objective=a.objective, model=a.model, seq_len=a.seq_len,
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
-                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm, eval_every=a.eval_every,
+                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm,
+                         position=a.position, eval_every=a.eval_every,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan, distributed=a.distributed)
     cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
@@ -312,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tied embedding only, or BERT's transform + bias")
     r.add_argument("--norm", choices=["pre", "post"], default="pre",
                    help="encoder LayerNorm placement; post (with --lm-head bert) is BERT's, exportable with --to-hf")
+    r.add_argument("--position", choices=["rotary", "learned"], default="rotary",
+                   help="rotary (RoPE in attention; much faster to leave the early plateau) or learned (BERT/GPT-2's "
+                        "position table, needed for --to-hf)")
     r.add_argument("--eval-every", type=int)
     r.add_argument("--save-every", type=int, help="write a resumable step checkpoint every N steps")
     r.add_argument("--log-every", type=int, default=10)

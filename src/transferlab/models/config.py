@@ -51,6 +51,10 @@ class ModelConfig:
     # output bias before it (needed for BERT checkpoints). Measured on the demo world: with either the transform or
     # the bias a tiny encoder stayed on the unigram plateau (loss 4.6) for 1,500 steps; tied alone left it by ~600.
     lm_head: str = "tied"
+    # "learned": a table of absolute positions added to the input (BERT, GPT-2; needed for their checkpoints).
+    # "rotary": RoPE inside attention, so scores see relative offsets (what pretraining defaults to: see
+    # PretrainConfig.position for the measurement). Configs written before this field existed are "learned".
+    position: str = "learned"
     norm_eps: float = 1e-12
     init_std: float = 0.02  # small init keeps softmax gradients out of the denormal range on CPU
     pad_id: int = 0
@@ -74,6 +78,12 @@ class ModelConfig:
             raise UserError("decoders are pre-norm (GPT-2); norm='post' is for encoders.")
         if self.lm_head not in ("tied", "bert"):
             raise UserError(f"unknown lm_head '{self.lm_head}'; choose tied or bert.")
+        if self.position not in ("learned", "rotary"):
+            raise UserError(f"unknown position encoding '{self.position}'; choose learned or rotary.")
+        if self.position == "rotary" and (self.d_model // self.n_head) % 2:
+            raise UserError(f"rotary positions turn channel pairs, so the head size d_model / n_head = "
+                            f"{self.d_model // self.n_head} must be even; change d_model or n_head, or use "
+                            f"position='learned'.")
         if self.activation not in ("gelu", "gelu_tanh"):
             raise UserError(f"unknown activation '{self.activation}'; choose gelu or gelu_tanh.")
 

@@ -1,4 +1,5 @@
-"""GPT-2-style causal decoder: token + position embeddings, pre-norm blocks, final LayerNorm."""
+"""GPT-2-style causal decoder: token + position embeddings, pre-norm blocks, final LayerNorm (or, with rotary
+positions, no position table and RoPE in every block's attention)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Block, KVCache, init_weights
+from .layers import Block, KVCache, init_weights, rotary
 
 
 class Decoder(nn.Module):
@@ -16,7 +17,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
@@ -45,9 +46,13 @@ class Decoder(nn.Module):
         if cache is not None and mask is None:  # SDPA's is_causal aligns top-left, wrong for queries after a past
             keys = torch.arange(past + T, device=input_ids.device)
             mask = keys[None, :] <= keys[past:, None]  # (T, past + T)
-        x = self.drop(self.wte(input_ids) + self.wpe(positions))
+        x = self.wte(input_ids)
+        if self.wpe is not None:
+            x = x + self.wpe(positions)
+        x = self.drop(x)
+        r = rotary(self.config, positions)
         for i, block in enumerate(self.h):
-            x = block(x, mask=mask, is_causal=mask is None, cache=None if cache is None else cache[i])
+            x = block(x, mask=mask, is_causal=mask is None, cache=None if cache is None else cache[i], rope=r)
         return self.ln_f(x)
 
     def new_cache(self, capacity: int | None = None) -> list[KVCache]:

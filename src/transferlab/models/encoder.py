@@ -1,5 +1,6 @@
-"""BERT-style bidirectional encoder: token + position + token-type embeddings, LayerNorm, then blocks
-(pre-norm with a final LayerNorm by default, or BERT's original post-norm)."""
+"""BERT-style bidirectional encoder: token (+ learned position) + token-type embeddings, LayerNorm, then blocks
+(pre-norm with a final LayerNorm by default, or BERT's original post-norm). With rotary positions there is no
+position table: every block's attention rotates queries and keys by their positions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Block, init_weights, padding_mask
+from .layers import Block, init_weights, padding_mask, rotary
 
 
 class Encoder(nn.Module):
@@ -15,7 +16,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "learned" else None
         self.wtt = nn.Embedding(cfg.type_vocab_size, cfg.d_model)
         self.ln_emb = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
@@ -25,12 +26,15 @@ class Encoder(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        T = input_ids.shape[1]
-        if positions is None:
-            positions = torch.arange(T, device=input_ids.device)
-        x = self.wte(input_ids) + self.wpe(positions)
+        x = self.wte(input_ids)
+        if self.wpe is not None:
+            x = x + self.wpe(self._positions(input_ids, positions))
         x = x + (self.wtt(token_type_ids) if token_type_ids is not None else self.wtt.weight[0])
         return self.drop(self.ln_emb(x))
+
+    @staticmethod
+    def _positions(input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        return torch.arange(input_ids.shape[1], device=input_ids.device) if positions is None else positions
 
     def forward(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
@@ -40,8 +44,9 @@ class Encoder(nn.Module):
         if mask is None:
             mask = padding_mask(attention)
         x = self.embed(input_ids, positions, token_type_ids)
+        r = rotary(self.config, self._positions(input_ids, positions))
         for block in self.h:
-            x = block(x, mask=mask)
+            x = block(x, mask=mask, rope=r)
         return self.ln_f(x)
 
     def two_stream(self, input_ids: torch.Tensor, content_mask: torch.Tensor, query: torch.Tensor,
@@ -68,11 +73,17 @@ class Encoder(nn.Module):
         if query_mask.shape[-1] not in (T, T + P):
             raise ValueError(f"query_mask covers {query_mask.shape[-1]} keys; expected T={T} or T+P={T + P}")
         h = self.embed(input_ids)
-        g = self.drop(self.ln_emb(query + self.wpe(query_positions) + self.wtt.weight[0]))
+        if self.wpe is not None:
+            query = query + self.wpe(query_positions)
+        g = self.drop(self.ln_emb(query + self.wtt.weight[0]))
         sees_queries = query_mask.shape[-1] == T + P
+        # rotary: queries turn by the positions they predict, keys by the content (and query) positions
+        content = rotary(self.config, self._positions(input_ids, None))
+        asked = rotary(self.config, query_positions)
+        query_rope = None if asked is None else (asked, content.cat(asked) if sees_queries else content)
         for i, block in enumerate(self.h):
             kv = torch.cat([h, g], 1) if sees_queries else h  # (B, T [+ P], C): both from the previous layer
-            g = block(g, kv=kv, mask=query_mask)
+            g = block(g, kv=kv, mask=query_mask, rope=query_rope)
             if i < len(self.h) - 1:
-                h = block(h, mask=content_mask)
+                h = block(h, mask=content_mask, rope=content)
         return self.ln_f(g)

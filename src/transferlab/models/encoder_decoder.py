@@ -1,6 +1,6 @@
 """BART-style encoder-decoder: one token embedding shared by the encoder, the decoder and the LM head; learned
-positions for each side; a bidirectional encoder of ``Block``s and a causal decoder of ``CrossBlock``s that
-attend to the encoder's output.
+positions for each side (or rotary ones in each side's self-attention); a bidirectional encoder of ``Block``s and
+a causal decoder of ``CrossBlock``s that attend to the encoder's output.
 
 ``forward(input_ids, attention, decoder_input_ids=...)`` returns the decoder's hidden states. Without
 ``decoder_input_ids`` the input is fed to both sides, as BART does for sequence classification, so a
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Block, CrossBlock, init_weights, padding_mask
+from .layers import Block, CrossBlock, init_weights, padding_mask, rotary
 
 
 class EncoderDecoder(nn.Module):
@@ -21,8 +21,9 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)  # encoder positions
-        self.wpe_dec = nn.Embedding(cfg.max_len, cfg.d_model)
+        learned = cfg.position == "learned"
+        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if learned else None  # encoder positions
+        self.wpe_dec = nn.Embedding(cfg.max_len, cfg.d_model) if learned else None
         self.ln_emb = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.ln_emb_dec = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
@@ -32,19 +33,21 @@ class EncoderDecoder(nn.Module):
         self.ln_f, self.ln_f_dec = final(), final()
         init_weights(self, cfg.init_std)
 
-    def _embed(self, ids: torch.Tensor, positions: torch.Tensor | None, wpe: nn.Embedding,
-               ln: nn.LayerNorm) -> torch.Tensor:
+    def _embed(self, ids: torch.Tensor, positions: torch.Tensor | None, wpe: nn.Embedding | None,
+               ln: nn.LayerNorm):
+        """-> (embedded input (B, T, C), rotary angles of its positions or None)."""
         if positions is None:
             positions = torch.arange(ids.shape[1], device=ids.device)
-        return self.drop(ln(self.wte(ids) + wpe(positions)))
+        x = self.wte(ids) if wpe is None else self.wte(ids) + wpe(positions)
+        return self.drop(ln(x)), rotary(self.config, positions)
 
     def encode(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,
                positions: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, S) -> memory (B, S, C). ``attention`` is the (B, S) padding mask."""
         mask = padding_mask(attention)
-        x = self._embed(input_ids, positions, self.wpe, self.ln_emb)
+        x, r = self._embed(input_ids, positions, self.wpe, self.ln_emb)
         for block in self.h:
-            x = block(x, mask=mask)
+            x = block(x, mask=mask, rope=r)
         return self.ln_f(x)
 
     def decode(self, decoder_input_ids: torch.Tensor, memory: torch.Tensor, attention: torch.Tensor | None = None,
@@ -53,9 +56,9 @@ class EncoderDecoder(nn.Module):
         padding mask; the decoder's own right padding needs none (causal). ``positions`` (T,) or (B, T) lets MASS
         decode a span at its place in the sentence."""
         memory_mask = padding_mask(attention)
-        x = self._embed(decoder_input_ids, positions, self.wpe_dec, self.ln_emb_dec)
+        x, r = self._embed(decoder_input_ids, positions, self.wpe_dec, self.ln_emb_dec)
         for block in self.h_dec:
-            x = block(x, memory, memory_mask)
+            x = block(x, memory, memory_mask, rope=r)
         return self.ln_f_dec(x)
 
     def forward(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,

@@ -2,15 +2,61 @@
 the MLP, and the residual block (pre- or post-norm).
 
 Masks follow ``scaled_dot_product_attention``: a bool tensor broadcastable to (B, nh, Tq, Tk), True = may attend.
+
+Positions are either added to the input (learned tables, BERT/GPT-2; the backbones own those) or rotary (RoPE, Su
+et al. 2021): queries and keys are rotated by their positions inside attention, so attention scores depend on
+relative offsets. ``Rotary`` holds the angles of one set of positions; blocks receive it as ``rope=``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+
+
+@dataclass
+class Rotary:
+    """cos/sin of RoPE's angles for a set of positions, ready to rotate (B, nh, T, hs) queries or keys.
+
+    Channel pairs (i, i + hs/2) turn by ``position * base^(-2i/hs)`` (the half-split layout of GPT-NeoX and
+    LLaMA). Angles are computed in fp32 from integer positions; ``apply`` rotates in the input's dtype.
+    ``cos``/``sin`` are (T, hs/2) for positions shared by every row, (B, 1, T, hs/2) for per-row positions.
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    @classmethod
+    def at(cls, positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> "Rotary":
+        """positions (T,) or (B, T) -> their angles for heads of ``head_dim`` channels (even)."""
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+        angles = positions.float()[..., None] * inv_freq  # (T, hs/2) or (B, T, hs/2)
+        if angles.dim() == 3:
+            angles = angles[:, None]  # (B, 1, T, hs/2): per-row positions broadcast over heads
+        return cls(angles.cos(), angles.sin())
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, nh, T, hs) -> x with each channel pair rotated by its position's angle."""
+        x1, x2 = x.chunk(2, dim=-1)
+        cos, sin = self.cos.to(x.dtype), self.sin.to(x.dtype)
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+    def cat(self, other: "Rotary") -> "Rotary":
+        """The positions of ``self`` followed by those of ``other`` (keys drawn from two streams)."""
+        parts = [t if t.dim() == 4 else t[None, None] for t in (self.cos, other.cos, self.sin, other.sin)]
+        B = max(t.shape[0] for t in parts)
+        cos, ocos, sin, osin = (t.expand(B, -1, -1, -1) for t in parts)
+        return Rotary(torch.cat([cos, ocos], dim=2), torch.cat([sin, osin], dim=2))
+
+
+def rotary(cfg: ModelConfig, positions: torch.Tensor) -> Rotary | None:
+    """The rotary angles of ``positions`` (T,) or (B, T) for a backbone of ``cfg``; None with learned positions."""
+    return Rotary.at(positions, cfg.d_model // cfg.n_head) if cfg.position == "rotary" else None
 
 
 class Attention(nn.Module):
@@ -28,7 +74,10 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                is_causal: bool = False, cache: "KVCache | None" = None) -> torch.Tensor:
+                is_causal: bool = False, cache: "KVCache | None" = None,
+                rope: "Rotary | tuple[Rotary, Rotary] | None" = None) -> torch.Tensor:
+        """``rope``: the rotary angles of the positions of the queries and keys, or a pair (queries', keys')
+        when they differ (two streams); None with learned positions, and for cross-attention."""
         B, T, C = x.shape
         if kv is None:
             q, k, v = self.qkv(x).split(C, dim=-1)
@@ -42,6 +91,9 @@ class Attention(nn.Module):
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, S, self.n_head, hs).transpose(1, 2)  # (B, nh, S, hs)
         v = v.view(B, S, self.n_head, hs).transpose(1, 2)
+        if rope is not None:  # keys are rotated before caching: a cached key keeps its own position
+            rope_q, rope_k = rope if isinstance(rope, tuple) else (rope, rope)
+            q, k = rope_q.apply(q), rope_k.apply(k)
         if cache is not None:  # incremental decoding: attend to the cached past and the new positions
             k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
@@ -74,12 +126,14 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
-                kv: torch.Tensor | None = None, cache: "KVCache | None" = None) -> torch.Tensor:
+                kv: torch.Tensor | None = None, cache: "KVCache | None" = None,
+                rope: "Rotary | tuple[Rotary, Rotary] | None" = None) -> torch.Tensor:
         if self.norm_first:
             kv_in = None if kv is None else self.ln_1(kv)
-            x = x + self.drop(self.attn(self.ln_1(x), kv=kv_in, mask=mask, is_causal=is_causal, cache=cache))
+            x = x + self.drop(self.attn(self.ln_1(x), kv=kv_in, mask=mask, is_causal=is_causal, cache=cache,
+                                        rope=rope))
             return x + self.drop(self.mlp(self.ln_2(x)))
-        x = self.ln_1(x + self.drop(self.attn(x, kv=kv, mask=mask, is_causal=is_causal, cache=cache)))
+        x = self.ln_1(x + self.drop(self.attn(x, kv=kv, mask=mask, is_causal=is_causal, cache=cache, rope=rope)))
         return self.ln_2(x + self.drop(self.mlp(x)))
 
 
@@ -143,14 +197,15 @@ class CrossBlock(Block):
         self.ln_cross = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, rope: "Rotary | tuple[Rotary, Rotary] | None" = None) -> torch.Tensor:
         """x (B, T, C) decoder stream, memory (B, S, C) encoder output, memory_mask (B, 1, 1, S) key mask;
-        ``mask`` replaces the causal pattern of the self-attention when given."""
+        ``mask`` replaces the causal pattern of the self-attention when given; ``rope`` rotates the
+        self-attention only (a decoder position and an encoder position have no common origin)."""
         causal = mask is None
         if self.norm_first:
-            x = x + self.drop(self.attn(self.ln_1(x), mask=mask, is_causal=causal))
+            x = x + self.drop(self.attn(self.ln_1(x), mask=mask, is_causal=causal, rope=rope))
             x = x + self.drop(self.cross_attn(self.ln_cross(x), kv=memory, mask=memory_mask))
             return x + self.drop(self.mlp(self.ln_2(x)))
-        x = self.ln_1(x + self.drop(self.attn(x, mask=mask, is_causal=causal)))
+        x = self.ln_1(x + self.drop(self.attn(x, mask=mask, is_causal=causal, rope=rope)))
         x = self.ln_cross(x + self.drop(self.cross_attn(x, kv=memory, mask=memory_mask)))
         return self.ln_2(x + self.drop(self.mlp(x)))

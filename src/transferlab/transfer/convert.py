@@ -327,12 +327,17 @@ def _target_arch(config: dict, src: Path) -> Arch:
     backbone = config["backbone"]
     source = (config.get("converted_from") or {}).get("model_type")
     if backbone["family"] == "decoder":
-        return ARCHS["gpt2"]
-    if backbone["norm"] != "post":
+        arch = ARCHS["gpt2"]
+    elif backbone["norm"] != "post":
         raise UserError(f"'{src}' is a pre-norm encoder; Hugging Face BERT/RoBERTa are post-norm, so it cannot be "
                         f"written as one. Convert a post-norm encoder (ModelConfig norm='post', as every converted "
                         f"BERT is) or a decoder (GPT-2).")
-    return ARCHS["roberta" if source == "roberta" else "bert"]
+    else:
+        arch = ARCHS["roberta" if source == "roberta" else "bert"]
+    if backbone.get("position", "learned") != "learned":
+        raise UserError(f"'{src}' uses rotary positions; Hugging Face BERT, RoBERTa and GPT-2 have a learned position "
+                        f"table, so it cannot be written as one. Pretrain with --position learned to export.")
+    return arch
 
 
 def _hf_config_out(cfg: ModelConfig, arch: Arch, kind: str, task: dict, tokenizer: Tokenizer) -> dict:
