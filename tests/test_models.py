@@ -57,6 +57,38 @@ def test_rotary_needs_an_even_head_size():
         preset("tiny", "encoder", 50, d_model=126, n_head=2, position="rotary")
 
 
+def test_dropout_rate_gradient_and_seed():
+    from transferlab.models.layers import Dropout
+
+    drop = Dropout(0.1)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.1) < 0.002
+    assert float(y.detach().max()) == pytest.approx(1 / 0.9) and float(y.detach().mean()) == pytest.approx(1, abs=3e-3)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y.detach() != 0).float() / 0.9)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y), "the mask comes from torch's seeded generator"
+    assert torch.equal(drop.eval()(x), x)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_with_dropout_computes_what_sdpa_computes(causal):
+    """The training path with dropout (explicit scores, softmax, cheaper dropout) is SDPA's math; with a rate that
+    keeps every weight it gives SDPA's output, padding mask or causal pattern alike."""
+    from transferlab.models.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(64, 4, dropout=1e-9)  # rounds to a threshold of 0: nothing is dropped
+    x = torch.randn(3, 10, 64)
+    mask = None if causal else (torch.arange(10) < 7)[None, None, None, :].expand(3, 1, 1, 10)
+    expected = attn.eval()(x, mask=mask, is_causal=causal)
+    torch.testing.assert_close(attn.train()(x, mask=mask, is_causal=causal), expected)
+    attn.dropout = 0.5
+    assert not torch.allclose(attn(x, mask=mask, is_causal=causal), expected)
+
+
 @pytest.mark.parametrize("position", ["learned", "rotary"])
 def test_decoder_is_causal(position):
     model = build_backbone(tiny("decoder", position)).eval()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.config import ModelConfig
-from ..models.layers import init_weights
+from ..models.layers import Dropout, init_weights
 from .fused_ce import linear_cross_entropy
 
 
@@ -70,7 +70,7 @@ class ClassificationHead(nn.Module):
         self.num_labels = num_labels
         self.pooling = pooling or cfg.default_pooling
         self.dense = nn.Linear(cfg.d_model, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.d_model, num_labels)
         init_weights(self, cfg.init_std)
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Block, KVCache, init_weights, rotary
+from .layers import Block, Dropout, KVCache, init_weights, rotary
 
 
 class Decoder(nn.Module):
@@ -18,7 +18,7 @@ class Decoder(nn.Module):
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "learned" else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         init_weights(self, cfg.init_std)

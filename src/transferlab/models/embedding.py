@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import init_weights
+from .layers import Dropout, init_weights
 
 
 class WordVectors(nn.Module):
@@ -18,7 +18,7 @@ class WordVectors(nn.Module):
         super().__init__()
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         init_weights(self, cfg.init_std)
 
     def forward(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,

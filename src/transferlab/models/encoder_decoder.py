@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Block, CrossBlock, init_weights, padding_mask, rotary
+from .layers import Block, CrossBlock, Dropout, init_weights, padding_mask, rotary
 
 
 class EncoderDecoder(nn.Module):
@@ -26,7 +26,7 @@ class EncoderDecoder(nn.Module):
         self.wpe_dec = nn.Embedding(cfg.max_len, cfg.d_model) if learned else None
         self.ln_emb = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.ln_emb_dec = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.h_dec = nn.ModuleList(CrossBlock(cfg) for _ in range(cfg.n_dec_layer))
         final = (lambda: nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)) if cfg.norm_first else nn.Identity

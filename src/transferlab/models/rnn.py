@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import init_weights
+from .layers import Dropout, init_weights
 
 
 def reverse_within_length(attention: torch.Tensor | None, B: int, T: int, device) -> torch.Tensor:
@@ -32,7 +32,7 @@ class BiLSTM(nn.Module):
         self.config = cfg
         half = cfg.d_model // 2
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         between = cfg.dropout if cfg.n_layer > 1 else 0.0
         self.fwd = nn.LSTM(cfg.d_model, half, num_layers=cfg.n_layer, batch_first=True, dropout=between)
         self.bwd = nn.LSTM(cfg.d_model, half, num_layers=cfg.n_layer, batch_first=True, dropout=between)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.layers import Dropout
 from ..training.callbacks import Callback
 from ..training.distributed import world
 from ..training.fsdp import check_strategy
@@ -137,7 +138,7 @@ class LoRALinear(nn.Module):
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # nn.Linear's own init, as in the paper's code
         self.scaling = alpha / rank
-        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.drop = Dropout(dropout) if dropout else nn.Identity()
 
     @property
     def weight(self) -> torch.Tensor:
