@@ -29,20 +29,38 @@ def pretraining(run: Path) -> dict:
     return {"steps": rows[-1]["step"], "wall_s": wall + last, "heldout_loss": evals[-1]["loss"] if evals else None}
 
 
-def transfer(results: Path, work: Path) -> dict:
-    """(entry, budget) -> the headline metric over seeds. Fine-tuned rows are named by objective, scratch rows
-    (one per architecture) by the family of the backbone they copy, other methods by objective and method."""
-    by = defaultdict(list)
+def family(work: Path, objective: str) -> str:
+    return json.loads((work / f"pretrain-{objective}" / "final" / "config.json").read_text())["backbone"]["family"]
+
+
+def transfer(results: Path, work: Path) -> tuple[dict, dict]:
+    """(entry, budget) -> the headline metric over seeds, and (entry, budget) -> {seed: value} for pairing.
+    Fine-tuned rows are named by objective, scratch rows (one per architecture) by the family of the backbone they
+    copy, other methods by objective and method."""
+    by, seeds = defaultdict(list), defaultdict(dict)
     for r in read_results(results):
         if r["method"] == "scratch":
-            config = json.loads((work / f"pretrain-{r['checkpoint']}" / "final" / "config.json").read_text())
-            name = f"scratch ({config['backbone']['family']})"
+            name = f"scratch ({family(work, r['checkpoint'])})"
         elif r["method"] == "finetune" or r["checkpoint"] == "-":
             name = r["checkpoint"] if r["checkpoint"] != "-" else r["method"]
         else:
             name = f"{r['checkpoint']} ({r['method']})"
         by[(name, r["budget"])].append(r["final"][r["metric"]])
-    return by
+        seeds[(name, r["budget"])][r["seed"]] = r["final"][r["metric"]]
+    return by, seeds
+
+
+def gain(seeds: dict, work: Path, name: str, budget: str) -> str:
+    """A fine-tuned objective against the scratch twin of its architecture, paired by seed, with a check mark when
+    the mean gain is more than twice the std of the paired differences."""
+    if name.startswith("scratch") or not (work / f"pretrain-{name}").is_dir():
+        return ""
+    twin = seeds.get((f"scratch ({family(work, name)})", budget), {})
+    paired = [v - twin[k] for k, v in seeds[(name, budget)].items() if k in twin]
+    if len(paired) < 2:
+        return ""
+    mean, std = 100 * np.mean(paired), 100 * np.std(paired, ddof=1)
+    return f" ({mean:+.1f}{' ✓' if mean > 2 * std else ''})"
 
 
 def mean_std(v) -> str:
@@ -60,14 +78,15 @@ def main(work: Path, out: Path) -> None:
         lines.append(f"| {m.parent.name.removeprefix('pretrain-')} | {p['steps']} | {p['wall_s'] / 60:.1f} min | {loss} |")
     tasks = {d.name.removeprefix("compare-"): transfer(d / "results.jsonl", work)
              for d in sorted(work.glob("compare-*")) if (d / "results.jsonl").exists()}
-    for task, by in tasks.items():
+    for task, (by, seeds) in tasks.items():
         budgets = sorted({b for _, b in by}, key=lambda b: (b == "all", int(b) if b != "all" else 0))
-        lines += ["", f"## Transfer to {task} (dev accuracy, %, mean ± std over seeds)", "",
+        lines += ["", f"## Transfer to {task} (dev accuracy, %, mean ± std over seeds; in brackets the gain over the "
+                      f"scratch twin of the same architecture, paired by seed, ✓ when above twice its spread)", "",
                   "| backbone | " + " | ".join(f"{b} labels" for b in budgets) + " |",
                   "|---|" + "---:|" * len(budgets)]
         for name in sorted({n for n, _ in by}, key=lambda n: (n.startswith("scratch"), n)):
-            lines.append(f"| {name} | " + " | ".join(mean_std(by[(name, b)]) if by.get((name, b)) else "-"
-                                                   for b in budgets) + " |")
+            lines.append(f"| {name} | " + " | ".join(mean_std(by[(name, b)]) + gain(seeds, work, name, b)
+                                                   if by.get((name, b)) else "-" for b in budgets) + " |")
     s2s = sorted(work.glob("seq2seq/*/results.json"))
     if s2s:
         lines += ["", "## en->fr word translation (seq2seq fine-tuning, one seed)", "", "| model | dev metrics |",
@@ -80,7 +99,7 @@ def main(work: Path, out: Path) -> None:
 
     fig = _figure((5.5 * max(1, len(tasks)), 4.2))
     axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
-    for ax, (task, by) in zip(axes, tasks.items()):
+    for ax, (task, (by, _)) in zip(axes, tasks.items()):
         budget = sorted({b for _, b in by})[0]
         names = sorted({n for n, b in by if b == budget}, key=lambda n: (n.startswith("scratch"), n))
         means = [100 * np.mean(by[(n, budget)]) for n in names]
