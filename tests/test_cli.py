@@ -54,6 +54,33 @@ def test_clm_pretraining(workspace):
     assert config["backbone"]["family"] == "decoder"
 
 
+def test_continued_pretraining_starts_from_the_checkpoint(workspace, corpus_text, capsys, tmp_path):
+    """--init: the checkpoint's architecture and weights (heads of the same objective included) start the run;
+    another objective keeps the backbone and gets fresh heads; a wrong family or tokenizer is refused up front."""
+    from transferlab.training.checkpoint import load_weights
+
+    src = workspace / "run" / "final"
+    common = ["--corpus", workspace / "corpus", "--init", src, "--steps", 1, "--seq-len", 32, "--batch-size", 8,
+              "--quiet"]
+    assert run("pretrain", *common, "--model", "mini", "--lr", 1e-9, "--out", tmp_path / "more") == 0
+    assert "fresh heads" not in capsys.readouterr().err
+    before, after = load_weights(src), load_weights(tmp_path / "more" / "final")
+    assert before.keys() == after.keys(), "the checkpoint's tiny architecture, not --model mini"
+    assert max(float((before[k] - after[k]).abs().max()) for k in before) < 1e-6, "one step at lr 1e-9 from it"
+    assert run("pretrain", *common, "--objective", "electra", "--out", tmp_path / "electra") == 0
+    assert "fresh heads: discriminator, generator" in capsys.readouterr().err
+
+    assert run("pretrain", *common, "--objective", "clm", "--out", tmp_path / "clm") == 2
+    assert "is an encoder backbone, but --objective clm trains a decoder" in capsys.readouterr().err
+    assert run("tokenizer", "train", "--input", corpus_text, "--vocab-size", 100, "--out", tmp_path / "tok",
+               "--quiet") == 0
+    assert run("corpus", "prepare", "--input", corpus_text, "--tokenizer", tmp_path / "tok", "--out",
+               tmp_path / "corpus", "--quiet") == 0
+    assert run("pretrain", *common[2:], "--corpus", tmp_path / "corpus", "--out", tmp_path / "other") == 2
+    assert "different tokenizer" in capsys.readouterr().err
+    assert not (tmp_path / "clm").exists() and not (tmp_path / "other").exists()
+
+
 def test_finetune_evaluate_predict(workspace, labeled_files, capsys):
     train, dev = labeled_files
     for init in ("pretrained", "scratch"):

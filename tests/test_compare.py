@@ -307,6 +307,7 @@ def other_tokenizer_checkpoint(pretrained_dir, tmp_path):
     ("metric", 7, ["'pearson' is a regression metric", "classification task", "accuracy, f1, mcc"]),
     ("tokenizer", 4, ["different tokenizer", "spec.yaml:3", "same `transferlab tokenizer train`"]),
     ("option", 8, ["unknown key 'rnak'", "rank"]),
+    ("pooling", 8, ["unknown pooling 'max'", "choose cls, mean, last"]),
 ])
 def test_bad_spec_is_rejected_before_training_with_its_line(case, line, needles, pretrained_dir, labeled_files,
                                                             other_tokenizer_checkpoint, tmp_path, capsys):
@@ -318,6 +319,8 @@ def test_bad_spec_is_rejected_before_training_with_its_line(case, line, needles,
         kwargs["budgets"] = "[20, 500]"
     elif case == "option":
         kwargs["methods"] = "[{lora: {rnak: 4}}]"
+    elif case == "pooling":
+        kwargs["methods"] = "[{finetune: {pooling: max}}]"
     spec = write_spec(tmp_path / "spec.yaml", pretrained_dir, train, dev, **kwargs)
     text = spec.read_text()
     if case == "metric":

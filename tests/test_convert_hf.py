@@ -138,7 +138,7 @@ def test_round_trip_is_lossless(hf_dirs, tmp_path, arch):
 def test_fine_tuned_classifier_round_trips_through_hf(hf_dirs, tmp_path, labeled_files):
     train, dev = labeled_files
     ours = from_hf(hf_dirs["bert"], tmp_path / "ours", verbose=False)
-    model = from_pretrained(ours, num_labels=2, label_names=["neg", "pos"], verbose=False)
+    model = from_pretrained(ours, num_labels=2, label_names=["neg", "pos"], pooling="cls", verbose=False)
     model.compile(lr=1e-3, warmup=0.0)
     model.fit(str(train), epochs=1, batch_size=32, verbose=False)
     model.save(tmp_path / "ft")
@@ -212,6 +212,16 @@ def test_pre_norm_encoder_is_refused_by_to_hf(pretrained_dir, tmp_path):
     with pytest.raises(UserError, match="pre-norm encoder"):
         to_hf(pretrained_dir, tmp_path / "hf", verbose=False)
     assert not (tmp_path / "hf").exists()
+
+
+def test_classifier_pooling_the_mean_is_refused_by_to_hf(hf_dirs, tmp_path, capsys):
+    """HF BertForSequenceClassification reads [CLS]; our default head averages the tokens."""
+    ours = from_hf(hf_dirs["bert"], tmp_path / "ours", verbose=False)
+    model = from_pretrained(ours, num_labels=2, verbose=False)
+    assert model.module.heads["classifier"].pooling == "mean"
+    model.save(tmp_path / "ft")
+    assert main(["convert", "--to-hf", str(tmp_path / "ft"), "--out", str(tmp_path / "hf")]) == 2
+    assert "pools the 'mean'" in capsys.readouterr().err and not (tmp_path / "hf").exists()
 
 
 def test_rotary_positions_are_refused_by_to_hf(corpus_dir, tmp_path, capsys):

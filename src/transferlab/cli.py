@@ -65,6 +65,7 @@ def cmd_pretrain(a):
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan, distributed=a.distributed)
     cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
+    cfg.init = a.init
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
     if is_main():
         print(f"wrote {final}")
@@ -80,7 +81,7 @@ def cmd_finetune(a):
                          num_labels=a.num_labels, metrics=a.metrics, epochs=a.epochs, batch_size=a.batch_size,
                          lr=a.lr, warmup=a.warmup, max_len=a.max_len, seed=a.seed, precision=a.precision,
                          skip_bad_rows=a.skip_bad_rows, progress=not a.quiet, method=a.method,
-                         lora_rank=a.lora_rank, device=a.device, distributed=a.distributed)
+                         lora_rank=a.lora_rank, pooling=a.pooling, device=a.device, distributed=a.distributed)
     history, results = finetune(cfg, overwrite=a.overwrite)
     if not is_main():
         return
@@ -316,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--position", choices=["rotary", "learned"], default="rotary",
                    help="rotary (RoPE in attention; much faster to leave the early plateau) or learned (BERT/GPT-2's "
                         "position table, needed for --to-hf)")
+    r.add_argument("--init", help="continue pretraining from this checkpoint (e.g. on your own domain's text): its "
+                                   "architecture and tokenizer are kept, --model/--norm/--position/--lm-head unused")
     r.add_argument("--eval-every", type=int)
     r.add_argument("--save-every", type=int, help="write a resumable step checkpoint every N steps")
     r.add_argument("--log-every", type=int, default=10)
@@ -353,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what trains: everything, only the head (frozen backbone), ULMFiT gradual unfreezing, "
                         "or LoRA adapters + head")
     f.add_argument("--lora-rank", type=int, default=8)
+    f.add_argument("--pooling", choices=["mean", "cls", "last"],
+                   help="how the head reads the sequence; default: mean of the tokens (last token for causal "
+                        "models). cls is BERT's first token, what Hugging Face classifiers export")
     f.add_argument("--overwrite", action="store_true")
     _columns(f)
     _common_train(f)

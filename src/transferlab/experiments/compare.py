@@ -53,6 +53,10 @@ METHOD_DEFAULTS = {
     "lora": {"lr": 5e-4, "rank": 8, "alpha": 16.0, "dropout": 0.0},
     "pipeline": {"C": 1.0, "ngram_max": 2, "max_features": 100_000},
 }
+# Settings that have no default value in the grid (the model's own choice applies unless one is given); kept out of
+# TRAIN_DEFAULTS so that a spec without them fingerprints its runs as before they existed.
+OPTIONAL_KEYS = ("pooling",)
+POOLINGS = ("cls", "mean", "last")
 PIPELINE_KEYS = ("C", "ngram_max", "max_features")
 TOP_KEYS = ("name", "checkpoints", "task", "methods", "budgets", "seeds", "train", "out")
 TASK_KEYS = ("train", "dev", "text_cols", "label_col", "task", "metric", "metrics")
@@ -238,13 +242,16 @@ class CompareSpec:
                                    f"by it; ULMFiT uses 2.6.")
         if key == "dropout" and not 0 <= value < 1:
             raise self.error(path, f"is a probability in [0, 1) (got {value}).")
+        if key == "pooling" and value not in POOLINGS:
+            raise self.error(path, f"unknown pooling '{value}'; choose {', '.join(POOLINGS)} (cls: the first token, "
+                                   f"BERT's; mean: the average of the real tokens; last: the last real token, GPT's).")
         if key == "schedule":
             if value not in SCHEDULES:
                 raise self.error(path, f"unknown schedule '{value}'; choose one of {', '.join(SCHEDULES)}.")
         return value
 
     def _parse_methods(self, methods, train_defaults) -> None:
-        self._check_keys(train_defaults, ("train",), tuple(TRAIN_DEFAULTS))
+        self._check_keys(train_defaults, ("train",), tuple(TRAIN_DEFAULTS) + OPTIONAL_KEYS)
         shared = dict(TRAIN_DEFAULTS)
         for k, v in train_defaults.items():
             shared[k] = self._value(("train", k), k, v)
@@ -266,7 +273,7 @@ class CompareSpec:
             if name not in METHODS:
                 raise self.error(path, f"unknown method '{name}'. Choose one of: {', '.join(METHODS)}.")
             own = tuple(METHOD_DEFAULTS[name])
-            allowed = (PIPELINE_KEYS if name == "pipeline" else tuple(TRAIN_DEFAULTS) + own) + ("label",)
+            allowed = (PIPELINE_KEYS if name == "pipeline" else tuple(TRAIN_DEFAULTS) + OPTIONAL_KEYS + own) + ("label",)
             self._check_keys(overrides, path, allowed)
             settings = {} if name == "pipeline" else dict(shared)
             settings.update(METHOD_DEFAULTS[name])
@@ -478,7 +485,7 @@ def run_one(spec: CompareSpec, run: Run) -> dict:
         init = "scratch" if run.method.method == "scratch" else "pretrained"
         model = from_pretrained(run.source.path, task=train.task, num_labels=train.num_labels,
                                 label_names=train.label_names, init=init, seed=run.seed, max_len=s["max_len"],
-                                verbose=False)
+                                pooling=s.get("pooling"), verbose=False)
         method = "finetune" if run.method.method == "scratch" else run.method.method
         options = {"lora": {"lora_rank": s.get("rank"), "lora_alpha": s.get("alpha"), "lora_dropout": s.get("dropout")},
                    "gradual-unfreeze": {"lr_decay": s.get("lr_decay")}}.get(method)

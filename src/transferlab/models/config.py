@@ -94,11 +94,11 @@ class ModelConfig:
 
     @property
     def default_pooling(self) -> str:
-        """How a classifier reads a sequence: BERT's [CLS], GPT's last token, and the mean for backbones whose
-        inputs carry no [CLS] (word vectors, LSTMs)."""
-        if self.family in ("embedding", "rnn"):
-            return "mean"
-        return "last" if self.causal else "cls"
+        """How a classifier reads a sequence: GPT's last token for causal backbones (it has seen everything), the
+        mean of the real tokens for the others. Not BERT's [CLS]: none of our pretraining objectives trains it (no
+        next-sentence prediction), and on 1,000 SST-2 labels a tiny MLM encoder fine-tuned with mean pooling reached
+        0.708 against 0.683 with [CLS] (docs/results/README.md). ``pooling="cls"`` is still there."""
+        return "last" if self.causal else "mean"
 
     @property
     def norm_first(self) -> bool:

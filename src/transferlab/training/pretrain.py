@@ -14,9 +14,10 @@ from ..data.blocks import PackedBlocks, TokenCorpus
 from ..errors import UserError
 from ..evaluation.predict import evaluate_lm
 from ..fsutil import read_json, write_json
-from ..models import build_backbone, preset
+from ..models import ModelConfig, build_backbone, preset
 from ..objectives import OBJECTIVES
 from ..tokenization import Tokenizer
+from .checkpoint import check_weights, load_config, load_weights
 from .distributed import barrier, is_main, world
 from .fsdp import check_strategy
 from .loop import TrainConfig, train
@@ -60,6 +61,10 @@ class PretrainConfig:
     decoder_layers: int | None = None  # None: as many as the encoder (the preset's layers)
     noise: dict | None = None  # bart: mask, delete, infill, permute, rotate, poisson_lambda; mass: span
     distributed: str = "ddp"  # under torchrun: "ddp" or "fsdp" (sharded, for models that do not fit one device)
+    # A checkpoint to start from instead of random weights: continued pretraining on your own domain (DAPT/TAPT,
+    # Gururangan et al. 2020). Its architecture and tokenizer are kept (model, lm_head, norm and position are then
+    # not used); heads of the same objective are kept too, others start fresh.
+    init: str | None = None
 
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
@@ -120,9 +125,13 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
     corpus = TokenCorpus(cfg.corpus)
     tokenizer = Tokenizer.load(Path(cfg.corpus) / "tokenizer.json")
     corpus.check_tokenizer(tokenizer)
-    model_cfg = preset(cfg.model, family, tokenizer.vocab_size, max_len=max(512, cfg.seq_len),
-                       dropout=cfg.dropout, pad_id=tokenizer.pad_id, lm_head=cfg.lm_head,
-                       n_dec_layer=cfg.decoder_layers or 0, norm=cfg.norm, position=cfg.position)
+    init_weights = None
+    if cfg.init:  # checked before the run directory is touched
+        model_cfg, init_weights = _init_config(cfg, family, corpus)
+    else:
+        model_cfg = preset(cfg.model, family, tokenizer.vocab_size, max_len=max(512, cfg.seq_len),
+                           dropout=cfg.dropout, pad_id=tokenizer.pad_id, lm_head=cfg.lm_head,
+                           n_dec_layer=cfg.decoder_layers or 0, norm=cfg.norm, position=cfg.position)
     if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
         raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
     # built before the run directory is touched: a bad rate or length must not leave a run.json behind
@@ -138,6 +147,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
 
     torch.manual_seed(cfg.seed)
     module = module_cls(build_backbone(model_cfg))
+    if init_weights is not None:  # when resuming, the loop then loads the newer step checkpoint over them
+        _load_init(module, init_weights, cfg.init)
     rank, world_size = world()
     if cfg.batch_size % (world_size * cfg.grad_accum):
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
@@ -152,7 +163,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
 
     n_params = sum(p.numel() for p in module.backbone.parameters())
     if is_main():
-        print(f"pretraining {cfg.model} {family} ({n_params / 1e6:.2f}M backbone parameters) with {cfg.objective} "
+        what = f"{cfg.init} (continued)" if cfg.init else cfg.model
+        print(f"pretraining {what} {family} ({n_params / 1e6:.2f}M backbone parameters) with {cfg.objective} "
               f"on {corpus.meta['splits']['train']['tokens']:,} tokens; {cfg.steps} steps of "
               f"{cfg.batch_size}x{cfg.seq_len}", file=sys.stderr)
     train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
@@ -161,7 +173,42 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
                             seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan,
                             distributed=cfg.distributed)
     train(module, data, train_cfg, evaluate=evaluate, run_dir=out, tokenizer=tokenizer,
-          extra_config={"pretraining": {"objective": cfg.objective, "preset": cfg.model, "seq_len": cfg.seq_len,
-                                        "steps": cfg.steps, "corpus": str(cfg.corpus)}},
+          extra_config={"pretraining": {"objective": cfg.objective, "preset": None if cfg.init else cfg.model,
+                                        "seq_len": cfg.seq_len, "steps": cfg.steps, "corpus": str(cfg.corpus),
+                                        **({"init": str(cfg.init)} if cfg.init else {})}},
           resume=resuming, callbacks=callbacks)
     return out / "final"
+
+
+def _init_config(cfg: PretrainConfig, family: str, corpus: TokenCorpus) -> tuple[ModelConfig, dict]:
+    """The architecture and weights of the checkpoint a continued run starts from, after checking that they fit."""
+    config = load_config(cfg.init)
+    backbone = config["backbone"]
+    if backbone["family"] != family:
+        raise UserError(f"--init '{cfg.init}' is a{'n' if backbone['family'][0] in 'ae' else ''} "
+                        f"{backbone['family']} backbone, but --objective {cfg.objective} trains a {family}. Start "
+                        f"from a checkpoint of that family, or pick an objective for a {backbone['family']}.")
+    if config.get("tokenizer_sha256") != corpus.tokenizer_sha256:
+        raise UserError(f"--init '{cfg.init}' was trained with a different tokenizer than corpus '{cfg.corpus}', so "
+                        f"the same ids would mean different words. Prepare the corpus with the checkpoint's "
+                        f"tokenizer: `transferlab corpus prepare --tokenizer {cfg.init} ...`.")
+    if cfg.decoder_layers is not None:
+        raise UserError("--decoder-layers cannot change the architecture of an --init checkpoint; leave it out.")
+    model_cfg = ModelConfig.from_dict({**backbone, "dropout": cfg.dropout})
+    weights = load_weights(cfg.init)
+    expected = {f"backbone.{k}": v for k, v in build_backbone(model_cfg).state_dict().items()}
+    check_weights(expected, {k: v for k, v in weights.items() if k.startswith("backbone.")}, cfg.init)
+    return model_cfg, weights
+
+
+def _load_init(module: torch.nn.Module, weights: dict, source: str) -> None:
+    """The backbone weights of the --init checkpoint (all checked), and its heads where the objective has the
+    same ones (an MLM checkpoint continued with MLM keeps its LM head; ELECTRA gets fresh ones)."""
+    own = module.state_dict()
+    kept = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(kept, strict=False)
+    fresh = sorted({k.split(".")[1] for k in own if k.startswith("heads.") and k not in kept})
+    if is_main():
+        n_heads = sum(k.startswith("heads.") for k in kept)
+        print(f"starting from {source}: {len(kept) - n_heads} backbone tensors, {n_heads} head tensors kept"
+              + (f"; fresh heads: {', '.join(fresh)}" if fresh else ""), file=sys.stderr)

@@ -414,6 +414,11 @@ def to_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: bo
     if kind not in arch.classes:
         raise UserError(f"'{src}' is a '{kind}' {cfg.family} checkpoint; Hugging Face {arch.model_type} has no "
                         f"matching class here (supported: {', '.join(arch.classes)}).")
+    pooling = task.get("pooling")
+    if kind in ("classification", "regression") and pooling != "cls":
+        raise UserError(f"'{src}' is a classifier that pools the '{pooling}' of its tokens; Hugging Face "
+                        f"{arch.classes[kind]} reads the first token ([CLS]) only, so its logits would differ. "
+                        f"Fine-tune with pooling='cls' (`finetune --pooling cls`) to export.")
     if kind == "mlm" and cfg.lm_head != "bert":
         raise UserError(f"'{src}' has the tied-only LM head; Hugging Face {arch.model_type} always has BERT's "
                         f"transform and bias. Pretrain with --lm-head bert to export a masked-LM checkpoint.")

@@ -39,6 +39,7 @@ class FinetuneConfig:
     progress: bool = True
     method: str = "finetune"  # finetune | linear-probe | gradual-unfreeze | lora (transfer.methods)
     lora_rank: int = 8
+    pooling: str | None = None  # mean | cls | last; None: the backbone's default (ModelConfig.default_pooling)
     device: str = "cpu"  # under torchrun, "cuda" is each rank's own GPU
     distributed: str = "ddp"  # under torchrun: "ddp" or "fsdp" (sharded, for models that do not fit one device)
 
@@ -67,8 +68,8 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
         raise UserError(f"--num-labels {cfg.num_labels} but {cfg.train} has {train.num_labels} labels "
                         f"{train.label_names}; raise --num-labels or fix the data.")
     model = from_pretrained(source, task=train.task, num_labels=cfg.num_labels or train.num_labels,
-                            label_names=train.label_names, init=init, seed=cfg.seed, max_len=cfg.max_len,
-                            verbose=cfg.progress and is_main())
+                            label_names=train.label_names, init=init, pooling=cfg.pooling, seed=cfg.seed,
+                            max_len=cfg.max_len, verbose=cfg.progress and is_main())
     model.compile(lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                   schedule=cfg.schedule, precision=cfg.precision, method=cfg.method,
                   method_options={"lora_rank": cfg.lora_rank} if cfg.method == "lora" else None)
