@@ -96,8 +96,9 @@ class ModelConfig:
     def default_pooling(self) -> str:
         """How a classifier reads a sequence: GPT's last token for causal backbones (it has seen everything), the
         mean of the real tokens for the others. Not BERT's [CLS]: none of our pretraining objectives trains it (no
-        next-sentence prediction), and on 1,000 SST-2 labels a tiny MLM encoder fine-tuned with mean pooling reached
-        0.708 against 0.683 with [CLS] (docs/results/README.md). ``pooling="cls"`` is still there."""
+        next-sentence prediction). On 1,000 SST-2 labels (tiny MLM encoder, 3 seeds) the frozen encoder's mean
+        separated the classes better than its [CLS] (linear probe 0.638 ± 0.012 against 0.611 ± 0.010), and
+        fine-tuning reached 0.708 ± 0.009 against 0.697 ± 0.029 (docs/results/README.md). ``pooling="cls"`` stays."""
         return "last" if self.causal else "mean"
 
     @property
