@@ -71,11 +71,13 @@ def main(work: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs = sorted(work.glob("pretrain-*/metrics.jsonl"))
     lines = ["## Pretraining (same corpus, same tokens seen)", "",
-             "| objective | steps | wall time (one core) | held-out loss of its own objective |", "|---|---:|---:|---:|"]
+             "| objective | steps | wall time (one core) | held-out loss of its own objective |",
+             "|---|---:|---:|---:|"]
     for m in runs:
         p = pretraining(m.parent)
         loss = f"{p['heldout_loss']:.3f}" if p["heldout_loss"] is not None else "-"
-        lines.append(f"| {m.parent.name.removeprefix('pretrain-')} | {p['steps']} | {p['wall_s'] / 60:.1f} min | {loss} |")
+        name = m.parent.name.removeprefix("pretrain-")
+        lines.append(f"| {name} | {p['steps']} | {p['wall_s'] / 60:.1f} min | {loss} |")
     tasks = {d.name.removeprefix("compare-"): transfer(d / "results.jsonl", work)
              for d in sorted(work.glob("compare-*")) if (d / "results.jsonl").exists()}
     for task, (by, seeds) in tasks.items():

@@ -47,6 +47,20 @@ def test_pretrain_resume_auto_continues(workspace, capsys):
     assert max(r["step"] for r in rows) == 9
 
 
+def test_a_run_from_before_rotary_positions_resumes_only_as_learned(workspace, capsys, tmp_path):
+    """run.json written before --position existed means learned positions: resuming it with the new default is
+    refused with the setting to pass, and --position learned resumes it."""
+    args = ["pretrain", "--corpus", workspace / "corpus", "--steps", 4, "--seq-len", 32, "--batch-size", 4,
+            "--save-every", 2, "--out", tmp_path / "old", "--quiet", "--resume", "auto"]
+    assert run(*args[:-2], "--steps", 2, "--position", "learned") == 0  # the later --steps wins
+    saved = json.loads((tmp_path / "old" / "run.json").read_text())
+    del saved["position"], saved["init"]
+    (tmp_path / "old" / "run.json").write_text(json.dumps(saved))
+    assert run(*args) == 2
+    assert "position='learned'" in capsys.readouterr().err
+    assert run(*args, "--position", "learned") == 0
+
+
 def test_clm_pretraining(workspace):
     assert run("pretrain", "--corpus", workspace / "corpus", "--objective", "clm", "--steps", 3, "--seq-len", 32,
                "--batch-size", 4, "--out", workspace / "gpt", "--quiet") == 0
@@ -71,7 +85,7 @@ def test_continued_pretraining_starts_from_the_checkpoint(workspace, corpus_text
     assert "fresh heads: discriminator, generator" in capsys.readouterr().err
 
     assert run("pretrain", *common, "--objective", "clm", "--out", tmp_path / "clm") == 2
-    assert "is an encoder backbone, but --objective clm trains a decoder" in capsys.readouterr().err
+    assert "holds a 'encoder' backbone, but --objective clm trains a 'decoder' one" in capsys.readouterr().err
     assert run("tokenizer", "train", "--input", corpus_text, "--vocab-size", 100, "--out", tmp_path / "tok",
                "--quiet") == 0
     assert run("corpus", "prepare", "--input", corpus_text, "--tokenizer", tmp_path / "tok", "--out",

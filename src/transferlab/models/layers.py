@@ -70,7 +70,7 @@ def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     n = x.numel()
     bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()
     u = bits.view(torch.int16)[:n].view(x.shape) & 0x7FFF
-    return ((u - round(p * 32768)) >> 15).add_(1)
+    return ((u - min(round(p * 32768), 32767)) >> 15).add_(1)
 
 
 class _Dropout(torch.autograd.Function):
@@ -265,7 +265,8 @@ class CrossBlock(Block):
         self.ln_cross = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, rope: "Rotary | tuple[Rotary, Rotary] | None" = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None,
+                rope: "Rotary | tuple[Rotary, Rotary] | None" = None) -> torch.Tensor:
         """x (B, T, C) decoder stream, memory (B, S, C) encoder output, memory_mask (B, 1, 1, S) key mask;
         ``mask`` replaces the causal pattern of the self-attention when given; ``rope`` rotates the
         self-attention only (a decoder position and an encoder position have no common origin)."""

@@ -41,7 +41,7 @@ class PretrainConfig:
     lm_head: str = "tied"  # or "bert" (transform + bias), see ModelConfig.lm_head
     norm: str = "pre"  # or "post" (BERT's; with lm_head="bert" the encoder can be exported with convert --to-hf)
     # Rotary positions (RoPE) by default: with BERT's learned position table a tiny encoder's masked-LM loss sat
-    # near the unigram plateau for thousands of steps on real text (held-out 6.40 at step 500, 6.21 at 2,000),
+    # near the unigram plateau for thousands of steps on real text (held-out 6.40 at step 500, 6.22 at 2,000),
     # with RoPE it was 5.38 at step 500 (docs/results/README.md). "learned" is needed to export to BERT/GPT-2.
     position: str = "rotary"
     # No dropout while pretraining: short CPU-scale runs underfit (Geiping & Goldstein 2022, "Cramming"), and it
@@ -93,10 +93,11 @@ def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
         saved = read_json(saved_path)
         # a field added since the run started: the run had the behaviour from before the field existed
         defaults = {**asdict(PretrainConfig(corpus="", out="")), **FIELDS_BEFORE_THEY_EXISTED}
-        diffs = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v]
+        started = {k: saved.get(k, default) for k, default in defaults.items()}
+        diffs = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and started[k] != v]
         if diffs:
             raise UserError(f"--resume: '{out}' was started with different settings "
-                            f"({', '.join(f'{k}={saved.get(k)!r}' for k in diffs)}). Use the same options, "
+                            f"({', '.join(f'{k}={started[k]!r}' for k in diffs)}). Use the same options, "
                             f"or a new --out.")
     return True
 
@@ -185,9 +186,9 @@ def _init_config(cfg: PretrainConfig, family: str, corpus: TokenCorpus) -> tuple
     config = load_config(cfg.init)
     backbone = config["backbone"]
     if backbone["family"] != family:
-        raise UserError(f"--init '{cfg.init}' is a{'n' if backbone['family'][0] in 'ae' else ''} "
-                        f"{backbone['family']} backbone, but --objective {cfg.objective} trains a {family}. Start "
-                        f"from a checkpoint of that family, or pick an objective for a {backbone['family']}.")
+        raise UserError(f"--init '{cfg.init}' holds a '{backbone['family']}' backbone, but --objective "
+                        f"{cfg.objective} trains a '{family}' one. Start from a checkpoint of that family, or pick an "
+                        f"objective that trains a '{backbone['family']}'.")
     if config.get("tokenizer_sha256") != corpus.tokenizer_sha256:
         raise UserError(f"--init '{cfg.init}' was trained with a different tokenizer than corpus '{cfg.corpus}', so "
                         f"the same ids would mean different words. Prepare the corpus with the checkpoint's "
