@@ -291,6 +291,24 @@ def test_pretrain_cli_reaches_every_objective(name, corpus_dir, tmp_path):
     assert all(k.startswith("heads.") for k in model.report.dropped) and model.report.loaded
 
 
+@pytest.mark.parametrize("name", ["electra", "word2vec"])
+def test_held_out_metrics_say_what_the_objective_measures(name, corpus_dir, tmp_path):
+    """ELECTRA's loss mixes a cross-entropy with 50 x a binary one: its perplexity is the generator's, and the
+    discriminator's accuracy is logged; word2vec's negative-sampling loss has no perplexity at all."""
+    import math
+
+    out = tmp_path / name
+    assert main(["pretrain", "--corpus", str(corpus_dir), "--objective", name, "--steps", "2", "--seq-len", "32",
+                 "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    held_out = [r for r in rows if r["split"] == "eval"][-1]
+    if name == "electra":
+        assert 0 <= held_out["discriminator_accuracy"] <= 1
+        assert held_out["ppl"] == pytest.approx(math.exp(held_out["generator_loss"]))
+    else:
+        assert "ppl" not in held_out and held_out["loss"] > 0
+
+
 def test_pretrain_cli_refuses_bad_settings_without_leaving_a_run(corpus_dir, tmp_path, capsys):
     assert main(["pretrain", "--corpus", str(corpus_dir), "--objective", "plm", "--seq-len", "12",
                  "--out", str(tmp_path / "short"), "--quiet"]) == 2

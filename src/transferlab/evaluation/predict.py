@@ -13,15 +13,23 @@ from .metrics import compute_metrics
 
 @torch.no_grad()
 def evaluate_lm(module, source, n_batches: int) -> dict:
-    """Mean loss over the first ``n_batches`` of a fixed held-out source, weighted by predictions; ppl = exp(loss)."""
-    total, count = 0.0, 0
+    """Mean loss, and every other scalar the module reports (ELECTRA's generator loss and discriminator accuracy,
+    ...), over the first ``n_batches`` of a fixed held-out source, weighted by predictions; ``ppl`` is exp() of the
+    module's token cross-entropy (``perplexity_of``), left out when it has none."""
+    totals: dict[str, float] = {}
+    count = 0
     for i in range(n_batches):
         out = module(source.batch(i))
         n = int(out["n_predictions"])
-        total += float(out["loss"]) * n
+        for key, value in out.items():
+            if key != "n_predictions" and torch.is_tensor(value) and value.dim() == 0:
+                totals[key] = totals.get(key, 0.0) + float(value) * n
         count += n
-    loss = total / max(count, 1)
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+    metrics = {key: total / max(count, 1) for key, total in totals.items()}
+    ppl_of = getattr(module, "perplexity_of", "loss")
+    if ppl_of in metrics:
+        metrics["ppl"] = math.exp(min(metrics[ppl_of], 50.0))
+    return metrics
 
 
 @torch.no_grad()

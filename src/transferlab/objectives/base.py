@@ -13,6 +13,9 @@ from ..errors import UserError
 
 class TaskModule(nn.Module):
     kind: str = ""  # the name stored in config.json ("mlm", "clm", "classification", ...)
+    # Which output is a mean token cross-entropy, so that exp() of it is a perplexity; None when none is (word2vec's
+    # negative-sampling loss). ELECTRA's total loss mixes its generator's cross-entropy with 50 x a binary one.
+    perplexity_of: str | None = "loss"
 
     def __init__(self, backbone: nn.Module):
         super().__init__()

@@ -80,6 +80,7 @@ class Generator(nn.Module):
 
 class Electra(TaskModule):
     kind = "electra"
+    perplexity_of = "generator_loss"
 
     def __init__(self, backbone):
         require_family(backbone, self.kind, ("encoder",))

@@ -59,6 +59,7 @@ class SkipGramCorruption:
 
 class SkipGram(TaskModule):
     kind = "word2vec"
+    perplexity_of = None  # negative sampling is not a distribution over the vocabulary
 
     def __init__(self, backbone):
         require_family(backbone, self.kind, ("embedding",))
