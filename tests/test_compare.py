@@ -2,7 +2,9 @@
 methods (linear probe, gradual unfreezing, LoRA); and bad specs rejected before training with the spec's line."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,6 +102,19 @@ def test_changed_settings_change_the_run_fingerprints(grid):
     changed = spec.with_name("changed.yaml")
     changed.write_text(text)
     b = {r.key: r.fingerprint for r in CompareSpec.parse(changed).plan()}
+    assert a.keys() == b.keys() and all(a[k] != b[k] for k in a)
+
+
+def test_fingerprints_follow_file_contents_not_modification_times(tmp_path, pretrained_dir, labeled_files):
+    train, dev = (Path(shutil.copy(f, tmp_path)) for f in labeled_files)
+    checkpoint = Path(shutil.copytree(pretrained_dir, tmp_path / "checkpoint"))
+    spec = write_spec(tmp_path / "spec.yaml", checkpoint, train, dev)
+    a = {r.key: r.fingerprint for r in CompareSpec.parse(spec).plan()}
+    for f in (checkpoint / "model.safetensors", train):
+        os.utime(f, (1e9, 1e9))  # what a copy, restore or re-mount does to finished work's inputs
+    assert {r.key: r.fingerprint for r in CompareSpec.parse(spec).plan()} == a
+    train.write_text(train.read_text() + train.read_text().splitlines()[-1] + "\n")  # new contents
+    b = {r.key: r.fingerprint for r in CompareSpec.parse(spec).plan()}
     assert a.keys() == b.keys() and all(a[k] != b[k] for k in a)
 
 

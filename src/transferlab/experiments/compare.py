@@ -329,8 +329,7 @@ class CompareSpec:
             backbone = {k: v for k, v in config["backbone"].items() if k != "dropout"}
             arch = hashlib.sha256(json.dumps(backbone, sort_keys=True).encode()).hexdigest()[:10]
             weights = directory / "model.safetensors"
-            stat = weights.stat() if weights.is_file() else None
-            identity = _sha256_text(json.dumps([config, stat and [stat.st_size, stat.st_mtime_ns]], sort_keys=True))
+            identity = _sha256_text(json.dumps([config, _sha256(weights)], sort_keys=True))
             summary = (f"{backbone['family']} {backbone['n_layer']} layers x {backbone['d_model']}, "
                        f"pretrained as '{config.get('task', {}).get('kind', '?')}'")
             self.checkpoints.append(Checkpoint(name, str(directory), arch, tokenizer, summary, identity))
@@ -456,8 +455,9 @@ def _sha256_text(text: str) -> str:
 
 
 def _file_id(path: str) -> list:
-    st = os.stat(path)
-    return [str(path), st.st_size, st.st_mtime_ns]
+    # By content, not modification time: a copied, restored or re-mounted dataset must not make a finished grid
+    # train again (hashing is a fraction of a second next to one fine-tuning run).
+    return [str(path), _sha256(Path(path))]
 
 
 def _class_counts(data: LabeledSet) -> dict | None:
