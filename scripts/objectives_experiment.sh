@@ -72,7 +72,7 @@ if stage seq2seq; then
       if [ $init = pretrained ]; then src=(--init "$W/pretrain-$obj/final"); else src=(--init scratch --like "$W/pretrain-$obj/final"); fi
       $T seq2seq train "${src[@]}" --train "$DATA/en_fr/muse_en-fr.tsv.gz" --no-header \
           --source-col 0 --target-col 1 --max-examples 20000 --dev-fraction 0.05 --epochs 3 --batch-size 64 \
-          --lr 5e-4 --seed 0 --quiet --overwrite --out "$out"
+          --lr 5e-4 --bleu-tokenize char --max-target-len 16 --seed 0 --quiet --overwrite --out "$out"
     done
   done
 fi
