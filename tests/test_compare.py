@@ -191,6 +191,14 @@ def test_conclusion_is_computed_from_the_numbers():
     assert "too small to call" in other and "not a clear win" in other
     assert "At 1000 labels**, scratch scores best" in other and "pretraining did not help at this budget" in other
     assert "The winner changes with the number of labels: finetune at 100, scratch at 1000" in other
+    assert "majority" not in other  # no class counts in SETUP, so no floor to state
+
+    # 70% of the dev set has the most frequent training label: a model at 0.70 has learned nothing.
+    counted = {**SETUP, "class_counts": {"neg": 40, "pos": 60}, "dev_class_counts": {"neg": 30, "pos": 70}}
+    floor = report.conclusions(report.summarize(clear, counted), counted)
+    assert floor[0].startswith("Always answering the most frequent training label ('pos') scores 0.700 accuracy")
+    assert "pipeline and scratch do not beat the majority class (0.700)." in floor[1]
+    assert "beat the majority class" not in floor[2]  # at 1000 labels every entry scores above 0.70
 
 
 def test_slanted_triangular_schedule_and_discriminative_lrs(pretrained_dir):

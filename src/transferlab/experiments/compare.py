@@ -409,7 +409,7 @@ class CompareSpec:
                 "checkpoints": [c.__dict__ for c in self.checkpoints],
                 "methods": [{"label": m.label, "method": m.method, "settings": m.settings} for m in self.methods],
                 "budgets": self.budgets, "budget_sizes": self.budget_sizes, "seeds": self.seeds,
-                "class_counts": _class_counts(self.train_set)}
+                "class_counts": _class_counts(self.train_set), "dev_class_counts": _class_counts(self.dev_set)}
 
 
 @dataclass

@@ -89,11 +89,26 @@ def _clear(diff: float, std_a: float, std_b: float) -> bool:
     return diff > 2 * max(std_a, std_b)
 
 
+def majority_baseline(setup: dict) -> tuple[str, float] | None:
+    """The most frequent training label and the dev accuracy of always answering it (None unless the headline
+    metric is accuracy and the class counts are known): the floor a classifier has to clear to have learned."""
+    train, dev = setup.get("class_counts"), setup.get("dev_class_counts")
+    if setup["task"]["metric"] != "accuracy" or not train or not dev or not sum(dev.values()):
+        return None
+    label = max(train, key=train.get)
+    return label, dev.get(label, 0) / sum(dev.values())
+
+
 def conclusions(summary: list[dict], setup: dict) -> list[str]:
-    """Plain-language findings computed from the summary: one paragraph per budget, then the trend."""
+    """Plain-language findings computed from the summary: the majority-class floor, one paragraph per budget, then
+    the trend."""
     metric = setup["task"]["metric"]
     seeds = len(setup["seeds"])
     paragraphs = []
+    majority = majority_baseline(setup)
+    if majority:
+        paragraphs.append(f"Always answering the most frequent training label ('{majority[0]}') scores "
+                          f"{majority[1]:.3f} {metric} on dev: a model at or below that has learned nothing usable.")
     for budget in setup["budgets"]:
         cells = sorted((s for s in summary if s["budget"] == budget), key=lambda s: -s["mean"])
         if not cells:
@@ -133,6 +148,11 @@ def conclusions(summary: list[dict], setup: dict) -> list[str]:
                 verdict = "so pretraining did not help at this budget"
             text += (f" The best transferred model, {best['entry']}, is {best['gain']:+.3f} against training from "
                      f"scratch ({best['scratch_mean']:.3f} ± {best['scratch_std']:.3f}), {verdict}.")
+        if majority:
+            floor = [c["entry"] for c in cells if c["mean"] <= majority[1] + TIE]
+            if floor:
+                text += (f" {', '.join(floor[:-1]) + ' and ' if len(floor) > 1 else ''}{floor[-1]} "
+                         f"{'do' if len(floor) > 1 else 'does'} not beat the majority class ({majority[1]:.3f}).")
         pipeline = [s for s in cells if s["kind"] == "pipeline"]
         networks = [s for s in cells if s["kind"] != "pipeline"]
         if pipeline and networks:
