@@ -71,7 +71,7 @@ def main(work: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs = sorted(work.glob("pretrain-*/metrics.jsonl"))
     lines = ["## Pretraining (same corpus, same tokens seen)", "",
-             "| objective | steps | wall time (one core) | held-out loss of its own objective |",
+             "| objective | steps | wall time (one thread, shared machine) | held-out loss of its own objective |",
              "|---|---:|---:|---:|"]
     for m in runs:
         p = pretraining(m.parent)
