@@ -62,8 +62,11 @@ def _start(tmp: Path, args: list[str], **env) -> subprocess.Popen:
     script = tmp / "tl_wrapper.py"
     if not script.exists():
         script.write_text(WRAPPER)
+    # A shell that runs the suite in the background (`make test &`, nohup) leaves SIGINT ignored, and an ignored
+    # SIGINT is inherited: restore the default so the child sees Ctrl-C as a user's terminal would deliver it.
     return subprocess.Popen([sys.executable, str(script), *args], env=_env(**env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _logged_step(run: Path) -> int:
