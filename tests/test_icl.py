@@ -124,7 +124,7 @@ def pattern_model(tmp_path_factory):
     tok = Tokenizer.train([text], kind="wordpiece", vocab_size=100, progress=False)
     corpus = prepare_corpus([text], tok, d / "corpus", heldout_fraction=0.05, progress=False)
     return pretrain(PretrainConfig(corpus=str(corpus), out=str(d / "run"), objective="clm", model="tiny",
-                                   seq_len=64, batch_size=16, steps=100, lr=3e-3, progress=False, eval_batches=1,
+                                   seq_len=64, batch_size=16, steps=300, lr=3e-3, progress=False, eval_batches=1,
                                    precision="fp32"))
 
 
