@@ -89,3 +89,8 @@ def test_pretrain_refuses_existing_run_and_resumes(corpus_dir, tmp_path):
     assert train_steps == sorted(set(train_steps)), "no duplicated rows after resume"
     with pytest.raises(UserError, match="different settings"):
         pretrain(PretrainConfig(**{**cfg.__dict__, "model": "mini"}), resume=True)
+
+
+def test_unknown_pooling_is_refused_when_the_head_is_built(pretrained_dir):
+    with pytest.raises(UserError, match="unknown pooling 'max'; choose cls, mean, last"):
+        from_pretrained(pretrained_dir, num_labels=2, pooling="max", verbose=False)

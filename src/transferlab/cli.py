@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what trains: everything, only the head (frozen backbone), ULMFiT gradual unfreezing, "
                         "or LoRA adapters + head")
     f.add_argument("--lora-rank", type=int, default=8)
-    f.add_argument("--pooling", choices=["mean", "cls", "last"],
+    f.add_argument("--pooling", choices=["mean", "cls", "last"],  # heads.POOLINGS (the CLI imports no torch)
                    help="how the head reads the sequence; default: mean of the tokens (last token for causal "
                         "models). cls is BERT's first token, what Hugging Face classifiers export")
     f.add_argument("--overwrite", action="store_true")

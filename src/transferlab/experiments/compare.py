@@ -29,6 +29,7 @@ from ..evaluation.metrics import METRIC_TASK, METRICS, default_metrics
 from ..fsutil import write_text
 from ..training.checkpoint import load_config
 from ..training.optim import SCHEDULES
+from ..heads.heads import POOLINGS
 from ..transfer import from_pretrained
 from . import report
 from .report import NO_CHECKPOINT
@@ -56,7 +57,6 @@ METHOD_DEFAULTS = {
 # Settings that have no default value in the grid (the model's own choice applies unless one is given); kept out of
 # TRAIN_DEFAULTS so that a spec without them fingerprints its runs as before they existed.
 OPTIONAL_KEYS = ("pooling",)
-POOLINGS = ("cls", "mean", "last")
 PIPELINE_KEYS = ("C", "ngram_max", "max_features")
 TOP_KEYS = ("name", "checkpoints", "task", "methods", "budgets", "seeds", "train", "out")
 TASK_KEYS = ("train", "dev", "text_cols", "label_col", "task", "metric", "metrics")
@@ -273,7 +273,8 @@ class CompareSpec:
             if name not in METHODS:
                 raise self.error(path, f"unknown method '{name}'. Choose one of: {', '.join(METHODS)}.")
             own = tuple(METHOD_DEFAULTS[name])
-            allowed = (PIPELINE_KEYS if name == "pipeline" else tuple(TRAIN_DEFAULTS) + OPTIONAL_KEYS + own) + ("label",)
+            network_keys = tuple(TRAIN_DEFAULTS) + OPTIONAL_KEYS + own
+            allowed = (PIPELINE_KEYS if name == "pipeline" else network_keys) + ("label",)
             self._check_keys(overrides, path, allowed)
             settings = {} if name == "pipeline" else dict(shared)
             settings.update(METHOD_DEFAULTS[name])

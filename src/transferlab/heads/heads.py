@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from ..models.config import ModelConfig
 from ..models.layers import Dropout, init_weights
 from .fused_ce import linear_cross_entropy
@@ -46,6 +47,9 @@ class LMHead(nn.Module):
         return linear_cross_entropy(self._transform(hidden), self._embedding[0].weight, self.bias, targets)
 
 
+POOLINGS = ("cls", "mean", "last")  # what pool() reads: see its docstring
+
+
 def pool(hidden: torch.Tensor, attention: torch.Tensor | None, how: str) -> torch.Tensor:
     """(B, T, C) -> (B, C): first token ("cls"), last real token ("last", for causal models), or "mean"."""
     if how == "cls":
@@ -67,6 +71,8 @@ class ClassificationHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig, num_labels: int, pooling: str | None = None):
         super().__init__()
+        if pooling is not None and pooling not in POOLINGS:
+            raise UserError(f"unknown pooling '{pooling}'; choose {', '.join(POOLINGS)}.")
         self.num_labels = num_labels
         self.pooling = pooling or cfg.default_pooling
         self.dense = nn.Linear(cfg.d_model, cfg.d_model)

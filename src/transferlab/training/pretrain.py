@@ -127,7 +127,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
     tokenizer = Tokenizer.load(Path(cfg.corpus) / "tokenizer.json")
     corpus.check_tokenizer(tokenizer)
     init_weights = None
-    if cfg.init:  # checked before the run directory is touched
+    if cfg.init:
         model_cfg, init_weights = _init_config(cfg, family, corpus)
     else:
         model_cfg = preset(cfg.model, family, tokenizer.vocab_size, max_len=max(512, cfg.seq_len),
@@ -138,6 +138,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
     # built before the run directory is touched: a bad rate or length must not leave a run.json behind
     corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob, seq_len=cfg.seq_len, noise=cfg.noise)
     block_len = corruption.block_len(cfg.seq_len)
+    torch.manual_seed(cfg.seed)
+    module = module_cls(build_backbone(model_cfg))
+    if init_weights is not None:  # checked here, before the run directory is touched; when resuming, the loop then
+        _load_init(module, init_weights, cfg.init)  # loads the newer step checkpoint over these weights
     resuming = _check_run_dir(cfg, resume, overwrite)
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     out = Path(cfg.out)
@@ -146,10 +150,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
         if not resuming:
             write_json(out / "run.json", asdict(cfg))
 
-    torch.manual_seed(cfg.seed)
-    module = module_cls(build_backbone(model_cfg))
-    if init_weights is not None:  # when resuming, the loop then loads the newer step checkpoint over them
-        _load_init(module, init_weights, cfg.init)
     rank, world_size = world()
     if cfg.batch_size % (world_size * cfg.grad_accum):
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
@@ -182,7 +182,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
 
 
 def _init_config(cfg: PretrainConfig, family: str, corpus: TokenCorpus) -> tuple[ModelConfig, dict]:
-    """The architecture and weights of the checkpoint a continued run starts from, after checking that they fit."""
+    """The architecture and weights of the checkpoint a continued run starts from, after checking that its family
+    and tokenizer fit the objective and the corpus (the weights are checked against the model by _load_init)."""
     config = load_config(cfg.init)
     backbone = config["backbone"]
     if backbone["family"] != family:
@@ -195,17 +196,15 @@ def _init_config(cfg: PretrainConfig, family: str, corpus: TokenCorpus) -> tuple
                         f"tokenizer: `transferlab corpus prepare --tokenizer {cfg.init} ...`.")
     if cfg.decoder_layers is not None:
         raise UserError("--decoder-layers cannot change the architecture of an --init checkpoint; leave it out.")
-    model_cfg = ModelConfig.from_dict({**backbone, "dropout": cfg.dropout})
-    weights = load_weights(cfg.init)
-    expected = {f"backbone.{k}": v for k, v in build_backbone(model_cfg).state_dict().items()}
-    check_weights(expected, {k: v for k, v in weights.items() if k.startswith("backbone.")}, cfg.init)
-    return model_cfg, weights
+    return ModelConfig.from_dict({**backbone, "dropout": cfg.dropout}), load_weights(cfg.init)
 
 
 def _load_init(module: torch.nn.Module, weights: dict, source: str) -> None:
     """The backbone weights of the --init checkpoint (all checked), and its heads where the objective has the
     same ones (an MLM checkpoint continued with MLM keeps its LM head; ELECTRA gets fresh ones)."""
     own = module.state_dict()
+    check_weights({k: v for k, v in own.items() if k.startswith("backbone.")},
+                  {k: v for k, v in weights.items() if k.startswith("backbone.")}, source)
     kept = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     module.load_state_dict(kept, strict=False)
     fresh = sorted({k.split(".")[1] for k in own if k.startswith("heads.") and k not in kept})
