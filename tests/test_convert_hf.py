@@ -71,7 +71,20 @@ def hf_dirs(tmp_path_factory):
                                          bos_token_id=eos, eos_token_id=eos))
     dirs["gpt2"] = root / "gpt2"
 
-    for name, model, tok in (("bert", bert, bert_tok), ("roberta", roberta, rob_tok), ("gpt2", gpt, gpt_tok)):
+    # BART with RoBERTa's tokenizer layout (<s>=0, <pad>=1, </s>=2, <unk>=3, <mask> last), as facebook/bart-base.
+    bart_cfg = dict(vocab_size=len(rob_tok), d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=2,
+                    decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                    pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    bart = T.BartForConditionalGeneration(T.BartConfig(**bart_cfg))
+    bart_cls = T.BartForSequenceClassification(T.BartConfig(**bart_cfg, num_labels=3))
+    for model in (bart, bart_cls):  # LayerNorms and biases off their init, so a swapped name cannot hide
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    dirs["bart"], dirs["bart-cls"] = root / "bart", root / "bart-cls"
+
+    for name, model, tok in (("bert", bert, bert_tok), ("roberta", roberta, rob_tok), ("gpt2", gpt, gpt_tok),
+                             ("bart", bart, rob_tok), ("bart-cls", bart_cls, rob_tok)):
         model.save_pretrained(dirs[name])
         tok.save_pretrained(dirs[name])
     return dirs
@@ -196,12 +209,12 @@ def test_masked_lm_corruption_uses_the_converted_ids(hf_dirs, tmp_path):
     assert (replaced == 103).float().mean() > 0.7, "80% of the selected tokens become [MASK]=103"
 
 
-@pytest.mark.parametrize("model_type", ["t5", "bart"])
+@pytest.mark.parametrize("model_type", ["t5", "marian"])
 def test_unsupported_architecture_is_refused_with_the_list(tmp_path, model_type, capsys):
     src = tmp_path / model_type
     src.mkdir()
     (src / "config.json").write_text(json.dumps({"model_type": model_type, "d_model": 32}))
-    with pytest.raises(UserError, match=r"not supported.*bert.*roberta.*gpt2"):
+    with pytest.raises(UserError, match=r"not supported.*bert.*roberta.*gpt2.*bart.*BartForConditionalGeneration"):
         from_hf(src, tmp_path / "out", verbose=False)
     assert main(["convert", "--from-hf", str(src), "--out", str(tmp_path / "out")]) == 2
     assert "BertForMaskedLM" in capsys.readouterr().err
@@ -224,14 +237,19 @@ def test_classifier_pooling_the_mean_is_refused_by_to_hf(hf_dirs, tmp_path, caps
     assert "pools the 'mean'" in capsys.readouterr().err and not (tmp_path / "hf").exists()
 
 
-def test_rotary_positions_are_refused_by_to_hf(corpus_dir, tmp_path, capsys):
-    """BERT-shaped in every other way (post-norm, BERT's LM head), but HF BERT has no rotary attention."""
+@pytest.mark.parametrize("flags,needles", [
+    # BERT-shaped in every other way (post-norm, BERT's LM head), but HF BERT has no rotary attention
+    (["--norm", "post", "--lm-head", "bert"], ["uses rotary positions", "--position learned"]),
+    # our bart pretraining's default is pre-norm; HF BART is post-norm
+    (["--objective", "bart", "--position", "learned"], ["pre-norm encoder-decoder", "--norm post"]),
+])
+def test_own_pretraining_without_a_hf_counterpart_is_refused_by_to_hf(corpus_dir, tmp_path, capsys, flags, needles):
     run = tmp_path / "run"
     assert main(["pretrain", "--corpus", str(corpus_dir), "--steps", "2", "--seq-len", "32", "--batch-size", "4",
-                 "--norm", "post", "--lm-head", "bert", "--out", str(run), "--quiet"]) == 0
+                 *flags, "--out", str(run), "--quiet"]) == 0
     assert main(["convert", "--to-hf", str(run / "final"), "--out", str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
-    assert "uses rotary positions" in err and "--position learned" in err
+    assert all(n in err for n in needles), err
     assert not (tmp_path / "hf").exists()
 
 
@@ -281,3 +299,175 @@ def test_a_special_token_missing_from_the_vocabulary_is_reported(hf_dirs, tmp_pa
     ckpt._write_marker(ours)
     with pytest.raises(UserError, match=r"mask token '<mask>' is not in the vocabulary.*special_tokens.json"):
         from_pretrained(ours, num_labels=2, verbose=False)
+
+
+# ------------------------------------------------------------------------------------------------------------ BART
+def _bart_inputs(tokenizer, texts):
+    """Texts framed as our encoder-decoder fine-tuning frames them (a [EOS]), right-padded: (ids, attention)."""
+    ex = encode_texts(tokenizer, "encoder_decoder", texts, None, 64)
+    n = max(len(s) for s in ex.input_ids)
+    ids = torch.full((len(texts), n), tokenizer.pad_id)
+    attention = torch.zeros((len(texts), n), dtype=torch.long)
+    for i, s in enumerate(ex.input_ids):
+        ids[i, :len(s)], attention[i, :len(s)] = torch.tensor(s), 1
+    return ids, attention
+
+
+def _hf_bart(directory, cls="AutoModelForSeq2SeqLM"):
+    return getattr(transformers, cls).from_pretrained(directory, attn_implementation="eager").eval()
+
+
+def test_converted_bart_matches_transformers(hf_dirs, tmp_path):
+    """Teacher-forced logits, the decoder input BART derives itself (input shifted right behind
+    decoder_start_token_id), and greedy generation: all as in transformers."""
+    from transferlab.evaluation.seq2seq import generate
+
+    out = from_hf(hf_dirs["bart"], tmp_path / "ours", verbose=False)
+    module, tokenizer, config = load_model(out)
+    module.eval()
+    assert config["task"]["kind"] == "seq2seq"
+    assert (module.config.n_layer, module.config.n_dec_layer, module.config.decoder_start_id) == (2, 3, 2)
+    assert (tokenizer.bos_id, tokenizer.pad_id, tokenizer.eos_id) == (0, 1, 2)
+    hf = _hf_bart(hf_dirs["bart"])
+    ids, attention = _bart_inputs(tokenizer, TEXTS)
+    assert attention[0].sum() < attention[1].sum(), "the first row is padded"
+    decoder_ids = torch.randint(4, tokenizer.vocab_size - 1, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=attention, decoder_input_ids=decoder_ids).logits
+        mine = module.heads["lm"](module.backbone(ids, attention=attention, decoder_input_ids=decoder_ids))
+        torch.testing.assert_close(mine, theirs)
+        theirs = hf(input_ids=ids, attention_mask=attention).logits
+        mine = module.heads["lm"](module.backbone(ids, attention=attention))
+        real = attention.bool()
+        torch.testing.assert_close(mine[real], theirs[real])
+        hf_ids = hf.generate(input_ids=ids, attention_mask=attention, max_new_tokens=8, num_beams=1, do_sample=False,
+                             min_length=0, no_repeat_ngram_size=0, forced_bos_token_id=None, forced_eos_token_id=None)
+    expected = [(s[1:s.index(2, 1)] if 2 in s[1:] else s[1:]) for s in hf_ids.tolist()]
+    assert generate(module, ids, attention, module.config.decoder_start(tokenizer.bos_id), tokenizer.eos_id, 8) \
+        == expected
+
+
+def test_bart_round_trip_is_lossless(hf_dirs, tmp_path):
+    ours = from_hf(hf_dirs["bart"], tmp_path / "ours", verbose=False)
+    hf = to_hf(ours, tmp_path / "hf", verbose=False)
+    again = from_hf(hf, tmp_path / "again", verbose=False)
+    a, b = load_weights(ours), load_weights(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (ours / "tokenizer.json").read_text() == (again / "tokenizer.json").read_text()
+    written = json.loads((hf / "config.json").read_text())
+    assert written["architectures"] == ["BartForConditionalGeneration"] and written["decoder_start_token_id"] == 2
+    _, tokenizer, _ = load_model(ours)
+    ids, attention = _bart_inputs(tokenizer, TEXTS)
+    decoder_ids = ids[:, :6]
+    with torch.no_grad():
+        original = _hf_bart(hf_dirs["bart"])(input_ids=ids, attention_mask=attention, decoder_input_ids=decoder_ids)
+        exported = _hf_bart(hf)(input_ids=ids, attention_mask=attention, decoder_input_ids=decoder_ids)
+    torch.testing.assert_close(exported.logits, original.logits, rtol=0, atol=0)
+
+
+def test_bart_sequence_classifier_converts_both_ways(hf_dirs, tmp_path, labeled_files):
+    """A BartForSequenceClassification reads the decoder at the last [EOS]; so does the converted classifier. And a
+    classifier fine-tuned here from a converted BART exports to one that gives our logits."""
+    train, _ = labeled_files
+    ours = from_hf(hf_dirs["bart-cls"], tmp_path / "cls", verbose=False)
+    module, tokenizer, config = load_model(ours)
+    module.eval()
+    assert config["task"]["kind"] == "classification" and config["task"]["pooling"] == "last"
+    ids, attention = _bart_inputs(tokenizer, TEXTS)
+    with torch.no_grad():
+        theirs = _hf_bart(hf_dirs["bart-cls"], "AutoModelForSequenceClassification")(
+            input_ids=ids, attention_mask=attention).logits
+        mine = module({"input_ids": ids, "attention": attention})["logits"]
+    torch.testing.assert_close(mine, theirs)
+
+    base = from_hf(hf_dirs["bart"], tmp_path / "base", verbose=False)
+    model = from_pretrained(base, num_labels=2, label_names=["neg", "pos"], verbose=False)
+    assert model.report.loaded and all(k.startswith("heads.classifier.") for k in model.report.new)
+    model.compile(lr=1e-3, warmup=0.0)
+    model.fit(str(train), epochs=1, batch_size=32, verbose=False)
+    model.save(tmp_path / "ft")
+    hf = to_hf(tmp_path / "ft", tmp_path / "hf", verbose=False)
+    clf = _hf_bart(hf, "AutoModelForSequenceClassification")
+    assert clf.config.id2label == {0: "neg", 1: "pos"}
+    model.module.eval()
+    with torch.no_grad():
+        theirs = clf(input_ids=ids, attention_mask=attention).logits
+        mine = model.module({"input_ids": ids, "attention": attention})["logits"]
+    torch.testing.assert_close(mine, theirs)
+    back = from_hf(hf, tmp_path / "back", verbose=False)
+    a, b = load_weights(tmp_path / "ft"), load_weights(back)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_converted_bart_fine_tunes_as_seq2seq_from_the_cli(hf_dirs, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("src\ttgt\n" + "".join(f"{s}\t{s.upper()}\n" for s in sentences(60)))
+    assert main(["convert", "--from-hf", str(hf_dirs["bart"]), "--out", str(tmp_path / "ours"), "--quiet"]) == 0
+    assert main(["seq2seq", "train", "--init", str(tmp_path / "ours"), "--train", str(pairs), "--source-col", "src",
+                 "--target-col", "tgt", "--dev-fraction", "0.2", "--epochs", "1", "--eval-sources", "4",
+                 "--out", str(tmp_path / "ft"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert "new (fresh init): none" in results["transfer"] and "bleu" in results["final"]
+
+
+def test_own_bart_pretraining_exports_to_transformers(corpus_dir, tmp_path):
+    """`pretrain --objective bart --norm post --position learned` -> `convert --to-hf` -> transformers gives our
+    logits; its tokenizer frames text as a [EOS]; a classifier fine-tuned from our own BART is refused (its
+    decoder reads the input unshifted, transformers' shifted)."""
+    from transferlab.training.pretrain import PretrainConfig, pretrain
+
+    final = pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(tmp_path / "run"), objective="bart",
+                                    model="tiny", seq_len=32, batch_size=8, steps=3, progress=False, eval_batches=1,
+                                    norm="post", position="learned", precision="fp32"))
+    assert main(["convert", "--to-hf", str(final), "--out", str(tmp_path / "hf"), "--quiet"]) == 0
+    module, tokenizer, _ = load_model(final)
+    module.eval()
+    ids, attention = _bart_inputs(tokenizer, TEXTS)
+    enc = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(TEXTS, padding=True, return_tensors="pt")
+    assert torch.equal(enc["input_ids"], ids) and torch.equal(enc["attention_mask"], attention)
+    decoder_ids = torch.cat([torch.full((2, 1), tokenizer.bos_id), ids[:, :7]], 1)
+    with torch.no_grad():
+        theirs = _hf_bart(tmp_path / "hf")(**enc, decoder_input_ids=decoder_ids).logits
+        mine = module.heads["lm"](module.backbone(ids, attention=attention, decoder_input_ids=decoder_ids))
+    torch.testing.assert_close(mine, theirs)
+    from_pretrained(final, num_labels=2, verbose=False).save(tmp_path / "clf")
+    with pytest.raises(UserError, match="reads the input unshifted"):
+        to_hf(tmp_path / "clf", tmp_path / "hf-clf", verbose=False)
+    assert not (tmp_path / "hf-clf").exists()
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"scale_embedding": True}, "scale_embedding=True is not supported"),
+    ({"decoder_attention_heads": 1}, "encoder_attention_heads=2 differs from decoder_attention_heads=1"),
+    ("bias", "final_logits_bias is not zero"),
+])
+def test_bart_variants_we_cannot_represent_are_refused(hf_dirs, tmp_path, change, needle):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "variant"
+    shutil.copytree(hf_dirs["bart"], src)
+    if change == "bias":
+        weights = load_file(str(src / "model.safetensors"))
+        weights["final_logits_bias"][0, 5] = 1.0
+        save_file(weights, str(src / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        config = json.loads((src / "config.json").read_text())
+        (src / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(UserError, match=needle):
+        from_hf(src, tmp_path / "out", verbose=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bart_export_refuses_another_layer_norm_eps():
+    """Encoder-decoders pretrained before eps 1e-5 became their default: BART's eps is not in its config."""
+    from pathlib import Path
+
+    from transferlab.models import ModelConfig
+    from transferlab.transfer.convert import _target_arch
+
+    backbone = ModelConfig(family="encoder_decoder", norm="post", norm_eps=1e-12).to_dict()
+    with pytest.raises(UserError, match=r"LayerNorm eps 1e-12; Hugging Face bart's is fixed at 1e-05"):
+        _target_arch({"backbone": backbone}, Path("old-bart"))
+    assert _target_arch({"backbone": {**backbone, "norm_eps": 1e-5}}, Path("new-bart")).model_type == "bart"

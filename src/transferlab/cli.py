@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--overwrite", action="store_true")
     pb.set_defaults(func=cmd_probe_bias)
 
-    cv = sub.add_parser("convert", help="Hugging Face checkpoints (BERT, RoBERTa, GPT-2) in and out")
+    cv = sub.add_parser("convert", help="Hugging Face checkpoints (BERT, RoBERTa, GPT-2, BART) in and out")
     way = cv.add_mutually_exclusive_group(required=True)
     way.add_argument("--from-hf", help="a Hugging Face model directory (config.json, weights, tokenizer files)")
     way.add_argument("--to-hf", help="a transferlab checkpoint directory to write in Hugging Face format")

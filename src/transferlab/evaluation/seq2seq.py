@@ -112,14 +112,16 @@ def translate(module, tokenizer, texts: list[str], max_len: int = 128, beam_size
     from ..tasks.seq2seq import PairSet, encode_pairs
 
     max_new_tokens = min(max_new_tokens, module.config.max_len - 1)  # decoder positions run out after that
-    examples = encode_pairs(tokenizer, PairSet(list(texts), None, "<in-memory>", []), max_len, max_new_tokens)
+    decoder_start = module.config.decoder_start(tokenizer.bos_id)
+    examples = encode_pairs(tokenizer, PairSet(list(texts), None, "<in-memory>", []), max_len, max_new_tokens,
+                            decoder_start)
     module.eval()
     device = next(module.parameters()).device
     out = []
     starts = range(0, len(examples), batch_size)
     for start in tqdm(starts, desc="generate", unit="batch", disable=not progress, dynamic_ncols=True):
         batch = examples.collate(range(start, min(start + batch_size, len(examples))))
-        ids = generate(module, batch["input_ids"].to(device), batch["attention"].to(device), tokenizer.bos_id,
+        ids = generate(module, batch["input_ids"].to(device), batch["attention"].to(device), decoder_start,
                        tokenizer.eos_id, max_new_tokens, beam_size, length_penalty)
         out.extend(tokenizer.decode(s) for s in ids)
     return out
@@ -154,7 +156,8 @@ def evaluate_seq2seq(module, tokenizer, pairs, max_len: int = 128, max_target_le
     target given for each distinct source."""
     from ..tasks.seq2seq import encode_pairs
 
-    loss = teacher_forced_loss(module, encode_pairs(tokenizer, pairs, max_len, max_target_len), batch_size)
+    examples = encode_pairs(tokenizer, pairs, max_len, max_target_len, module.config.decoder_start(tokenizer.bos_id))
+    loss = teacher_forced_loss(module, examples, batch_size)
     sources, references = pairs.grouped()
     hypotheses = translate(module, tokenizer, sources, max_len, beam_size, max_target_len, length_penalty,
                            batch_size)

@@ -60,6 +60,11 @@ class ModelConfig:
     pad_id: int = 0
     # encoder_decoder only: decoder blocks (0 -> n_layer, as BART-base's 6/6). n_layer counts the encoder blocks.
     n_dec_layer: int = 0
+    # encoder_decoder only: the token the decoder starts from. None (what bart/mass pretraining here writes): the
+    # tokenizer's [BOS] starts decoding, and a classifier feeds the input to both sides as it is. An id (set when a
+    # Hugging Face BART is converted, its decoder_start_token_id): decoding starts from it, and a classifier's
+    # decoder reads the input shifted right behind it, as BartForSequenceClassification does.
+    decoder_start_id: int | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -101,6 +106,10 @@ class ModelConfig:
         fine-tuning reached 0.708 ± 0.009 against 0.697 ± 0.029 (docs/results/README.md). ``pooling="cls"`` stays."""
         return "last" if self.causal else "mean"
 
+    def decoder_start(self, bos_id: int) -> int:
+        """The first decoder input of an encoder-decoder: ``decoder_start_id``, else the tokenizer's ``bos_id``."""
+        return bos_id if self.decoder_start_id is None else self.decoder_start_id
+
     @property
     def norm_first(self) -> bool:
         return self.norm == "pre"
@@ -125,5 +134,7 @@ def preset(name: str, family: str, vocab_size: int, **overrides) -> ModelConfig:
     kw = dict(PRESETS[name], family=family, vocab_size=vocab_size)
     if family == "decoder":
         kw.update(activation="gelu_tanh", norm_eps=1e-5)
+    elif family == "encoder_decoder":
+        kw.update(norm_eps=1e-5)  # BART's (nn.LayerNorm's default), so a post-norm one exports with equal logits
     kw.update(overrides)
     return ModelConfig(**kw)

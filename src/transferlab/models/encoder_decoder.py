@@ -4,7 +4,9 @@ a causal decoder of ``CrossBlock``s that attend to the encoder's output.
 
 ``forward(input_ids, attention, decoder_input_ids=...)`` returns the decoder's hidden states. Without
 ``decoder_input_ids`` the input is fed to both sides, as BART does for sequence classification, so a
-classification head reading the last real token works on this backbone like on a GPT decoder.
+classification head reading the last real token works on this backbone like on a GPT decoder. With the config's
+``decoder_start_id`` set (a converted Hugging Face BART) the decoder's copy is shifted right behind that token, as
+Hugging Face does; without it (our own pretraining) the decoder reads the input unshifted.
 """
 
 from __future__ import annotations
@@ -72,4 +74,7 @@ class EncoderDecoder(nn.Module):
         memory = self.encode(input_ids, attention, positions)
         if decoder_input_ids is None:
             decoder_input_ids, decoder_positions = input_ids, positions
+            start = self.config.decoder_start_id
+            if start is not None:
+                decoder_input_ids = torch.cat([torch.full_like(input_ids[:, :1], start), input_ids[:, :-1]], 1)
         return self.decode(decoder_input_ids, memory, attention, decoder_positions)

@@ -58,16 +58,20 @@ def _elmo_corruption(tokenizer, mask_prob: float | None = None, **_):
     return CLMCorruption()  # both directions read the clean block
 
 
-def _bart_corruption(tokenizer, seq_len: int = 512, noise: dict | None = None, mask_prob: float | None = None, **_):
+def _bart_corruption(tokenizer, seq_len: int = 512, noise: dict | None = None, mask_prob: float | None = None,
+                     decoder_start: int | None = None, **_):
     _noise_not_rate("bart", mask_prob)
-    return BartCorruption(tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id,
+    start = tokenizer.bos_id if decoder_start is None else decoder_start
+    return BartCorruption(tokenizer.mask_id, start, tokenizer.eos_id,
                           tuple(sentence_end_ids(tokenizer)), max_len=seq_len, pad_id=tokenizer.pad_id,
                           **_noise_options("bart", noise))
 
 
-def _mass_corruption(tokenizer, noise: dict | None = None, mask_prob: float | None = None, **_):
+def _mass_corruption(tokenizer, noise: dict | None = None, mask_prob: float | None = None,
+                     decoder_start: int | None = None, **_):
     _noise_not_rate("mass", mask_prob)
-    return MassCorruption(tokenizer.mask_id, tokenizer.bos_id, **_noise_options("mass", noise))
+    start = tokenizer.bos_id if decoder_start is None else decoder_start
+    return MassCorruption(tokenizer.mask_id, start, **_noise_options("mass", noise))
 
 
 # Settings an objective's corruption takes from `--noise KEY=VALUE,...`.

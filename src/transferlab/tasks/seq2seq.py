@@ -86,7 +86,7 @@ class Seq2SeqExamples:
     sources: list[list[int]]
     targets: list[list[int]] | None
     pad_id: int
-    bos_id: int
+    start_id: int  # the decoder's first input: [BOS], or a converted BART's decoder_start_token_id
     eos_id: int
 
     def __len__(self) -> int:
@@ -99,7 +99,7 @@ class Seq2SeqExamples:
         batch = {"input_ids": ids, "attention": attention}
         if self.targets is not None:
             tgt = [self.targets[i] for i in idx]
-            batch["decoder_input_ids"] = _pad([[self.bos_id] + t for t in tgt], self.pad_id)[0]
+            batch["decoder_input_ids"] = _pad([[self.start_id] + t for t in tgt], self.pad_id)[0]
             batch["labels"] = _pad([t + [self.eos_id] for t in tgt], IGNORE)[0]
         return batch
 
@@ -114,14 +114,16 @@ def _pad(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]
     return out, attention
 
 
-def encode_pairs(tokenizer, pairs: PairSet, max_len: int, max_target_len: int) -> Seq2SeqExamples:
+def encode_pairs(tokenizer, pairs: PairSet, max_len: int, max_target_len: int,
+                 decoder_start: int | None = None) -> Seq2SeqExamples:
     """Tokenise once; sources are cut to ``max_len - 1`` tokens and targets to ``max_target_len - 1`` (room for
-    [EOS])."""
+    [EOS]). ``decoder_start`` leads every decoder input (default [BOS]; pass ``module.config.decoder_start(bos)``)."""
     sources = [s[:max_len - 1] for s in tokenizer.encode_batch(pairs.sources)]
     targets = None
     if pairs.targets is not None:
         targets = [t[:max_target_len - 1] for t in tokenizer.encode_batch(pairs.targets)]
-    return Seq2SeqExamples(sources, targets, tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
+    start = tokenizer.bos_id if decoder_start is None else decoder_start
+    return Seq2SeqExamples(sources, targets, tokenizer.pad_id, start, tokenizer.eos_id)
 
 
 __all__ = ["Seq2SeqLM", "PairSet", "read_pairs", "split_by_source", "Seq2SeqExamples", "encode_pairs"]

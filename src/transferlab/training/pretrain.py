@@ -136,7 +136,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
     if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
         raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
     # built before the run directory is touched: a bad rate or length must not leave a run.json behind
-    corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob, seq_len=cfg.seq_len, noise=cfg.noise)
+    corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob, seq_len=cfg.seq_len, noise=cfg.noise,
+                                    decoder_start=model_cfg.decoder_start_id)  # a converted BART's, when --init
     block_len = corruption.block_len(cfg.seq_len)
     torch.manual_seed(cfg.seed)
     module = module_cls(build_backbone(model_cfg))

@@ -135,7 +135,8 @@ def finetune_seq2seq(cfg: Seq2SeqConfig, overwrite: bool = False) -> dict:
         dev = read_pairs(cfg.dev, cfg.source_col, cfg.target_col, cfg.header, cfg.skip_bad_rows)
     module, tokenizer, report = seq2seq_from_pretrained(source, init, cfg.seed, verbose=cfg.progress)
     max_len = min(cfg.max_len, module.config.max_len)
-    examples = encode_pairs(tokenizer, pairs, max_len, min(cfg.max_target_len, module.config.max_len))
+    examples = encode_pairs(tokenizer, pairs, max_len, min(cfg.max_target_len, module.config.max_len),
+                            module.config.decoder_start(tokenizer.bos_id))
     # Only now, with data and model validated, may --overwrite remove an earlier run.
     out = clear_output_dir(cfg.out, overwrite, "seq2seq output")
     out.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,8 @@ def generate_file(model: str | Path, data: str | Path, source_col: str, target_c
                             progress=progress)
     metrics = None
     if target_col is not None:
-        loss = teacher_forced_loss(module, encode_pairs(tokenizer, pairs, max_len, max_target_len))
+        start = module.config.decoder_start(tokenizer.bos_id)
+        loss = teacher_forced_loss(module, encode_pairs(tokenizer, pairs, max_len, max_target_len, start))
         metrics = {"loss": loss, **score_predictions(pairs, predictions, bleu_tokenize)}
     if out is not None:
         out = Path(out)
