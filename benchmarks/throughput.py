@@ -3,6 +3,8 @@
 Workloads (each on the same batches, same optimizer, same number of steps on both sides):
   mlm       masked-LM pretraining, encoder (`BertForMaskedLM` on the HF side)
   clm       causal-LM pretraining, decoder (`GPT2LMHeadModel`)
+  bart      BART denoising pretraining, encoder-decoder (`BartForConditionalGeneration`; text infilling 30% +
+            sentence permutation, BART's recipe; post-norm with learned positions on both sides)
   finetune  sentence-pair classification fine-tuning (`BertForSequenceClassification`)
   infer     classifier inference latency at batch 1 and batch 32 (no gradients)
 
@@ -19,7 +21,8 @@ number of steps (speed must not be bought with accuracy) and the peak RSS of the
 transferlab runs as a user gets it (precision "auto": bf16 autocast where the CPU has AMX/AVX512-BF16, sparse
 MLM head, chunked cross-entropy, SDPA); `transformers` runs in its default fp32 and, for a kernels-only view,
 under the same bf16 autocast. Both sides use BERT's LM-head transform for MLM and a tied, bias-free head for CLM,
-so the architectures are identical.
+so the architectures are identical. BART's tokens are the clean tokens reconstructed (the decoder's targets), as
+pretraining counts them.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from transferlab.models import build_backbone, preset  # noqa: E402
-from transferlab.objectives import CausalLM, MaskedLM, MLMCorruption  # noqa: E402
+from transferlab.objectives import BartCorruption, CausalLM, DenoisingLM, MaskedLM, MLMCorruption  # noqa: E402
 from transferlab.tasks.classification import SequenceClassifier  # noqa: E402
 from transferlab.training.optim import build_optimizer  # noqa: E402
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
 
-WORKLOADS = ("mlm", "clm", "finetune", "infer")
+WORKLOADS = ("mlm", "clm", "bart", "finetune", "infer")
+SENTENCE_END = 7  # synthetic ids: the most frequent Zipfian id ends a sentence (about one token in ten)
 WARMUP = 3
 
 
@@ -59,19 +63,29 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
 
 
 def config(model: str, workload: str, vocab: int, seq_len: int, dropout: float):
-    family = "decoder" if workload == "clm" else "encoder"
+    family = {"clm": "decoder", "bart": "encoder_decoder"}.get(workload, "encoder")
+    bart = dict(norm="post", position="learned") if workload == "bart" else {}  # Hugging Face BART's layout
     return preset(model, family, vocab, dropout=dropout, max_len=max(512, seq_len),
-                  lm_head="bert" if workload == "mlm" else "tied")
+                  lm_head="bert" if workload == "mlm" else "tied", **bart)
 
 
-def model_flops_per_token(cfg, workload: str, seq_len: int, predicted_fraction: float) -> float:
+def model_flops_per_token(cfg, workload: str, seq_len: int, predicted_fraction: float,
+                          encoder_fraction: float = 1.0) -> float:
     """FLOPs one token needs (forward + backward = 3x forward; forward only for inference): 2 per weight in the
     blocks, 4·T·d per layer for attention scores and values, and the vocabulary projection only for the tokens
-    that are predicted (all of them in CLM, the masked ones in MLM). Counted the same for both sides."""
+    that are predicted (all of them in CLM and BART, the masked ones in MLM). Counted the same for both sides.
+    BART's token is a decoder target; its encoder reads ``encoder_fraction`` tokens per target (infilling shortens
+    the input), and each decoder layer adds cross-attention (q/o per target, k/v per encoder token)."""
     d, L = cfg.d_model, cfg.n_layer
     block = L * (4 * d * d + 2 * d * cfg.d_ff)
     forward = 2 * block + L * 4 * seq_len * d
-    if workload == "mlm":
+    if workload == "bart":
+        S = encoder_fraction * seq_len
+        encoder = encoder_fraction * (2 * block + L * 4 * S * d)
+        per_layer = 2 * (4 * d * d + 2 * d * d + 2 * d * cfg.d_ff) + 4 * seq_len * d + 4 * S * d
+        decoder = cfg.n_dec_layer * (per_layer + encoder_fraction * 2 * 2 * d * d)
+        forward = encoder + decoder + 2 * d * cfg.vocab_size
+    elif workload == "mlm":
         forward += predicted_fraction * 2 * (d * cfg.vocab_size + d * d)
     elif workload == "clm":
         forward += 2 * d * cfg.vocab_size
@@ -105,6 +119,10 @@ def workload_batches(workload: str, n: int, batch: int, seq_len: int, vocab: int
         return [corruption(x[:, : seq_len - 1], g) for x in ids]
     if workload == "clm":
         return [{"input_ids": x} for x in ids]
+    if workload == "bart":
+        g = torch.Generator().manual_seed(1)
+        corruption = BartCorruption(mask_id=4, bos_id=5, eos_id=6, sentence_end_ids=(SENTENCE_END,), max_len=seq_len)
+        return [corruption(x, g) for x in ids]
     # sentence pairs: [CLS] a [SEP] b [SEP], token types 0/1, labels from a fixed rule so there is signal
     out = []
     for x in ids:
@@ -128,9 +146,20 @@ def build(side: str, workload: str, cfg, num_labels: int = 2):
             return MaskedLM(build_backbone(cfg))
         if workload == "clm":
             return CausalLM(build_backbone(cfg))
+        if workload == "bart":
+            return DenoisingLM(build_backbone(cfg))
         return SequenceClassifier(build_backbone(cfg), num_labels)
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
+    if workload == "bart":
+        from transformers import BartConfig, BartForConditionalGeneration
+
+        return BartForConditionalGeneration(BartConfig(
+            vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_layers=cfg.n_layer, decoder_layers=cfg.n_dec_layer,
+            encoder_attention_heads=cfg.n_head, decoder_attention_heads=cfg.n_head, encoder_ffn_dim=cfg.d_ff,
+            decoder_ffn_dim=cfg.d_ff, max_position_embeddings=cfg.max_len, dropout=cfg.dropout,
+            attention_dropout=cfg.dropout, pad_token_id=0, bos_token_id=5, eos_token_id=6, decoder_start_token_id=5,
+            attn_implementation="sdpa"))
     if workload == "clm":
         return GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_layer=cfg.n_layer,
                                           n_head=cfg.n_head, n_positions=cfg.max_len, resid_pdrop=cfg.dropout,
@@ -150,6 +179,9 @@ def loss_fn(side: str, workload: str, model):
         return lambda b: model(input_ids=b["input_ids"], labels=b["labels"]).loss
     if workload == "clm":
         return lambda b: model(input_ids=b["input_ids"], labels=b["input_ids"]).loss
+    if workload == "bart":
+        return lambda b: model(input_ids=b["input_ids"], attention_mask=b["attention"],
+                               decoder_input_ids=b["decoder_input_ids"], labels=b["labels"]).loss
     return lambda b: model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], labels=b["labels"]).loss
 
 
@@ -194,7 +226,7 @@ def run_training(side: str, workload: str, cfg, data: list, precision: str, comp
     steady = seconds / (len(data) - WARMUP)
     if compile_:
         compile_s += first - steady
-    tokens = sum(b["input_ids"].numel() for b in data[WARMUP:])
+    tokens = sum((b["labels"] if workload == "bart" else b["input_ids"]).numel() for b in data[WARMUP:])
     return {"tokens_per_s": tokens / seconds, "final_loss": sum(losses[-5:]) / min(5, len(losses)),
             "losses": losses, "compile_s": compile_s, "params": sum(p.numel() for p in model.parameters())}
 
@@ -237,7 +269,10 @@ def child(spec: dict) -> dict:
         predicted = sum(int((b["labels"] != -100).sum()) for b in data) / sum(b["input_ids"].numel() for b in data)
     else:
         predicted = 1.0
-    row["flops_per_token"] = model_flops_per_token(cfg, w, spec["seq_len"], predicted)
+    encoder_fraction = 1.0
+    if w == "bart":
+        encoder_fraction = sum(int(b["attention"].sum()) for b in data) / sum(b["labels"].numel() for b in data)
+    row["flops_per_token"] = model_flops_per_token(cfg, w, spec["seq_len"], predicted, encoder_fraction)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {**spec, **row}
 
