@@ -173,7 +173,7 @@ def test_fine_tuned_classifier_round_trips_through_hf(hf_dirs, tmp_path, labeled
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "bart"])
 def test_converted_checkpoint_fine_tunes_from_the_cli(hf_dirs, tmp_path, labeled_files, arch):
     train, dev = labeled_files
     assert main(["convert", "--from-hf", str(hf_dirs[arch]), "--out", str(tmp_path / "ours"), "--quiet"]) == 0
@@ -183,12 +183,15 @@ def test_converted_checkpoint_fine_tunes_from_the_cli(hf_dirs, tmp_path, labeled
     assert 0.0 <= results["final"]["accuracy"] <= 1.0
     model = from_pretrained(tmp_path / "ours", num_labels=3, verbose=False)
     assert model.report.loaded and all(k.startswith("heads.classifier.") for k in model.report.new)
-    # the examples are framed with the converted tokenizer's own ids (BERT: [CLS]=101, GPT-2: <|endoftext|> last)
+    # the examples are framed with the converted tokenizer's own ids (BERT: [CLS]=101, GPT-2: <|endoftext|> last,
+    # BART: </s>=2)
     ids = encode_texts(model.tokenizer, model.module.config.family, ["the cat sat ."], None, 32).input_ids[0]
     if arch == "bert":
         assert ids[0] == 101 and ids[-1] == 102
-    else:
+    elif arch == "gpt2":
         assert ids[-1] == model.tokenizer.vocab_size - 1
+    else:
+        assert ids[-1] == 2
 
 
 def test_masked_lm_corruption_uses_the_converted_ids(hf_dirs, tmp_path):
