@@ -245,6 +245,10 @@ def test_classifier_pooling_the_mean_is_refused_by_to_hf(hf_dirs, tmp_path, caps
     (["--norm", "post", "--lm-head", "bert"], ["uses rotary positions", "--position learned"]),
     # our bart pretraining's default is pre-norm; HF BART is post-norm
     (["--objective", "bart", "--position", "learned"], ["pre-norm encoder-decoder", "--norm post"]),
+    # HF BART's and GPT-2's LM head is the tied embedding alone: BERT's transform would be lost on the way out
+    (["--objective", "bart", "--norm", "post", "--position", "learned", "--lm-head", "bert"],
+     ["'bert' LM head", "--lm-head tied"]),
+    (["--objective", "clm", "--position", "learned", "--lm-head", "bert"], ["'bert' LM head", "--lm-head tied"]),
 ])
 def test_own_pretraining_without_a_hf_counterpart_is_refused_by_to_hf(corpus_dir, tmp_path, capsys, flags, needles):
     run = tmp_path / "run"

@@ -27,9 +27,9 @@ from ..data.sampling import stratified_sample
 from ..errors import UserError
 from ..evaluation.metrics import METRIC_TASK, METRICS, default_metrics
 from ..fsutil import write_text
+from ..heads.heads import POOLINGS
 from ..training.checkpoint import load_config
 from ..training.optim import SCHEDULES
-from ..heads.heads import POOLINGS
 from ..transfer import from_pretrained
 from . import report
 from .report import NO_CHECKPOINT

@@ -61,8 +61,7 @@ def _elmo_corruption(tokenizer, mask_prob: float | None = None, **_):
 def _bart_corruption(tokenizer, seq_len: int = 512, noise: dict | None = None, mask_prob: float | None = None,
                      decoder_start: int | None = None, **_):
     _noise_not_rate("bart", mask_prob)
-    start = tokenizer.bos_id if decoder_start is None else decoder_start
-    return BartCorruption(tokenizer.mask_id, start, tokenizer.eos_id,
+    return BartCorruption(tokenizer.mask_id, _first_decoder_input(tokenizer, decoder_start), tokenizer.eos_id,
                           tuple(sentence_end_ids(tokenizer)), max_len=seq_len, pad_id=tokenizer.pad_id,
                           **_noise_options("bart", noise))
 
@@ -70,8 +69,13 @@ def _bart_corruption(tokenizer, seq_len: int = 512, noise: dict | None = None, m
 def _mass_corruption(tokenizer, noise: dict | None = None, mask_prob: float | None = None,
                      decoder_start: int | None = None, **_):
     _noise_not_rate("mass", mask_prob)
-    start = tokenizer.bos_id if decoder_start is None else decoder_start
-    return MassCorruption(tokenizer.mask_id, start, **_noise_options("mass", noise))
+    return MassCorruption(tokenizer.mask_id, _first_decoder_input(tokenizer, decoder_start),
+                          **_noise_options("mass", noise))
+
+
+def _first_decoder_input(tokenizer, decoder_start: int | None) -> int:
+    """A converted BART's decoder_start_token_id (``ModelConfig.decoder_start_id``, given with --init), else [BOS]."""
+    return tokenizer.bos_id if decoder_start is None else decoder_start
 
 
 # Settings an objective's corruption takes from `--noise KEY=VALUE,...`.

@@ -146,6 +146,7 @@ class Arch:
 
 _ENCODER_REQUIRES = {"is_decoder": False, "add_cross_attention": False, "position_embedding_type": "absolute",
                      "tie_word_embeddings": True}
+_BERT_FIXED = {"norm": "post", "position": "learned"}
 _CLS_BERT = (*_wb("heads.classifier.dense", "{p}pooler.dense"), *_wb("heads.classifier.out", "classifier"))
 _CLS_ROBERTA = (*_wb("heads.classifier.dense", "classifier.dense"), *_wb("heads.classifier.out", "classifier.out_proj"))
 
@@ -157,7 +158,7 @@ _BART_GENERATION = "BartForConditionalGeneration"
 
 ARCHS: dict[str, Arch] = {
     "bert": Arch(
-        "bert", "encoder", "bert.", BERT_CONFIG, {"norm": "post"}, _ENCODER_REQUIRES, BERT_BACKBONE,
+        "bert", "encoder", "bert.", BERT_CONFIG, _BERT_FIXED, _ENCODER_REQUIRES, BERT_BACKBONE,
         heads={"mlm": (*_wb("heads.lm.dense", "cls.predictions.transform.dense"),
                        *_wb("heads.lm.ln", "cls.predictions.transform.LayerNorm"),
                        ("heads.lm.bias", "cls.predictions.bias", "")),
@@ -167,7 +168,7 @@ ARCHS: dict[str, Arch] = {
         ignore=(r"(.*\.)?embeddings\.position_ids", r"cls\.predictions\.decoder\.(weight|bias)"),
         roles={"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}),
     "roberta": Arch(
-        "roberta", "encoder", "roberta.", BERT_CONFIG, {"norm": "post"}, _ENCODER_REQUIRES, BERT_BACKBONE,
+        "roberta", "encoder", "roberta.", BERT_CONFIG, _BERT_FIXED, _ENCODER_REQUIRES, BERT_BACKBONE,
         heads={"mlm": (*_wb("heads.lm.dense", "lm_head.dense"), *_wb("heads.lm.ln", "lm_head.layer_norm"),
                        ("heads.lm.bias", "lm_head.bias", "")),
                "classification": _CLS_ROBERTA, "regression": _CLS_ROBERTA},
@@ -176,7 +177,7 @@ ARCHS: dict[str, Arch] = {
         ignore=(r"(.*\.)?embeddings\.position_ids", r"lm_head\.decoder\.(weight|bias)"),
         roles=_ROBERTA_ROLES, position_offset=lambda pad_id: pad_id + 1, max_len_counts_offset=True),
     "gpt2": Arch(
-        "gpt2", "decoder", "transformer.", GPT2_CONFIG, {"norm": "pre", "lm_head": "tied"},
+        "gpt2", "decoder", "transformer.", GPT2_CONFIG, {"norm": "pre", "lm_head": "tied", "position": "learned"},
         {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False,
          "tie_word_embeddings": True},
         GPT2_BACKBONE, heads={"clm": ()}, classes={"clm": "GPT2LMHeadModel"},
@@ -334,7 +335,7 @@ def _fill_aliases(weights: dict, arch: Arch, prefix: str) -> None:
     """Store each aliased tensor under its main name when a save kept only one of its tied copies."""
     for name, others in arch.aliases:
         name = name.format(p=prefix)
-        found = [o.format(p=prefix) for o in others if o.format(p=prefix) in weights]
+        found = [o for o in (o.format(p=prefix) for o in others) if o in weights]
         if name not in weights and found:
             weights[name] = weights[found[0]]
 
@@ -413,32 +414,36 @@ def from_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: 
 
 # ------------------------------------------------------------------------------------------------- writing HF
 def _target_arch(config: dict, src: Path) -> Arch:
-    backbone = config["backbone"]
+    """The architecture a checkpoint exports as, once every field that architecture fixes has its value there."""
+    cfg = ModelConfig.from_dict(config["backbone"])
     source = (config.get("converted_from") or {}).get("model_type")
-    family = backbone["family"]
-    if family == "decoder":
-        arch = ARCHS["gpt2"]
-    elif family not in ("encoder", "encoder_decoder"):
-        raise UserError(f"'{src}' holds a '{family}' backbone; Hugging Face export covers encoders (BERT, RoBERTa), "
-                        f"decoders (GPT-2) and encoder-decoders (BART).")
-    elif backbone["norm"] != "post":
-        what = "BERT/RoBERTa are" if family == "encoder" else "BART is"
-        raise UserError(f"'{src}' is a pre-norm {family.replace('_', '-')}; Hugging Face {what} post-norm, so it "
-                        f"cannot be written as one. Pretrain with --norm post (every converted checkpoint already "
-                        f"is post-norm), or export a decoder (GPT-2).")
-    elif family == "encoder_decoder":
-        arch = ARCHS["bart"]
-    else:
-        arch = ARCHS["roberta" if source == "roberta" else "bert"]
-    if backbone.get("position", "learned") != "learned":
-        raise UserError(f"'{src}' uses rotary positions; Hugging Face {arch.model_type} has a learned position "
-                        f"table, so it cannot be written as one. Pretrain with --position learned to export.")
-    eps = arch.fixed.get("norm_eps")
-    if eps is not None and backbone["norm_eps"] != eps:
-        raise UserError(f"'{src}' has LayerNorm eps {backbone['norm_eps']:g}; Hugging Face {arch.model_type}'s is "
-                        f"fixed at {eps:g} (its config has no such key), so its logits would differ. Checkpoints "
-                        f"pretrained here since eps {eps:g} became the {backbone['family']} default export.")
+    families = {"decoder": "gpt2", "encoder_decoder": "bart", "encoder": "roberta" if source == "roberta" else "bert"}
+    if cfg.family not in families:
+        raise UserError(f"'{src}' holds a '{cfg.family}' backbone; Hugging Face export covers encoders (BERT, "
+                        f"RoBERTa), decoders (GPT-2) and encoder-decoders (BART).")
+    arch = ARCHS[families[cfg.family]]
+    for field, value in arch.fixed.items():
+        if getattr(cfg, field) != value:
+            raise UserError(_unexportable(src, arch, cfg, field, value))
     return arch
+
+
+def _unexportable(src: Path, arch: Arch, cfg: ModelConfig, field: str, value) -> str:
+    """Why a checkpoint whose ``field`` is not the ``value`` Hugging Face ``arch`` fixes cannot be written as one."""
+    hf = f"Hugging Face {arch.model_type}"
+    if field == "norm":
+        return (f"'{src}' is a pre-norm {cfg.family.replace('_', '-')}; {hf} is post-norm, so it cannot be written "
+                f"as one. Pretrain with --norm post (every converted checkpoint already is post-norm), or export a "
+                f"decoder (GPT-2).")
+    if field == "position":
+        return (f"'{src}' uses rotary positions; {hf} has a learned position table, so it cannot be written as "
+                f"one. Pretrain with --position learned to export.")
+    if field == "lm_head":
+        return (f"'{src}' has the '{cfg.lm_head}' LM head; {hf}'s is the tied embedding alone, so its logits would "
+                f"differ. Pretrain with --lm-head {value} to export.")
+    return (f"'{src}' has LayerNorm eps {cfg.norm_eps:g}; {hf}'s is fixed at {value:g} (its config has no such "
+            f"key), so its logits would differ. Checkpoints pretrained here since eps {value:g} became the "
+            f"{cfg.family} default export.")
 
 
 def _hf_config_out(cfg: ModelConfig, arch: Arch, kind: str, task: dict, tokenizer: Tokenizer) -> dict:
