@@ -19,6 +19,12 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + " ." for _ in range(n)]
 
 
+# transformers (a test dependency) imports torchvision when it is installed; see transferlab.compat.
+from transferlab.compat import import_torchvision  # noqa: E402
+
+import_torchvision()
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)

@@ -66,8 +66,12 @@ def pool(hidden: torch.Tensor, attention: torch.Tensor | None, how: str) -> torc
 
 
 class ClassificationHead(nn.Module):
-    """Pool, then BERT's pooler (dense + tanh), dropout and a linear layer to ``num_labels`` outputs
-    (1 output = regression)."""
+    """Pool, then (text) BERT's pooler (dense + tanh), dropout and a linear layer to ``num_labels`` outputs
+    (1 output = regression).
+
+    Image heads have no pooler: pooled features go straight to the linear layer, as in ResNet's ``fc`` and ViT's
+    head, so a linear probe on an image backbone is a linear model of its features (MedMNIST+'s protocol).
+    """
 
     def __init__(self, cfg: ModelConfig, num_labels: int, pooling: str | None = None):
         super().__init__()
@@ -75,11 +79,13 @@ class ClassificationHead(nn.Module):
             raise UserError(f"unknown pooling '{pooling}'; choose {', '.join(POOLINGS)}.")
         self.num_labels = num_labels
         self.pooling = pooling or cfg.default_pooling
-        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model) if cfg.modality == "text" else None
         self.drop = Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.d_model, num_labels)
         init_weights(self, cfg.init_std)
 
     def forward(self, hidden: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
-        x = torch.tanh(self.dense(pool(hidden, attention, self.pooling)))
+        x = pool(hidden, attention, self.pooling)
+        if self.dense is not None:
+            x = torch.tanh(self.dense(x))
         return self.out(self.drop(x))

@@ -92,6 +92,8 @@ class ModelConfig:
         if self.activation not in ("gelu", "gelu_tanh"):
             raise UserError(f"unknown activation '{self.activation}'; choose gelu or gelu_tanh.")
 
+    modality = "text"  # what the backbone reads (a class attribute: not a field, not in config.json)
+
     @property
     def causal(self) -> bool:
         # An encoder-decoder returns its (causal) decoder's states, so the last real token summarises a sequence.

@@ -8,11 +8,12 @@ import math
 import torch
 from torch import nn
 
+from .base import TextBackbone
 from .config import ModelConfig
 from .layers import Block, Dropout, KVCache, init_weights, rotary
 
 
-class Decoder(nn.Module):
+class Decoder(TextBackbone):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -27,6 +28,10 @@ class Decoder(nn.Module):
         for block in self.h:
             for proj in (block.attn.proj, block.mlp.proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self.h)
 
     def forward(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import TextBackbone
 from .config import ModelConfig
 from .layers import Dropout, init_weights
 
 
-class WordVectors(nn.Module):
+class WordVectors(TextBackbone):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg

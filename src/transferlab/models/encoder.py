@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import TextBackbone
 from .config import ModelConfig
 from .layers import Block, Dropout, init_weights, padding_mask, rotary
 
 
-class Encoder(nn.Module):
+class Encoder(TextBackbone):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -23,6 +24,10 @@ class Encoder(nn.Module):
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm_first else nn.Identity()
         init_weights(self, cfg.init_std)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self.h)
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import TextBackbone
 from .config import ModelConfig
 from .layers import Block, CrossBlock, Dropout, init_weights, padding_mask, rotary
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(TextBackbone):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -34,6 +35,11 @@ class EncoderDecoder(nn.Module):
         final = (lambda: nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)) if cfg.norm_first else nn.Identity
         self.ln_f, self.ln_f_dec = final(), final()
         init_weights(self, cfg.init_std)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The encoder's blocks, then the decoder's: the decoder reads the encoder's output, so it sits above."""
+        return [*self.h, *self.h_dec]
 
     def _embed(self, ids: torch.Tensor, positions: torch.Tensor | None, wpe: nn.Embedding | None,
                ln: nn.LayerNorm):

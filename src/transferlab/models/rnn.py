@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import TextBackbone
 from .config import ModelConfig
 from .layers import Dropout, init_weights
 
@@ -26,7 +27,7 @@ def reverse_within_length(attention: torch.Tensor | None, B: int, T: int, device
     return torch.where(t < lengths, lengths - 1 - t, t)
 
 
-class BiLSTM(nn.Module):
+class BiLSTM(TextBackbone):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.base import layer_groups as backbone_layer_groups
 from ..models.layers import Dropout
 from ..training.callbacks import Callback
 from ..training.distributed import world
@@ -75,23 +76,9 @@ def freeze_backbone(module: nn.Module) -> None:
 
 
 def layer_groups(module: nn.Module) -> list[list[nn.Parameter]]:
-    """ULMFiT's layer groups, bottom first: embeddings, each block (the last with the final LayerNorm), the heads.
-
-    Args:
-        module: a task module with ``backbone.h`` (the blocks) and ``heads``.
-    Returns:
-        lists of parameters; every parameter of ``module`` is in exactly one group.
-    """
-    backbone = module.backbone
-    blocks = [list(b.parameters()) for b in backbone.h]
-    in_blocks = {id(p) for ps in blocks for p in ps}
-    final = [p for n, p in backbone.named_parameters() if n.startswith("ln_f.")]
-    embeddings = [p for n, p in backbone.named_parameters() if id(p) not in in_blocks and not n.startswith("ln_f.")]
-    if blocks:
-        blocks[-1] = blocks[-1] + final
-    else:
-        embeddings += final
-    return [embeddings, *blocks, list(module.heads.parameters())]
+    """ULMFiT's layer groups of a task module, bottom first: the backbone's stem, each of its blocks (the last with
+    what follows it, e.g. a final LayerNorm), then the heads (``models.base.layer_groups``)."""
+    return backbone_layer_groups(module.backbone, module.heads)
 
 
 class GradualUnfreeze(Callback):
@@ -175,9 +162,14 @@ def apply_lora(module: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: f
     if any(isinstance(m, LoRALinear) for m in module.modules()):
         raise UserError("this model already has LoRA adapters; build a fresh model (from_pretrained) to apply "
                         "another method.")
+    blocks = module.backbone.blocks
+    if not blocks or not all(_has_submodule(b, t) for b in blocks for t in targets):
+        raise UserError(f"LoRA adapts the attention and MLP layers of transformer blocks; a "
+                        f"{module.config.family} backbone has none. Use --method finetune, linear-probe or "
+                        f"gradual-unfreeze.")
     set_trainable(module.parameters(), False)
     wrapped = []
-    for i, block in enumerate(module.backbone.h):
+    for i, block in enumerate(blocks):
         for target in targets:
             parent_name, attr = target.rsplit(".", 1)
             parent = block.get_submodule(parent_name)
@@ -185,9 +177,21 @@ def apply_lora(module: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: f
             if not isinstance(layer, nn.Linear):
                 raise UserError(f"LoRA target '{target}' of block {i} is a {type(layer).__name__}, not nn.Linear.")
             setattr(parent, attr, LoRALinear(layer, rank, alpha, dropout))
-            wrapped.append(f"backbone.h.{i}.{target}")
+            wrapped.append(f"{_block_name(module.backbone, block)}.{target}")
     set_trainable(module.heads.parameters(), True)
     return wrapped
+
+
+def _has_submodule(block: nn.Module, target: str) -> bool:
+    try:
+        block.get_submodule(target)
+        return True
+    except AttributeError:
+        return False
+
+
+def _block_name(backbone: nn.Module, block: nn.Module) -> str:
+    return "backbone." + next(name for name, m in backbone.named_modules() if m is block)
 
 
 def merge_lora(module: nn.Module) -> int:

@@ -1,0 +1,79 @@
+"""What every backbone offers the code above it, whatever its input: the contract heads, transfer methods, probes
+and the training loop rely on, so none of them needs to know whether it serves text, images or audio.
+
+A backbone is a stem (token embedding, patch embedding, convolutional stem, frame subsampler) feeding a trunk
+(transformer blocks, residual stages, LSTMs). From outside it is:
+
+- ``features(batch) -> (hidden (B, T, C), attention (B, T) or None)``: the trunk's output over the positions a
+  pooling head reads (tokens, patches, feature-map cells, frames), and which of them are real (None: all are);
+- ``count(batch)``: how many units of input (``unit``: tokens, images, frames) the batch feeds it, for throughput;
+- ``blocks``: the trunk's blocks, bottom first, so layer groups, discriminative learning rates, gradual unfreezing
+  and adapters stay generic (timm's ``group_matcher`` idea);
+- ``config``: a dataclass that round-trips through ``config.json``, with ``d_model`` (the feature width),
+  ``dropout``, ``init_std`` and ``default_pooling``, which the heads read;
+- ``adapt_weights``: how a checkpoint made for a slightly different input (channels, image size) is fitted.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    modality: str = "text"
+    unit: str = "tokens"
+
+    def features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def count(self, batch: dict) -> int:
+        raise NotImplementedError
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return []
+
+    def adapt_weights(self, weights: dict[str, torch.Tensor], source: dict, where: str
+                      ) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Backbone weights (keys without the ``backbone.`` prefix) of a checkpoint whose backbone config was
+        ``source`` (a dict), made to fit this backbone. Returns (weights, notes saying what was changed); raises a
+        ``UserError`` naming ``where`` when they cannot fit. Text backbones take weights as they are."""
+        return weights, []
+
+
+class TextBackbone(Backbone):
+    """Token-sequence backbones: ``batch`` holds ``input_ids`` (B, T) and optionally ``attention`` and
+    ``token_type_ids``; they count tokens, padding included (what the matmuls process)."""
+
+    def features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention = batch.get("attention")
+        return self(batch["input_ids"], attention=attention, token_type_ids=batch.get("token_type_ids")), attention
+
+    def count(self, batch: dict) -> int:
+        return batch["input_ids"].numel()
+
+
+def layer_groups(backbone: Backbone, heads: nn.Module | None = None) -> list[list[nn.Parameter]]:
+    """ULMFiT's layer groups, bottom first: the stem, each block, then the heads.
+
+    Parameters registered before the first block form the stem group (embeddings, patch or convolutional stem);
+    those registered after the last block (a final LayerNorm) join the last block's group. Every parameter of the
+    backbone and the heads is in exactly one group; a backbone without blocks gives [stem, heads].
+    """
+    blocks = [list(b.parameters()) for b in backbone.blocks]
+    in_blocks = {id(p) for ps in blocks for p in ps}
+    before, after, seen_block = [], [], False
+    for p in backbone.parameters():  # registration order
+        if id(p) in in_blocks:
+            seen_block = True
+        else:
+            (after if seen_block else before).append(p)
+    if blocks:
+        blocks[-1] = blocks[-1] + after
+    else:
+        before += after
+    groups = [before, *blocks]
+    if heads is not None:
+        groups.append(list(heads.parameters()))
+    return groups
