@@ -47,7 +47,7 @@ def child(spec: dict) -> dict:
     import torch
 
     from transferlab.training.memory import RSSMonitor
-    from transferlab.training.pretrain import PretrainConfig, pretrain
+    from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
     torch.set_num_threads(spec["threads"])
     monitor = RSSMonitor()

@@ -71,7 +71,7 @@ def labeled_files(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def pretrained_dir(tmp_path_factory, corpus_dir) -> Path:
     """A tiny MLM run with BERT's LM head (so transfer has a head to drop), pretrained for a few steps: RUN/final."""
-    from transferlab.training.pretrain import PretrainConfig, pretrain
+    from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
     out = tmp_path_factory.mktemp("runs") / "mlm"
     return pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(out), model="tiny", seq_len=32, batch_size=8,

@@ -16,7 +16,7 @@ from transferlab.transfer.pretrained import load_model
 
 @pytest.fixture(scope="module")
 def clm_dir(tmp_path_factory, corpus_dir):
-    from transferlab.training.pretrain import PretrainConfig, pretrain
+    from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
     return pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(tmp_path_factory.mktemp("b") / "clm"),
                                    objective="clm", model="tiny", seq_len=32, batch_size=8, steps=3, progress=False,

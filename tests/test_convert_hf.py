@@ -10,7 +10,7 @@ import torch
 from conftest import WORDS, sentences
 from transferlab.cli import main
 from transferlab.errors import UserError
-from transferlab.tasks import encode_texts
+from transferlab.inputs.text import encode_texts
 from transferlab.training import checkpoint as ckpt
 from transferlab.training.checkpoint import load_weights
 from transferlab.transfer import from_pretrained, load_model
@@ -285,7 +285,7 @@ def test_pickled_weights_and_slow_tokenizer_files_are_read(hf_dirs, tmp_path):
 def test_own_bert_style_pretraining_exports_to_transformers(corpus_dir, tmp_path):
     """`pretrain --norm post --lm-head bert --position learned` -> `convert --to-hf` -> transformers gives our
     logits, our tokens."""
-    from transferlab.training.pretrain import PretrainConfig, pretrain
+    from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
     final = pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(tmp_path / "run"), model="tiny", seq_len=32,
                                     batch_size=8, steps=3, progress=False, eval_batches=1, lm_head="bert",
@@ -421,7 +421,7 @@ def test_own_bart_pretraining_exports_to_transformers(corpus_dir, tmp_path):
     """`pretrain --objective bart --norm post --position learned` -> `convert --to-hf` -> transformers gives our
     logits; its tokenizer frames text as a [EOS]; a classifier fine-tuned from our own BART is refused (its
     decoder reads the input unshifted, transformers' shifted)."""
-    from transferlab.training.pretrain import PretrainConfig, pretrain
+    from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
     final = pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(tmp_path / "run"), objective="bart",
                                     model="tiny", seq_len=32, batch_size=8, steps=3, progress=False, eval_batches=1,

@@ -10,7 +10,7 @@ from transferlab.errors import UserError
 from transferlab.objectives import BartCorruption, MassCorruption, sentence_end_ids
 from transferlab.objectives.denoising import (N_SPECIAL, document_rotation, sentence_permutation, text_infilling,
                                               token_deletion, token_masking)
-from transferlab.training.pretrain import PretrainConfig, pretrain
+from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
 MASK, BOS, EOS, END = 4, 5, 6, 50  # END: the test vocabulary's sentence-end token
 VOCAB = 200

@@ -16,7 +16,7 @@ import torch
 import transferlab
 from conftest import on_gloo_ranks
 from transferlab.training.checkpoint import load_weights
-from transferlab.training.pretrain import PretrainConfig, pretrain
+from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
 SRC = Path(transferlab.__file__).resolve().parents[1]
 # Masked LM on the tiny preset, fp32 (bf16 autocast would add its own rounding), batch 8 of 32 tokens: each rank

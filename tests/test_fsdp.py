@@ -18,8 +18,8 @@ from test_distributed import SETTINGS, _assert_same_weights, _cli_args, _losses
 from transferlab import cli
 from transferlab.errors import UserError
 from transferlab.training.loop import TrainConfig
-from transferlab.training.pretrain import PretrainConfig, pretrain
-from transferlab.transfer.finetune import FinetuneConfig, finetune
+from transferlab.recipes.pretrain import PretrainConfig, pretrain
+from transferlab.recipes.finetune import FinetuneConfig, finetune
 from transferlab.transfer.methods import check_distributed
 
 SRC = Path(transferlab.__file__).resolve().parents[1]

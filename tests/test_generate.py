@@ -16,7 +16,7 @@ PROMPTS = ["the cat sat on", "a bird", "then it was very happy and the dog ran u
 
 @pytest.fixture(scope="module")
 def clm_dir(tmp_path_factory, corpus_dir):
-    from transferlab.training.pretrain import PretrainConfig, pretrain
+    from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
     out = tmp_path_factory.mktemp("runs") / "clm"
     return pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(out), objective="clm", model="tiny", seq_len=32,

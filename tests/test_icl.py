@@ -117,7 +117,7 @@ def pattern_model(tmp_path_factory):
     """A tiny causal LM trained briefly on pattern episodes (a different seed from the evaluated ones)."""
     from transferlab.data.corpus import prepare_corpus
     from transferlab.tokenization import Tokenizer
-    from transferlab.training.pretrain import PretrainConfig, pretrain
+    from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
     d = tmp_path_factory.mktemp("pattern")
     text = write_pattern_corpus(d / "pattern.txt", n_episodes=400, per_episode=8, seed=1)

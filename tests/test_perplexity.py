@@ -50,7 +50,7 @@ def test_perplexity_equals_brute_force(tokenizer, stride):
 
 
 def test_cli_perplexity(tmp_path, corpus_dir, capsys):
-    from transferlab.training.pretrain import PretrainConfig, pretrain
+    from transferlab.recipes.pretrain import PretrainConfig, pretrain
 
     final = pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(tmp_path / "clm"), objective="clm",
                                     model="tiny", seq_len=32, batch_size=8, steps=3, progress=False,

@@ -203,14 +203,14 @@ def _poison(monkeypatch, bad_calls: set[int]) -> None:
 
 
 def _cfg(corpus_dir, out, steps=6, **kw):
-    from transferlab.training.pretrain import PretrainConfig
+    from transferlab.recipes.pretrain import PretrainConfig
 
     return PretrainConfig(corpus=str(corpus_dir), out=str(out), model="tiny", seq_len=32, batch_size=8, steps=steps,
                           save_every=2, log_every=1, eval_batches=2, progress=False, **kw)
 
 
 def test_nan_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, corpus_dir, monkeypatch):
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     _poison(monkeypatch, {4})
     with pytest.raises(UserError, match=r"loss became NaN or infinite at step 5 .*step-0000004.*--on-nan skip"):
@@ -220,7 +220,7 @@ def test_nan_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, corpus
 
 
 def test_nan_skip_counts_and_logs_skipped_batches(tmp_path, corpus_dir, monkeypatch):
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     _poison(monkeypatch, {2, 3})
     final = pretrain(_cfg(corpus_dir, tmp_path / "run", on_nan="skip"))
@@ -236,7 +236,7 @@ def test_nan_skip_counts_and_logs_skipped_batches(tmp_path, corpus_dir, monkeypa
 
 
 def test_nan_skip_gives_up_after_too_many_in_a_row(tmp_path, corpus_dir, monkeypatch):
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     _poison(monkeypatch, set(range(1, 100)))
     with pytest.raises(UserError, match=r"11 batches in a row .*max_nan_skips=10.*step 12"):
@@ -257,7 +257,7 @@ def test_on_nan_option_reaches_the_config():
 # ------------------------------------------------------------------------------------------ disk full, read-only
 
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, corpus_dir, monkeypatch):
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     real = ckpt.save_file
 
@@ -279,7 +279,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, corpus_d
 
 def test_read_only_output_is_a_clear_error(tmp_path, corpus_dir, monkeypatch, capsys):
     import transferlab.fsutil as fsutil
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
@@ -324,7 +324,7 @@ def test_no_command_overwrites_existing_output_without_overwrite(tmp_path, corpu
 # ---------------------------------------------------------------------------------------------- determinism
 
 def test_same_seed_same_bits_other_seed_other_bits(tmp_path, corpus_dir):
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     torch.set_num_threads(1)
     files = [pretrain(_cfg(corpus_dir, tmp_path / name, steps=3, seed=seed)) / "model.safetensors"
@@ -337,7 +337,7 @@ def test_same_seed_same_bits_other_seed_other_bits(tmp_path, corpus_dir):
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, corpus_dir) -> Path:
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("short") / "run"
     pretrain(_cfg(corpus_dir, out, steps=4))
@@ -363,7 +363,7 @@ def _remark(directory: Path) -> None:
 def test_planted_pickle_in_trainer_state_is_not_executed(tmp_path, short_run, corpus_dir):
     import shutil
 
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     # The payload is real: an unsafe load creates the file.
     probe = tmp_path / "probe.pt"
@@ -449,7 +449,7 @@ def test_partial_copy_of_a_checkpoint_is_caught(tmp_path, short_run):
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 def test_memory_stays_flat_over_many_steps(tmp_path, corpus_dir, precision):
     from transferlab.training.memory import RSSMonitor
-    from transferlab.training.pretrain import pretrain
+    from transferlab.recipes.pretrain import pretrain
 
     torch.set_num_threads(1)
     monitor = RSSMonitor()

@@ -12,7 +12,7 @@ from transferlab.evaluation.seq2seq import beam_search, corpus_metrics, generate
 from transferlab.models import build_backbone, preset
 from transferlab.objectives import Seq2SeqLM
 from transferlab.tasks.seq2seq import PairSet, encode_pairs, read_pairs, split_by_source
-from transferlab.transfer.seq2seq import seq2seq_from_pretrained
+from transferlab.recipes.seq2seq import seq2seq_from_pretrained
 
 from conftest import SHARED_DATA, sentences
 

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transferlab.tasks.classification import _truncate, encode_texts
+from transferlab.inputs.text import _truncate, encode_texts
 
 
 def _truncate_by_popping(a, b, budget):

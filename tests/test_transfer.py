@@ -9,7 +9,7 @@ import torch
 import transferlab
 from transferlab.errors import UserError
 from transferlab.training.checkpoint import load_weights, step_checkpoints
-from transferlab.training.pretrain import PretrainConfig, pretrain
+from transferlab.recipes.pretrain import PretrainConfig, pretrain
 from transferlab.transfer import SparseCategoricalCrossentropy, from_pretrained, load
 
 

@@ -34,7 +34,7 @@ def _noise(value: str) -> dict[str, float]:
 
 
 def cmd_tokenizer_train(a):
-    from .tokenization import Tokenizer
+    from .inputs.text import Tokenizer
     from .fsutil import check_output_dir
 
     check_output_dir(a.out, a.overwrite, "tokenizer")
@@ -46,7 +46,7 @@ def cmd_tokenizer_train(a):
 
 def cmd_corpus_prepare(a):
     from .data.corpus import prepare_corpus
-    from .tokenization import Tokenizer
+    from .inputs.text import Tokenizer
 
     out = prepare_corpus(a.input, Tokenizer.load(a.tokenizer), a.out, heldout_fraction=a.heldout_fraction,
                          seed=a.seed, overwrite=a.overwrite, progress=not a.quiet)
@@ -55,7 +55,7 @@ def cmd_corpus_prepare(a):
 
 def cmd_pretrain(a):
     from .training.distributed import init_from_env, is_main
-    from .training.pretrain import PretrainConfig, pretrain
+    from .recipes.pretrain import PretrainConfig, pretrain
 
     init_from_env(a.device)
     cfg = PretrainConfig(corpus=a.corpus, out=a.out, objective=a.objective, model=a.model, seq_len=a.seq_len,
@@ -73,7 +73,7 @@ def cmd_pretrain(a):
 
 def cmd_finetune(a):
     from .training.distributed import init_from_env, is_main
-    from .transfer.finetune import FinetuneConfig, finetune
+    from .recipes.finetune import FinetuneConfig, finetune
 
     init_from_env(a.device)
     cfg = FinetuneConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, out=a.out, task=a.task,
@@ -92,7 +92,7 @@ def cmd_finetune(a):
 
 
 def cmd_seq2seq_train(a):
-    from .transfer.seq2seq import Seq2SeqConfig, finetune_seq2seq
+    from .recipes.seq2seq import Seq2SeqConfig, finetune_seq2seq
 
     cfg = Seq2SeqConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, dev_fraction=a.dev_fraction, out=a.out,
                         source_col=a.source_col, target_col=a.target_col, header=not a.no_header,
@@ -109,7 +109,7 @@ def cmd_seq2seq_train(a):
 def cmd_seq2seq_generate(a):
     import json
 
-    from .transfer.seq2seq import generate_file
+    from .recipes.seq2seq import generate_file
 
     predictions, metrics = generate_file(a.model, a.data, a.source_col, a.target_col, header=not a.no_header,
                                          out=a.out, beam=a.beam, length_penalty=a.length_penalty,

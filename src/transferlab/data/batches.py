@@ -71,7 +71,8 @@ class EncodedExamples:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def collate(self, idx) -> dict:
+    def collate(self, idx, seed: int | None = None) -> dict:
+        """The examples at ``idx``, padded (``seed`` is for augmentation, which text has none of)."""
         seqs = [self.input_ids[i] for i in idx]
         T = padded_length(max(len(s) for s in seqs))
         ids = np.full((len(seqs), T), self.pad_id, dtype=np.int64)
@@ -95,10 +96,44 @@ class EncodedExamples:
 
 
 @dataclass
-class ExampleBatches:
-    """Fine-tuning batches: a fresh seeded permutation every epoch; the last partial batch is kept."""
+class ImageExamples:
+    """Labeled images kept as uint8 (N, H, W, C) (a memory-mapped array works: only a batch's rows are read),
+    turned into normalised float (B, C, H, W) ``pixels`` per batch, augmented first when ``augment`` is set and
+    the batch comes with a seed (training batches; evaluation batches have none)."""
 
-    examples: EncodedExamples
+    images: np.ndarray
+    labels: np.ndarray | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: Callable | None = None  # (uint8 (B, C, H, W), seed) -> uint8 (B, C, H, W)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def collate(self, idx, seed: int | None = None) -> dict:
+        idx = np.asarray(idx, dtype=np.int64)
+        x = torch.from_numpy(np.ascontiguousarray(self.images[idx])).permute(0, 3, 1, 2)  # (B, C, H, W) uint8
+        if self.augment is not None and seed is not None:
+            x = self.augment(x, seed)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        batch = {"pixels": (x.float() / 255.0 - mean) / std}
+        if self.labels is not None:
+            batch["labels"] = torch.from_numpy(self.labels[idx])
+        return batch
+
+    def subset(self, idx) -> "ImageExamples":
+        idx = np.asarray(list(idx), dtype=np.int64)
+        return ImageExamples(self.images[idx], None if self.labels is None else self.labels[idx], self.mean,
+                             self.std, self.augment)
+
+
+@dataclass
+class ExampleBatches:
+    """Fine-tuning batches: a fresh seeded permutation every epoch; the last partial batch is kept. Each batch gets
+    a seed of its own (from the run's seed and the step) for augmentation, so a resumed run sees the same views."""
+
+    examples: EncodedExamples | ImageExamples
     batch_size: int
     seed: int = 0
     rank: int = 0
@@ -116,10 +151,10 @@ class ExampleBatches:
             if len(idx) < self.world_size:  # a tiny last batch: repeat examples so no rank is empty (as
                 idx = np.concatenate([idx, perm[:self.world_size - len(idx)]])  # DistributedSampler does)
             idx = idx[self.rank::self.world_size]
-        return self.examples.collate(idx)
+        return self.examples.collate(idx, seed=(self.seed * 1_000_003 + step) % 2**31)
 
 
-def in_order(examples: EncodedExamples, batch_size: int) -> Iterator[dict]:
+def in_order(examples: EncodedExamples | ImageExamples, batch_size: int) -> Iterator[dict]:
     """Evaluation batches in file order."""
     for start in range(0, len(examples), batch_size):
         yield examples.collate(range(start, min(start + batch_size, len(examples))))

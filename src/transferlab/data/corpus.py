@@ -62,7 +62,7 @@ def prepare_corpus(
 
     Args:
         inputs: text files or directories (.txt, .txt.gz, .jsonl, .jsonl.gz).
-        tokenizer: a :class:`transferlab.tokenization.Tokenizer`.
+        tokenizer: a :class:`transferlab.inputs.text.Tokenizer`.
         out_dir: directory to create; an existing non-empty one is refused unless ``overwrite``.
         heldout_fraction: probability that a segment goes to the held-out split, in (0, 1).
         seed: seed of the split; the same inputs, tokenizer and seed give identical files.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..errors import UserError
-from ..tokenization.tokenizer import SPECIAL_TOKENS
+from ..inputs.text import SPECIAL_TOKENS
 
 N_SPECIAL = len(SPECIAL_TOKENS)
 
@@ -251,7 +251,7 @@ def generate(module, tokenizer, prompts: list[str] | str, cfg: GenerationConfig 
 
 def load_causal_lm(directory):
     """(module, tokenizer) of a causal-LM checkpoint directory, in eval mode; a clear error for other models."""
-    from ..transfer.pretrained import load_model
+    from ..tasks.factory import load_model
 
     module, tokenizer, _ = load_model(directory)
     causal_lm(module, f"'{directory}'")

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..tasks import encode_texts
-from ..transfer.pretrained import load_model
+from ..inputs.text import encode_texts
+from ..tasks.factory import load_model
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..evaluation.bias import BiasConfig, format_report, probe_bias
 from ..fsutil import atomic_dir, check_output_dir, write_json
-from ..transfer.pretrained import load_model
+from ..tasks.factory import load_model
 from .plots import _figure, _save
 
 

@@ -18,8 +18,8 @@ import numpy as np
 from ..data.corpus import prepare_corpus
 from ..data.synthetic import make_world, write_world
 from ..fsutil import clear_output_dir, write_json
-from ..tokenization import Tokenizer
-from ..training.pretrain import PretrainConfig, pretrain
+from ..inputs.text import Tokenizer
+from ..recipes.pretrain import PretrainConfig, pretrain
 from ..transfer import from_pretrained
 from .plots import plot_mean_std
 

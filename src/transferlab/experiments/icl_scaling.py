@@ -52,7 +52,7 @@ class ScalingConfig:
 
 def _synthetic_corpus(out: Path, cfg: ScalingConfig) -> str:
     from ..data.corpus import prepare_corpus
-    from ..tokenization import Tokenizer
+    from ..inputs.text import Tokenizer
 
     text = write_pattern_corpus(out / "pattern_corpus.txt", cfg.pattern_episodes, 8, seed=cfg.seed + 1)
     tokenizer = Tokenizer.train([text], kind="wordpiece", vocab_size=100, progress=False)
@@ -60,7 +60,7 @@ def _synthetic_corpus(out: Path, cfg: ScalingConfig) -> str:
 
 
 def _pretrain_family(out: Path, cfg: ScalingConfig) -> list[str]:
-    from ..training.pretrain import PretrainConfig, pretrain
+    from ..recipes.pretrain import PretrainConfig, pretrain
 
     corpus = cfg.corpus or _synthetic_corpus(out, cfg)
     finals = []

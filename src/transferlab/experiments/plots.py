@@ -24,12 +24,13 @@ METRICS_FILE = "metrics.jsonl"
 # Row keys that say where a row sits rather than what was measured.
 INDEX_KEYS = ("step", "split", "time", "epoch")
 # Drawn only when asked for: they describe the run's speed and schedule, not its quality.
-NOT_PLOTTED_BY_DEFAULT = ("tokens_per_s", "lr", "grad_norm", "samples_per_s")
+NOT_PLOTTED_BY_DEFAULT = ("tokens_per_s", "images_per_s", "frames_per_s", "lr", "grad_norm", "samples_per_s")
 # Auto-selected metrics come in this order; others follow alphabetically.
 PREFERRED_ORDER = ("loss", "ppl", "accuracy", "f1", "mcc", "pearson", "spearman")
 LOG_SCALE_METRICS = ("ppl",)
 TITLES = {"loss": "loss", "ppl": "perplexity (log scale)", "accuracy": "accuracy", "f1": "F1", "mcc": "MCC",
           "pearson": "Pearson r", "spearman": "Spearman ρ", "tokens_per_s": "throughput (tokens/s)",
+          "images_per_s": "throughput (images/s)",
           "lr": "learning rate"}
 X_LABELS = {"step": "optimizer step", "epoch": "epoch", "time": "wall time (s)"}
 DPI = 120

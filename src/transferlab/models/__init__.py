@@ -15,5 +15,11 @@ def build_backbone(cfg: ModelConfig):
     return BACKBONES[cfg.family](cfg)
 
 
+def config_from_dict(d: dict):
+    """A backbone config from its config.json form."""
+    return ModelConfig.from_dict(d)
+
+
 __all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "EncoderDecoder", "build_backbone", "BACKBONES",
+           "config_from_dict",
            "WordVectors", "BiLSTM"]

@@ -26,6 +26,19 @@ class TaskModule(nn.Module):
     def config(self):
         return self.backbone.config
 
+    @property
+    def unit(self) -> str:
+        """What ``count`` counts (tokens, images, frames): the training loop logs throughput in it."""
+        return self.backbone.unit
+
+    def count(self, batch: dict) -> int:
+        """How many units of input this batch feeds the model (for throughput; the loop never reads the batch)."""
+        return self.backbone.count(batch)
+
+    # Heads a module takes over from the checkpoint it is transferred from, when names and shapes match; every
+    # other head is dropped and made fresh. Empty for classifiers (a new label set needs a new head).
+    carried_heads: tuple[str, ...] = ()
+
     def task_config(self) -> dict:
         """What config.json needs, besides the backbone config, to rebuild this module."""
         return {"kind": self.kind}

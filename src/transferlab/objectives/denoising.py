@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..errors import UserError
-from ..tokenization import SPECIAL_TOKENS
+from ..inputs.text import SPECIAL_TOKENS
 from .seq2seq_lm import IGNORE, Seq2SeqLM, shift_right
 
 N_SPECIAL = len(SPECIAL_TOKENS)

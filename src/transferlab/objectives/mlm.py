@@ -15,7 +15,7 @@ import torch
 
 from ..errors import UserError
 from ..heads import LMHead
-from ..tokenization import SPECIAL_TOKENS
+from ..inputs.text import SPECIAL_TOKENS
 from .base import TaskModule
 
 IGNORE = -100

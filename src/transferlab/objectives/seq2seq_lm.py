@@ -22,6 +22,7 @@ IGNORE = -100
 
 class Seq2SeqLM(TaskModule):
     kind = "seq2seq"
+    carried_heads = ("lm",)  # a bart/mass LM head already predicts tokens of this vocabulary: fine-tuning keeps it
 
     def __init__(self, backbone):
         if backbone.config.family != "encoder_decoder":

@@ -1,5 +1,5 @@
 """Fine-tuning tasks."""
 
-from .classification import TASKS, SequenceClassifier, encode_texts
+from .classification import TASKS, SequenceClassifier
 
-__all__ = ["TASKS", "SequenceClassifier", "encode_texts"]
+__all__ = ["TASKS", "SequenceClassifier"]

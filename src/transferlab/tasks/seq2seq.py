@@ -92,7 +92,7 @@ class Seq2SeqExamples:
     def __len__(self) -> int:
         return len(self.sources)
 
-    def collate(self, idx) -> dict:
+    def collate(self, idx, seed: int | None = None) -> dict:
         idx = list(idx)
         src = [self.sources[i] + [self.eos_id] for i in idx]
         ids, attention = _pad(src, self.pad_id)

@@ -1,5 +1,6 @@
-"""Train, load and save subword tokenizers with transferlab's fixed special-token ids."""
+"""The text preprocessor's old import path: the tokenizer lives in ``inputs/text.py`` beside the other modalities'
+preprocessors. Kept because users' scripts import ``transferlab.tokenization.Tokenizer``."""
 
-from .tokenizer import KINDS, ROLES, SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
+from ..inputs.text import KINDS, ROLES, SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
 
 __all__ = ["KINDS", "ROLES", "SPECIAL_TOKENS", "TOKENIZER_FILE", "Tokenizer"]

@@ -70,11 +70,11 @@ class ModelCheckpoint(Callback):
     """Save a checkpoint directory after each evaluation (or only when ``monitor`` improves)."""
 
     def __init__(self, directory: str | Path, monitor: str = "val_loss", save_best_only: bool = True,
-                 mode: str = "auto", tokenizer=None):
+                 mode: str = "auto", inputs=None):
         self.directory = Path(directory)
         self.monitor, self.save_best_only = monitor, save_best_only
         self.mode = _mode(monitor, mode)
-        self.tokenizer = tokenizer
+        self.inputs = inputs
         self.best = None
 
     def on_eval_end(self, state, metrics):
@@ -84,7 +84,7 @@ class ModelCheckpoint(Callback):
         if self.save_best_only and not _improved(value, self.best, self.mode, 0.0):
             return
         self.best = value
-        save_checkpoint(self.directory, state.module, self.tokenizer or state.tokenizer,
+        save_checkpoint(self.directory, state.module, self.inputs or state.inputs,
                         extra={"saved_at_step": state.step, self.monitor: value})
 
 

@@ -1,8 +1,8 @@
 """Self-describing checkpoint directories.
 
-    DIR/config.json          backbone config + task config (+ label names) + tokenizer hash
+    DIR/config.json          backbone config + task config (+ label names) + the preprocessor's record ("inputs")
     DIR/model.safetensors    weights, keys ``backbone.*`` and ``heads.<name>.*``; never pickle
-    DIR/tokenizer.json       the tokenizer the weights were trained with
+    DIR/tokenizer.json       text: the tokenizer the weights were trained with (an image preprocessor has no file)
     DIR/trainer_state/       only for resumable training: state.json, optimizer.pt (tensors only), rng.safetensors
     DIR/complete.json        written last: every file's size, so a partial copy is caught (see ``check_complete``)
 
@@ -30,10 +30,11 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 MARKER = "complete.json"
 
 
-def save_checkpoint(directory: str | Path, module, tokenizer=None, trainer_state: dict | None = None,
+def save_checkpoint(directory: str | Path, module, inputs=None, trainer_state: dict | None = None,
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None, extra: dict | None = None, *,
                     weights: dict | None = None, optimizer_state: dict | None = None) -> Path:
-    """Write ``module`` (and, with ``trainer_state``, what resuming needs) as a checkpoint directory.
+    """Write ``module`` (and, with ``trainer_state``, what resuming needs) as a checkpoint directory, with the
+    preprocessor ``inputs`` (``inputs/``: a tokenizer, an image preprocessor) it reads its data through.
 
     ``weights`` / ``optimizer_state``: full state dicts gathered by the caller (an FSDP-sharded module), used
     instead of ``module.state_dict()`` / ``optimizer.state_dict()``.
@@ -41,9 +42,9 @@ def save_checkpoint(directory: str | Path, module, tokenizer=None, trainer_state
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
         config = {"format": FORMAT, "backbone": module.backbone.config.to_dict(), "task": module.task_config()}
-        if tokenizer is not None:
-            config["tokenizer_sha256"] = tokenizer.sha256
-            tokenizer.save(tmp)
+        if inputs is not None:
+            config.update(inputs.record())
+            inputs.save(tmp)
         config.update(extra or {})
         write_json(tmp / "config.json", config)
         state = {k: v.detach().contiguous().cpu() for k, v in (weights or module.state_dict()).items()}

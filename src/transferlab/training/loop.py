@@ -62,7 +62,7 @@ class TrainState:
     scheduler: object
     max_steps: int
     steps_per_epoch: int | None
-    tokenizer: object = None
+    inputs: object = None  # the preprocessor (inputs/) saved with every checkpoint
     run_dir: Path | None = None
     step: int = 0
     should_stop: bool = False
@@ -87,9 +87,13 @@ def _plan(cfg: TrainConfig, data) -> tuple[int, int | None]:
 
 
 def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable[[torch.nn.Module], dict] | None = None,
-          run_dir: str | Path | None = None, tokenizer=None, extra_config: dict | None = None,
+          run_dir: str | Path | None = None, inputs=None, extra_config: dict | None = None,
           callbacks: list[Callback] = (), optimizer=None, scheduler=None, resume: bool = False) -> TrainState:
     """Train ``module`` on ``data`` (an object with ``batch(i) -> dict`` and ``steps_per_epoch``).
+
+    ``module`` is a task module: ``module(batch)`` returns a dict with ``loss``, and ``module.count(batch)`` says
+    how many units of input (``module.unit``: tokens, images, frames) a batch holds, for the throughput log.
+    ``inputs`` is the preprocessor saved with every checkpoint.
 
     ``evaluate(module) -> {"loss": ..., ...}`` is called every ``eval_every`` steps and at the end. With
     ``run_dir``, metrics go to RUN/metrics.jsonl, step checkpoints to RUN/step-N/, the final model to RUN/final/;
@@ -109,7 +113,8 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay)
     scheduler = scheduler or build_scheduler(optimizer, cfg.schedule, max_steps, cfg.warmup)
     run_dir = Path(run_dir) if run_dir is not None else None
-    state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, tokenizer, run_dir)
+    state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, inputs, run_dir)
+    rate_key = f"{module.unit}_per_s"  # tokens_per_s, images_per_s, ...
     eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)
     callbacks = list(callbacks)
     log = None
@@ -147,7 +152,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
         trainer_state = ({"step": state.step, "history": state.history, "skipped_batches": state.skipped_batches}
                          if with_state else None)
         try:
-            ckpt.save_checkpoint(directory, unwrap(module), tokenizer, trainer_state,
+            ckpt.save_checkpoint(directory, unwrap(module), inputs, trainer_state,
                                  optimizer if with_state else None, scheduler if with_state else None, extra_config,
                                  weights=weights, optimizer_state=optimizer_state)
         except UserError as e:  # disk full, read-only: say which checkpoint is still good
@@ -172,7 +177,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     bar = tqdm(total=max_steps, initial=state.step, disable=not (cfg.progress and is_main()), dynamic_ncols=True,
                unit="step", desc="train", file=sys.stderr)
     module.train()
-    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    window_loss, window_units, window_start = 0.0, 0, time.perf_counter()
     window_steps = 0
     bad_in_a_row = 0
     try:
@@ -190,7 +195,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                         loss = loss * token_weight(int(out["n_predictions"]), world_size, device)
                 loss.backward()
                 step_loss += float(loss.detach())
-                window_tokens += batch["input_ids"].numel() * world_size
+                window_units += module.count(batch) * world_size
             if world_size > 1:  # log the loss of the global batch; every rank sees the same NaN check
                 step_loss = mean_over_ranks(step_loss, device)
             fault = None if math.isfinite(step_loss) else f"loss {step_loss}"
@@ -221,12 +226,12 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
             if state.step % cfg.log_every == 0 or state.step == max_steps:
                 elapsed = time.perf_counter() - window_start
                 logs = {"loss": window_loss / window_steps if window_steps else float("nan"),
-                        "lr": scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                        "lr": scheduler.get_last_lr()[0], rate_key: window_units / max(elapsed, 1e-9),
                         **({"skipped_batches": state.skipped_batches} if state.skipped_batches else {}),
                         **({"fault": fault} if fault else {})}
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}",
-                                tok_s=f"{logs['tokens_per_s']:,.0f}")
-                window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+                bar.set_postfix({"loss": f"{logs['loss']:.4f}", "lr": f"{logs['lr']:.2e}",
+                                 f"{module.unit}/s": f"{logs[rate_key]:,.0f}"})
+                window_loss, window_units, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
             for cb in callbacks:
                 cb.on_step_end(state, logs)
             paused = time.perf_counter()  # evaluation and checkpoints do not count against training throughput

@@ -10,28 +10,40 @@ from .pretrained import TransferReport, build_transfer, load_model
 
 def from_pretrained(directory: str | Path, task: str = "classification", num_labels: int | None = None,
                     label_names: list[str] | None = None, init: str = "pretrained", pooling: str | None = None,
-                    seed: int = 0, max_len: int = 128, verbose: bool = True,
-                    dropout: float | None = 0.1) -> TransferModel:
+                    seed: int = 0, max_len: int = 128, verbose: bool = True, dropout: float | str | None = "auto",
+                    channels: int | None = None, image_size: tuple[int, int] | None = None) -> TransferModel:
     """Keep the backbone of ``directory``, drop its pretraining head, add a fresh ``task`` head.
 
     Args:
         directory: a checkpoint directory (``RUN/final``) from pretraining or an earlier fine-tuning.
-        task: "classification" (single sentences or pairs) or "regression".
+        task: "classification" (single sentences or pairs, images) or "regression".
         num_labels / label_names: size (and names) of the new head's label set.
         init: "pretrained", or "scratch" for the identical architecture with random weights (the baseline).
         seed: seeds the fresh head (and, for scratch, the whole model).
-        dropout: dropout while fine-tuning (pretraining runs without it); None keeps the checkpoint's.
+        max_len: longest token sequence (text).
+        dropout: dropout while fine-tuning: "auto" (0.1 for text, whose pretraining runs without it; an image
+            checkpoint's own), a rate, or None (the checkpoint's own).
+        channels / image_size: for an image checkpoint, the input your data has when it differs from the
+            checkpoint's: the first convolution is adapted (timm's rule: a grayscale model sums the RGB filters)
+            and a ViT's position table resampled; the report says so.
     Returns:
         a ``TransferModel`` with compile / fit / evaluate / predict / save; ``.report`` lists dropped and new keys.
     """
-    module, tokenizer, report = build_transfer(directory, task, num_labels, label_names, init, pooling, seed,
-                                               verbose, dropout)
-    return TransferModel(module, tokenizer, report, max_len)
+    if task == "seq2seq":
+        from ..errors import UserError
+
+        raise UserError("a seq2seq head is fine-tuned on text pairs with `transferlab seq2seq train` or "
+                        "transferlab.recipes.seq2seq.finetune_seq2seq (build one with "
+                        "transferlab.transfer.build_transfer(dir, task='seq2seq')); the Keras-style model "
+                        "classifies and regresses.")
+    module, inputs, report = build_transfer(directory, task, num_labels, label_names, init, pooling, seed,
+                                            verbose, dropout, channels, image_size)
+    return TransferModel(module, inputs, report, max_len)
 
 
 def load(directory: str | Path) -> TransferModel:
     """Open a fine-tuned directory as it was saved (head included), for evaluate / predict."""
-    module, tokenizer, config = load_model(directory)
+    module, inputs, config = load_model(directory)
     if not hasattr(module, "problem"):
         from ..errors import UserError
 
@@ -41,8 +53,8 @@ def load(directory: str | Path) -> TransferModel:
 
         raise UserError(f"'{directory}' holds a '{config['task']['kind']}' pretraining checkpoint, not a fine-tuned "
                         f"model; fine-tune it first (`transferlab finetune --init {directory}`).")
-    return TransferModel(module, tokenizer, max_len=config.get("max_len", 128))
+    return TransferModel(module, inputs, max_len=config.get("max_len", 128))
 
 
-__all__ = ["from_pretrained", "load", "TransferModel", "History", "TransferReport", "SparseCategoricalCrossentropy",
-           "MeanSquaredError"]
+__all__ = ["from_pretrained", "load", "build_transfer", "TransferModel", "History", "TransferReport",
+           "SparseCategoricalCrossentropy", "MeanSquaredError"]

@@ -38,9 +38,9 @@ import torch
 
 from ..errors import UserError
 from ..fsutil import atomic_dir, check_output_dir, read_json, write_json
+from ..inputs.text import DEFAULT_ROLES, ROLES, Tokenizer
 from ..models import ModelConfig, build_backbone
-from ..tokenization import Tokenizer
-from ..tokenization.tokenizer import DEFAULT_ROLES, ROLES
+from ..training.checkpoint import check_weights
 
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -360,7 +360,7 @@ def from_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: 
     Returns:
         ``out``.
     """
-    from .pretrained import _load_strict, build_task
+    from ..tasks.factory import build_task
     from ..training.checkpoint import save_checkpoint
 
     src, out = Path(src), Path(out)
@@ -398,7 +398,8 @@ def from_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: 
     dropped = sorted(k for k in weights if k not in used and not any(p.fullmatch(k) for p in ignored))
 
     module = build_task(build_backbone(cfg), task)
-    _load_strict(module, state, src)
+    check_weights(module.state_dict(), state, src)
+    module.load_state_dict(state)
     source = {"format": "huggingface", "model_type": arch.model_type, "source": str(src),
               "architectures": hf_config.get("architectures")}
     save_checkpoint(out, module, tokenizer, extra={"converted_from": source})
@@ -541,7 +542,7 @@ def to_hf(src: str | Path, out: str | Path, overwrite: bool = False, verbose: bo
     """
     from safetensors.torch import save_file
 
-    from .pretrained import load_model
+    from ..tasks.factory import load_model
 
     src, out = Path(src), Path(out)
     check_output_dir(out, overwrite, "conversion output")

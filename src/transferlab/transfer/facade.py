@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from ..data.batches import ExampleBatches
-from ..data.labeled import LabeledSet, read_labeled
 from ..errors import UserError
 from ..evaluation.metrics import check_metrics_fit_task, default_metrics
 from ..evaluation.predict import evaluate_classifier, predict_logits
-from ..tasks import encode_texts
+from ..inputs import labeled_data
 from ..training.callbacks import Callback
 from ..training.distributed import is_main, world
 from ..training.fsdp import full_state, is_sharded
@@ -95,6 +94,13 @@ class _LossOverride(nn.Module):
         out["loss"] = _call_loss(self.loss, out["logits"], batch["labels"])
         return out
 
+    @property
+    def unit(self) -> str:
+        return self.module.unit
+
+    def count(self, batch: dict) -> int:
+        return self.module.count(batch)
+
 
 class _EpochHistory(Callback):
     """Mean training loss per epoch, and the validation metrics of each end-of-epoch evaluation."""
@@ -118,13 +124,19 @@ class _EpochHistory(Callback):
 
 
 class TransferModel:
-    """A task module + its tokenizer, with the Keras workflow. Get one from ``from_pretrained``."""
+    """A task module + its preprocessor (``inputs``: a tokenizer, an image preprocessor), with the Keras workflow.
+    Get one from ``from_pretrained``; it reads texts, images and files of its own modality."""
 
-    def __init__(self, module, tokenizer, report=None, max_len: int = 128):
-        self.module, self.tokenizer, self.report = module, tokenizer, report
-        self.max_len = min(max_len, module.config.max_len)
+    def __init__(self, module, inputs, report=None, max_len: int = 128):
+        self.module, self.inputs, self.report = module, inputs, report
+        self.max_len = min(max_len, getattr(module.config, "max_len", max_len))
         self.compiled = None
         self.method = None  # a transfer.methods.TransferMethod once compile(method=...) ran
+
+    @property
+    def tokenizer(self):
+        """The text preprocessor (None for other modalities)."""
+        return self.inputs if self.inputs.modality == "text" else None
 
     @property
     def problem(self) -> str:
@@ -151,45 +163,37 @@ class TransferModel:
         return self.module.parameters()
 
     # ---- data ----
-    def _labeled(self, x, y=None) -> LabeledSet:
-        if isinstance(x, LabeledSet):
-            return x
-        if isinstance(x, (str, Path)):
-            return read_labeled(x, label_names=self.module.label_names, task=self.problem, require_labels=False)
-        if isinstance(x, tuple) and len(x) == 2 and y is None:
-            x, y = x
-        texts = list(x)
-        pairs = bool(texts) and isinstance(texts[0], (tuple, list))
-        a = [t[0] for t in texts] if pairs else [str(t) for t in texts]
-        b = [t[1] for t in texts] if pairs else None
-        labels = None if y is None else [float(v) if self.problem == "regression" else int(v) for v in y]
-        if labels is not None and len(labels) != len(a):
-            raise UserError(f"got {len(a)} texts but {len(labels)} labels.")
-        return LabeledSet(a, b, labels, self.problem, self.module.label_names, "<in-memory>",
-                          list(range(1, len(a) + 1)), [])
+    def _labeled(self, x, y=None, require_labels: bool = False):
+        """A labeled set of this model's modality from a file or folder, an in-memory set, or Python data."""
+        return labeled_data(self.inputs, x, y, task=self.problem, label_names=self.module.label_names,
+                            require_labels=require_labels)
 
-    def _encode(self, data: LabeledSet):
+    def _encode(self, data, augment=None):
         if data.labels is not None and self.problem == "classification":
             bad = [(line, lab) for line, lab in zip(data.lines, data.labels)
                    if not 0 <= int(lab) < self.module.num_labels]
             if bad:
                 raise UserError(f"{data.source}:{bad[0][0]}: label {bad[0][1]} is outside the model's "
                                 f"{self.module.num_labels} labels; fix the data or use --num-labels.")
-        return encode_texts(self.tokenizer, self.module.config.family, data.texts_a, data.texts_b, self.max_len,
-                            data.labels, self.problem, type_vocab_size=self.module.config.type_vocab_size)
+        return self.inputs.examples(data, self.module.config, self.max_len, augment=augment)
 
     # ---- Keras API ----
     def fit(self, x, y=None, validation_data=None, epochs: float = 3, batch_size: int = 32,
             callbacks: list[Callback] | None = None, seed: int = 0, run_dir: str | Path | None = None,
-            verbose: bool = True, resume: bool = False, device: str = "cpu", distributed: str = "ddp") -> History:
-        """Train on ``x`` (a file, a LabeledSet, texts with ``y``); ``distributed``: "ddp" or "fsdp" under
-        torchrun with more than one rank (see ``training.fsdp``)."""
+            verbose: bool = True, resume: bool = False, device: str = "cpu", distributed: str = "ddp",
+            augment=None) -> History:
+        """Train on ``x``: a file or folder, a labeled set, texts (or images as an array) with labels ``y``.
+
+        ``augment`` (images): a recipe name, overrides or an ``AugmentConfig`` (``data.augment``) applied to
+        every training batch, seeded by ``seed`` and the step; None trains on the images as they are.
+        ``distributed``: "ddp" or "fsdp" under torchrun with more than one rank (see ``training.fsdp``)."""
         if self.compiled is None:
             self.compile()
         check_distributed(self.method.name if self.method else None, distributed)
         c = self.compiled
         rank, world_size = world()  # under torchrun each rank trains on its slice of every batch
-        train_data = ExampleBatches(self._encode(self._labeled(x, y)), batch_size, seed, rank, world_size)
+        train_data = ExampleBatches(self._encode(self._labeled(x, y, require_labels=True),
+                                                 augment=self._augment(augment)), batch_size, seed, rank, world_size)
         dev = self._encode(self._labeled(*validation_data) if isinstance(validation_data, tuple)
                            else self._labeled(validation_data)) if validation_data is not None else None
         module = self.module if c["loss"] is None else _LossOverride(self.module, c["loss"])
@@ -216,9 +220,18 @@ class TransferModel:
         recorder = _EpochHistory(history, train_data.steps_per_epoch)
         extra = {"label_names": self.module.label_names, "max_len": self.max_len}
         train(module, train_data, cfg, evaluate=evaluate if dev is not None else None, run_dir=run_dir,
-              tokenizer=self.tokenizer, extra_config=extra, callbacks=[recorder, *method_callbacks, *(callbacks or [])],
+              inputs=self.inputs, extra_config=extra, callbacks=[recorder, *method_callbacks, *(callbacks or [])],
               optimizer=optimizer, scheduler=scheduler, resume=resume)
         return history
+
+    def _augment(self, augment):
+        if augment is None:
+            return None
+        if self.inputs.modality != "image":
+            raise UserError(f"augment= applies to image models; this one reads {self.inputs.modality}.")
+        from ..data.augment import Augment, augment_config
+
+        return Augment(augment_config(augment))
 
     def evaluate(self, x, y=None, batch_size: int = 64) -> dict:
         metrics = (self.compiled or {}).get("metrics") or default_metrics(self.problem, self.module.num_labels)
@@ -243,5 +256,5 @@ class TransferModel:
         weights, _ = full_state(self.module)  # None unless sharded
         if is_sharded(self.module) and not is_main():
             return Path(directory)
-        return save_checkpoint(directory, self.module, self.tokenizer, weights=weights,
+        return save_checkpoint(directory, self.module, self.inputs, weights=weights,
                                extra={"label_names": self.module.label_names, "max_len": self.max_len})

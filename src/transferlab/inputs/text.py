@@ -322,6 +322,78 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
 
+    # ------------------------------------------------------------------ the preprocessor contract (inputs/)
+    modality = "text"
+    unit = "tokens"
+
+    def record(self) -> dict:
+        """The config.json entries that describe this preprocessor; its file is ``tokenizer.json`` beside them."""
+        return {"inputs": {"modality": "text", "file": TOKENIZER_FILE}, "tokenizer_sha256": self.sha256}
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, config: dict) -> "Tokenizer":
+        """The tokenizer of a checkpoint directory, checked against what its config.json recorded."""
+        tokenizer = cls.load(directory)
+        recorded = config.get("tokenizer_sha256")
+        if recorded is not None and recorded != tokenizer.sha256:
+            raise UserError(f"the tokenizer in '{directory}' is not the one its model was trained with (config.json "
+                            f"records tokenizer {recorded[:12]}..., {TOKENIZER_FILE} is {tokenizer.sha256[:12]}...): "
+                            f"the directory mixes files from different runs. Restore its {TOKENIZER_FILE}.")
+        return tokenizer
+
+    def check_fits(self, backbone: dict, where: str) -> None:
+        """Refuse a backbone (its config dict) whose embedding table was made for another vocabulary."""
+        vocab = backbone.get("vocab_size")
+        if vocab is not None and self.vocab_size != vocab:
+            raise UserError(f"the tokenizer in '{where}' has {self.vocab_size} tokens but the model was built for "
+                            f"{vocab}; the directory mixes files from different runs. Restore its {TOKENIZER_FILE}.")
+
+    def examples(self, data, backbone_config, max_len: int, augment=None):
+        """A labeled set (``data.labeled.LabeledSet``) tokenised once into batchable examples for a classifier on
+        a backbone of ``backbone_config`` (``augment`` is for image inputs; text has none)."""
+        return encode_texts(self, backbone_config.family, data.texts_a, data.texts_b, max_len, data.labels,
+                            data.task, type_vocab_size=backbone_config.type_vocab_size)
+
+
+def encode_texts(tokenizer: Tokenizer, family: str, texts_a: list[str], texts_b: list[str] | None, max_len: int,
+                 labels=None, problem: str = "classification", type_vocab_size: int = 2):
+    """Tokenise once. Encoder: [CLS] a [SEP] b [SEP] with token types 0/1 (BERT; all 0 for a model with one
+    token type, as RoBERTa). Decoder: a [SEP] b [EOS] (the classifier reads the last token, GPT-1 style). Pairs
+    are truncated longest-first. Special ids come from the tokenizer (a converted BERT's [CLS] is 101).
+    Returns ``data.batches.EncodedExamples``."""
+    import numpy as np
+
+    from ..data.batches import EncodedExamples
+
+    ids_a = tokenizer.encode_batch(list(texts_a))
+    ids_b = tokenizer.encode_batch(list(texts_b)) if texts_b is not None else [None] * len(ids_a)
+    if family == "encoder":
+        first, middle, last = [tokenizer.cls_id], [tokenizer.sep_id], [tokenizer.sep_id]
+    else:
+        first, middle, last = [], [tokenizer.sep_id], [tokenizer.eos_id]
+    input_ids, token_types = [], []
+    for a, b in zip(ids_a, ids_b):
+        budget = max_len - len(first) - len(last) - (len(middle) if b is not None else 0)
+        a, b = _truncate(a, b, budget)
+        seq = first + a + (middle + b if b is not None else []) + last
+        n_a = len(first) + len(a) + (len(middle) if b is not None else len(last))
+        input_ids.append(seq)
+        token_types.append([0] * n_a + [int(type_vocab_size > 1)] * (len(seq) - n_a))
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float32 if problem == "regression" else np.int64)
+    return EncodedExamples(input_ids, token_types, labels, tokenizer.pad_id)
+
+
+def _truncate(a: list[int], b: list[int] | None, budget: int):
+    """Longest-first truncation (BERT's rule: drop a token from the longer side, ``a`` on ties) in closed form."""
+    if b is None:
+        return a[:budget], None
+    if len(a) + len(b) <= budget:
+        return a, b
+    if 2 * min(len(a), len(b)) <= budget:  # the shorter side survives whole
+        return (a[:budget - len(b)], b) if len(a) > len(b) else (a, b[:budget - len(a)])
+    return a[:budget // 2], b[:budget - budget // 2]
+
 
 def _batched(texts: Iterable[str], size: int) -> Iterator[list[str]]:
     batch: list[str] = []

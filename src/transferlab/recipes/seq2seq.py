@@ -7,61 +7,31 @@ too when present; any other head (a classifier) is dropped. The report lists loa
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
 
 from ..data.batches import ExampleBatches
 from ..errors import UserError
 from ..evaluation.seq2seq import evaluate_seq2seq, score_predictions, teacher_forced_loss, translate
 from ..fsutil import clear_output_dir, write_json
-from ..models import ModelConfig, build_backbone
+from ..tasks.factory import load_model
 from ..tasks.seq2seq import PairSet, Seq2SeqLM, encode_pairs, read_pairs, split_by_source
-from ..training.checkpoint import load_config, load_weights
 from ..training.loop import TrainConfig, train
-from .pretrained import INITS, TransferReport, load_model, load_tokenizer
+from ..transfer import build_transfer
 
 
 def seq2seq_from_pretrained(directory: str | Path, init: str = "pretrained", seed: int = 0,
                             dropout: float | None = 0.1, verbose: bool = True):
-    """An encoder-decoder checkpoint -> (Seq2SeqLM, tokenizer, TransferReport).
+    """An encoder-decoder checkpoint -> (Seq2SeqLM, tokenizer, TransferReport): the head swap of
+    ``transfer.build_transfer`` with a seq2seq head, which keeps the checkpoint's LM head (same vocabulary, same
+    job: predict the next output token) and drops any other head (a classifier).
 
     Args:
         directory: a bart/mass pretraining run's ``final/`` (or any encoder-decoder checkpoint).
         init: "pretrained", or "scratch" for the same architecture with random weights.
         dropout: dropout while fine-tuning (pretraining runs without it); None keeps the checkpoint's.
     """
-    if init not in INITS:
-        raise UserError(f"unknown --init '{init}'; use a checkpoint directory or 'scratch'.")
-    config = load_config(directory)
-    family = config["backbone"].get("family")
-    if family != "encoder_decoder":
-        raise UserError(f"seq2seq fine-tuning needs an encoder-decoder, but '{directory}' holds a '{family}' "
-                        f"({config['task'].get('kind')}). Pretrain one with `transferlab pretrain --objective bart` "
-                        f"(or mass) and pass its final/ directory.")
-    tokenizer = load_tokenizer(directory, config)
-    torch.manual_seed(seed)
-    backbone_config = config["backbone"] if dropout is None else {**config["backbone"], "dropout": dropout}
-    module = Seq2SeqLM(build_backbone(ModelConfig.from_dict(backbone_config)))
-    report = TransferReport(str(directory), init)
-    if init == "scratch":
-        report.new = list(module.state_dict())
-    else:
-        weights = load_weights(directory)
-        own = module.state_dict()
-        kept = {k: v for k, v in weights.items() if k.startswith("backbone.")
-                or (k.startswith("heads.lm.") and k in own and own[k].shape == v.shape)}
-        report.dropped = sorted(set(weights) - set(kept))
-        missing, _ = module.load_state_dict(kept, strict=False)
-        lost = [k for k in missing if k.startswith("backbone.")]
-        if lost:
-            raise UserError(f"checkpoint '{directory}' lacks backbone weights {lost[:5]}; it is incomplete.")
-        report.loaded, report.new = sorted(kept), sorted(missing)
-    if verbose:
-        print(report, file=sys.stderr)
-    return module, tokenizer, report
+    return build_transfer(directory, task="seq2seq", init=init, seed=seed, verbose=verbose, dropout=dropout)
 
 
 @dataclass
@@ -154,7 +124,7 @@ def finetune_seq2seq(cfg: Seq2SeqConfig, overwrite: bool = False) -> dict:
     generation = {"beam": cfg.beam, "length_penalty": cfg.length_penalty, "max_target_len": cfg.max_target_len,
                   "bleu_tokenize": cfg.bleu_tokenize}
     state = train(module, data, train_cfg, evaluate=evaluate if dev_eval is not None else None, run_dir=out,
-                  tokenizer=tokenizer, extra_config={"max_len": max_len, "generation": generation})
+                  inputs=tokenizer, extra_config={"max_len": max_len, "generation": generation})
     results = {"init": init, "source": source, "train_examples": len(pairs), "transfer": str(report),
                "history": state.history}
     if dev_eval is not None:

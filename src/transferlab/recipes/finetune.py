@@ -9,8 +9,8 @@ from ..data.labeled import find_split, read_labeled
 from ..errors import UserError
 from ..fsutil import check_output_dir, clear_output_dir, write_json
 from ..training.distributed import barrier, is_main
-from . import from_pretrained
-from .methods import check_distributed
+from ..transfer import from_pretrained
+from ..transfer.methods import check_distributed
 
 
 @dataclass

@@ -14,13 +14,13 @@ from ..data.blocks import PackedBlocks, TokenCorpus
 from ..errors import UserError
 from ..evaluation.predict import evaluate_lm
 from ..fsutil import read_json, write_json
+from ..inputs.text import Tokenizer
 from ..models import ModelConfig, build_backbone, preset
 from ..objectives import OBJECTIVES
-from ..tokenization import Tokenizer
-from .checkpoint import check_weights, load_config, load_weights
-from .distributed import barrier, is_main, world
-from .fsdp import check_strategy
-from .loop import TrainConfig, train
+from ..training.checkpoint import check_weights, load_config, load_weights
+from ..training.distributed import barrier, is_main, world
+from ..training.fsdp import check_strategy
+from ..training.loop import TrainConfig, train
 
 
 @dataclass
@@ -174,7 +174,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
                             log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
                             seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan,
                             distributed=cfg.distributed)
-    train(module, data, train_cfg, evaluate=evaluate, run_dir=out, tokenizer=tokenizer,
+    train(module, data, train_cfg, evaluate=evaluate, run_dir=out, inputs=tokenizer,
           extra_config={"pretraining": {"objective": cfg.objective, "preset": None if cfg.init else cfg.model,
                                         "seq_len": cfg.seq_len, "steps": cfg.steps, "corpus": str(cfg.corpus),
                                         **({"init": str(cfg.init)} if cfg.init else {})}},

@@ -1,0 +1,89 @@
+"""The saved preprocessors, one per modality: how raw data becomes the tensors a backbone reads.
+
+- text: ``Tokenizer`` (inputs/text.py), saved as ``tokenizer.json`` beside the weights;
+- image: ``ImageInputs`` (inputs/image.py): size, channels and normalisation, recorded in ``config.json``.
+
+Every preprocessor has ``modality`` and ``unit`` (what throughput counts), ``record()`` (the config.json entries
+that describe it), ``save(directory)`` (its files, if any), ``from_checkpoint(directory, config)`` and
+``check_fits(backbone_config_dict, where)``, and ``examples(data, backbone_config, max_len, augment)``, which turns
+a labeled set of its modality into batchable examples. A checkpoint records its preprocessor; loading one gives
+it back, so a model always meets its data prepared the way it was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+MODALITIES = ("text", "image")
+
+
+def modality(config: dict) -> str:
+    """The modality a checkpoint's config.json records (checkpoints from before inputs were recorded are text)."""
+    return (config.get("inputs") or {}).get("modality", "text")
+
+
+def preprocessor_class(name: str):
+    if name == "text":
+        from .text import Tokenizer
+
+        return Tokenizer
+    if name == "image":
+        from .image import ImageInputs
+
+        return ImageInputs
+    raise UserError(f"unknown input modality '{name}'; this version reads {', '.join(MODALITIES)}. The checkpoint "
+                    f"was written by a newer transferlab.")
+
+
+def load_inputs(directory: str | Path, config: dict):
+    """The preprocessor a checkpoint directory was trained with, checked against its backbone."""
+    inputs = preprocessor_class(modality(config)).from_checkpoint(directory, config)
+    inputs.check_fits(config["backbone"], str(directory))
+    return inputs
+
+
+def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names: list[str] | None = None,
+                 require_labels: bool = False, split: str = "train", **options):
+    """A labeled set of ``inputs``' modality from what a user hands a model: a labeled set already read, a file
+    or folder, or Python data (texts or text pairs; an image array) with labels ``y``. ``options`` go to the
+    modality's reader (columns for text files; image size for image folders)."""
+    from ..data.labeled import LabeledSet
+
+    kind = inputs.modality
+    if kind == "image":
+        from ..data.images import ImageSet, read_images
+
+        if isinstance(x, LabeledSet):
+            raise UserError(f"{x.source} holds text, but this model reads images; fine-tune a text checkpoint on it.")
+        if isinstance(x, ImageSet):
+            return inputs.check_data(x)
+        if isinstance(x, (str, Path)):
+            return inputs.check_data(read_images(x, split, label_names=label_names, require_labels=require_labels,
+                                                 **options))
+        if isinstance(x, tuple) and len(x) == 2 and y is None:
+            x, y = x
+        return inputs.check_data(ImageSet.from_arrays(x, y, label_names=label_names))
+    if not isinstance(x, (LabeledSet, str, Path, tuple, list)):
+        raise UserError(f"this model reads text; got {type(x).__name__}. Pass a labeled file, texts (or pairs of "
+                        f"texts) and labels.")
+    if isinstance(x, LabeledSet):
+        return x
+    if isinstance(x, (str, Path)):
+        from ..data.labeled import find_split, read_labeled
+
+        path = find_split(x, split) if Path(x).is_dir() else x
+        return read_labeled(path, label_names=label_names, task=task, require_labels=require_labels, **options)
+    if isinstance(x, tuple) and len(x) == 2 and y is None:
+        x, y = x
+    texts = list(x)
+    pairs = bool(texts) and isinstance(texts[0], (tuple, list))
+    a = [t[0] for t in texts] if pairs else [str(t) for t in texts]
+    b = [t[1] for t in texts] if pairs else None
+    labels = None if y is None else [float(v) if task == "regression" else int(v) for v in y]
+    if labels is not None and len(labels) != len(a):
+        raise UserError(f"got {len(a)} texts but {len(labels)} labels.")
+    if require_labels and labels is None:
+        raise UserError("training needs labels: pass them as y (or a labeled file).")
+    return LabeledSet(a, b, labels, task, label_names, "<in-memory>", list(range(1, len(a) + 1)), [])
