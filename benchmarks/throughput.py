@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from transferlab.models import build_backbone, preset  # noqa: E402
 from transferlab.objectives import BartCorruption, CausalLM, DenoisingLM, MaskedLM, MLMCorruption  # noqa: E402
-from transferlab.tasks.classification import SequenceClassifier  # noqa: E402
+from transferlab.objectives.classification import SequenceClassifier  # noqa: E402
 from transferlab.training.optim import build_optimizer  # noqa: E402
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
 

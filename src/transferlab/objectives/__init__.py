@@ -1,9 +1,15 @@
 """Pretraining objectives: each is a corruption (pure data, seeded) plus a task module.
 
-OBJECTIVES maps the name used on the command line to (backbone family, module class, corruption factory).
+OBJECTIVES maps a text objective's name on the command line to (backbone family, module class, corruption
+factory taking the tokenizer). IMAGE_OBJECTIVES maps an image objective's name to an ``ImageObjective``: which image
+backbone families it trains, how to build its module for a labeled image set, and its augmentation recipe.
 """
 
+from dataclasses import dataclass
+from typing import Callable
+
 from ..errors import UserError
+from .classification import TASKS, SequenceClassifier
 from .clm import CausalLM, CLMCorruption
 from .denoising import NOISE_OPTIONS, BartCorruption, DenoisingLM, sentence_end_ids
 from .electra import Electra, ElectraCorruption
@@ -109,7 +115,40 @@ OBJECTIVES = {
     "mass": ("encoder_decoder", MassLM, _mass_corruption),
 }
 
-__all__ = ["OBJECTIVES", "MaskedLM", "CausalLM", "MLMCorruption", "CLMCorruption", "mask_tokens", "PermutationLM",
+SUPERVISED = "supervised"
+
+
+@dataclass(frozen=True)
+class ImageObjective:
+    families: tuple[str, ...]  # image backbone families it trains
+    build: Callable  # (backbone, training ImageSet) -> task module
+    augment: str  # the augmentation recipe it trains with unless told otherwise (data.augment.AUGMENTATIONS)
+    needs_labels: bool
+
+
+def _supervised(backbone, data):
+    return SequenceClassifier(backbone, data.num_labels, label_names=data.label_names, kind=SUPERVISED)
+
+
+IMAGE_OBJECTIVES = {
+    # ImageNet-style supervised pretraining on a big labeled source, then transfer (Yosinski et al. 2014; here
+    # MNIST stands in for ImageNet). Its classifier head is dropped at transfer like any pretraining head.
+    SUPERVISED: ImageObjective(("resnet", "vit"), _supervised, augment="xray", needs_labels=True),
+}
+
+
+def objective_modality(name: str) -> str:
+    """"text" or "image" for a known objective; a UserError listing them all otherwise."""
+    if name in OBJECTIVES:
+        return "text"
+    if name in IMAGE_OBJECTIVES:
+        return "image"
+    raise UserError(f"unknown --objective '{name}'; choose one of {', '.join([*OBJECTIVES, *IMAGE_OBJECTIVES])} "
+                    f"(text: {', '.join(OBJECTIVES)}; images: {', '.join(IMAGE_OBJECTIVES)}).")
+
+
+__all__ = ["OBJECTIVES", "IMAGE_OBJECTIVES", "ImageObjective", "SUPERVISED", "objective_modality", "TASKS",
+           "SequenceClassifier", "MaskedLM", "CausalLM", "MLMCorruption", "CLMCorruption", "mask_tokens", "PermutationLM",
            "PLMCorruption", "MPNet", "MPNetCorruption", "Electra", "ElectraCorruption", "SkipGram",
            "SkipGramCorruption", "BidirectionalLM", "OBJECTIVE_NOISE", "DenoisingLM", "MassLM", "Seq2SeqLM",
            "BartCorruption", "MassCorruption"]

@@ -1,5 +1,5 @@
 """Fine-tuning tasks."""
 
-from .classification import TASKS, SequenceClassifier
+from ..objectives.classification import TASKS, SequenceClassifier
 
 __all__ = ["TASKS", "SequenceClassifier"]

@@ -18,10 +18,10 @@ import torch
 from ..errors import UserError
 from ..inputs import load_inputs
 from ..models import build_backbone, config_from_dict
-from ..objectives import OBJECTIVES
+from ..objectives import OBJECTIVES, SUPERVISED
 from ..objectives.seq2seq_lm import Seq2SeqLM
 from ..training.checkpoint import check_weights, load_config, load_weights
-from .classification import TASKS, SequenceClassifier
+from ..objectives.classification import TASKS, SequenceClassifier
 
 INITS = ("pretrained", "scratch")
 HEAD_KINDS = TASKS + (Seq2SeqLM.kind,)  # what a transfer can put on a backbone
@@ -34,9 +34,10 @@ def build_task(backbone, task: dict):
         return OBJECTIVES[kind][1](backbone)
     if kind == Seq2SeqLM.kind:  # a fine-tuned seq2seq model: same module as bart/mass pretraining
         return Seq2SeqLM(backbone)
-    if kind in TASKS:
-        return SequenceClassifier(backbone, task.get("num_labels") or 2, kind, task.get("pooling"),
-                                  task.get("label_names"))
+    if kind in TASKS or kind == SUPERVISED:
+        problem = "classification" if kind == SUPERVISED else kind
+        return SequenceClassifier(backbone, task.get("num_labels") or 2, problem, task.get("pooling"),
+                                  task.get("label_names"), kind=kind)
     known = ", ".join(list(OBJECTIVES) + list(HEAD_KINDS))
     raise UserError(f"unknown task '{kind}'; choose one of {known}.")
 

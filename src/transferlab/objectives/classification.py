@@ -1,5 +1,10 @@
 """Classification and regression of a whole input (a sentence or pair, an image, a clip) on top of any backbone:
-the backbone's features, pooled, into a fresh head."""
+the backbone's features, pooled, into a head.
+
+It is both the fine-tuning task (kinds "classification" and "regression", with a fresh head) and an objective:
+supervised pretraining on a big labeled source ("supervised", MNIST standing in for ImageNet) trains exactly this
+module, and transfer then drops its head like any pretraining head.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..heads import ClassificationHead
-from ..objectives.base import TaskModule
+from .base import TaskModule
 
 TASKS = ("classification", "regression")
 
@@ -16,16 +21,16 @@ class SequenceClassifier(TaskModule):
     """Backbone + a fresh classification head. ``num_labels == 1`` with ``problem="regression"`` is STS-B style."""
 
     def __init__(self, backbone, num_labels: int, problem: str = "classification", pooling: str | None = None,
-                 label_names: list[str] | None = None):
+                 label_names: list[str] | None = None, kind: str | None = None):
         super().__init__(backbone)
-        self.kind = problem
+        self.kind = kind or problem  # "supervised" for a pretraining run: its head is not carried by transfer
         self.problem = problem
         self.num_labels = 1 if problem == "regression" else num_labels
         self.label_names = label_names
         self.heads["classifier"] = ClassificationHead(backbone.config, self.num_labels, pooling)
 
     def task_config(self) -> dict:
-        return {"kind": self.problem, "num_labels": self.num_labels, "label_names": self.label_names,
+        return {"kind": self.kind, "num_labels": self.num_labels, "label_names": self.label_names,
                 "pooling": self.heads["classifier"].pooling}
 
     def forward(self, batch: dict) -> dict:
