@@ -1,6 +1,8 @@
-"""Balanced accuracy, ROC AUC, per-class recall and the confusion matrix against sklearn, ties and degenerate cases."""
+"""Image metrics against sklearn (balanced accuracy, ROC AUC, per-class recall, the confusion matrix; ties and
+degenerate cases), and the classical image reference they score: HOG features + logistic regression."""
 
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from transferlab.evaluation.metrics import (
     recall_per_class,
     roc_auc,
 )
+from transferlab.experiments.classical import hog_features, hog_linear
 
 
 def _task(seed, n, k, decimals=1):
@@ -131,3 +134,94 @@ def test_confusion_matrix_keeps_unseen_classes():
     cm = confusion_matrix([0, 1, 1, 0], [0, 1, 0, 0], 4)
     assert cm.shape == (4, 4) and cm.dtype == np.int64
     assert cm[:2, :2].tolist() == [[2, 1], [0, 1]] and cm[2:].sum() == 0 and cm[:, 2:].sum() == 0
+
+
+# ------------------------------------------------------------------------------------------------ HOG + linear
+
+
+@dataclass
+class _Images:
+    """The two arrays of an image set (data/images.py's ImageSet), as the pipeline reads them."""
+
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int64
+    label_names: list = field(default_factory=lambda: ["horizontal", "vertical"])
+    task: str = "classification"
+
+
+def _bars(n, seed, size=28, channels=1):
+    """Label 0: horizontal bars, label 1: vertical bars, at a random phase and period, under heavy noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % 2)
+    coords = np.arange(size)
+    images = np.empty((n, size, size, channels), dtype=np.uint8)
+    for i, y in enumerate(labels):
+        period, phase = rng.integers(4, 8), rng.integers(0, 8)
+        stripes = ((coords + phase) % period < period // 2).astype(np.float64)
+        pattern = np.broadcast_to(stripes[:, None] if y == 0 else stripes[None, :], (size, size))
+        noisy = 60 + 120 * pattern[..., None] + rng.normal(0, 40, (size, size, channels))
+        images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+    return _Images(images, labels.astype(np.int64))
+
+
+def test_hog_linear_separates_bars():
+    train, dev, test = _bars(40, 0), _bars(30, 1), _bars(30, 2)
+    got, n_trained = hog_linear(train, dev, default_image_metrics(2), test=test)
+    assert got["accuracy"] == got["roc_auc"] == got["balanced_accuracy"] == 1.0
+    assert got["test_accuracy"] == got["test_roc_auc"] == 1.0
+    assert set(got) == {"loss", "accuracy", "roc_auc", "balanced_accuracy",
+                        "test_loss", "test_accuracy", "test_roc_auc", "test_balanced_accuracy"}
+    assert got["loss"] < 0.3 and n_trained == 6 * 6 * 2 * 2 * 9 + 1  # 28x28: 6x6 blocks of 2x2 cells, 9 bins
+    only_dev, _ = hog_linear(train, dev, ["accuracy"], seed=1)
+    assert set(only_dev) == {"loss", "accuracy"}
+
+
+def test_hog_colour_uses_the_strongest_channel():
+    gray = _bars(6, 3).images
+    rgb = np.repeat(gray, 3, axis=-1)
+    np.testing.assert_array_equal(hog_features(rgb), hog_features(gray))
+    colour_train, colour_dev = _bars(40, 4, channels=3), _bars(20, 5, channels=3)
+    assert hog_linear(colour_train, colour_dev, ["accuracy"])[0]["accuracy"] == 1.0
+
+
+def test_hog_linear_mistakes_are_user_errors():
+    train = _bars(10, 0)
+    with pytest.raises(UserError, match=r"dev images are \(32, 32, 1\).*\(28, 28, 1\)"):
+        hog_linear(train, _bars(4, 1, size=32), ["accuracy"])
+    with pytest.raises(UserError, match="at least 8x8 pixels, got 6x6"):
+        hog_features(_bars(2, 1, size=6).images)
+    regression = _Images(train.images, train.labels, task="regression")
+    with pytest.raises(UserError, match="'regression'"):
+        hog_linear(train, regression, ["accuracy"])
+
+
+def test_tfidf_pipeline_reports_auc(labeled_files):
+    from transferlab.data.labeled import read_labeled
+    from transferlab.experiments.classical import tfidf_linear
+
+    train, dev = (read_labeled(p) for p in labeled_files)
+    got, _ = tfidf_linear(train, dev, ["accuracy", "roc_auc"])
+    assert 0.5 < got["roc_auc"] <= 1.0
+
+
+@pytest.mark.data
+def test_hog_linear_beats_the_majority_class_on_pneumoniamnist():
+    from conftest import SHARED_DATA
+
+    from transferlab.data.sampling import stratified_sample
+
+    path = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_reconstructed.npz"
+    if not path.is_file():
+        pytest.skip("needs ../shared/data/pneumoniamnist")
+    d = np.load(path)
+
+    def split(name, keep=None):
+        images, labels = d[f"{name}_images"][..., None], d[f"{name}_labels"].reshape(-1).astype(np.int64)
+        keep = slice(None) if keep is None else keep(labels)
+        return _Images(images[keep], labels[keep], label_names=["normal", "pneumonia"])
+
+    train = split("train", lambda y: stratified_sample(y, 500, seed=0))
+    val = split("val")
+    majority = np.bincount(val.labels).max() / len(val.labels)  # 389 / 524 = 0.742
+    got, _ = hog_linear(train, val, default_image_metrics(2))
+    assert got["accuracy"] > majority + 0.1 and got["roc_auc"] > 0.9 and got["balanced_accuracy"] > 0.8, got
