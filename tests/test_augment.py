@@ -196,3 +196,19 @@ def test_normalise():
         normalise(images, [0.5, 0.5], 0.2)
     with pytest.raises(UserError, match="positive"):
         normalise(images, 0.5, 0.0)
+
+
+def test_works_in_a_fresh_process():
+    # A loader worker or script imports nothing beforehand; Augment must take torchvision through compat itself
+    # (this test module's own import of it would hide the CPU-torch import failure).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import torch; from transferlab.data.augment import Augment, augment_config; "
+            "print(tuple(Augment(augment_config('xray'))(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), 0).shape))")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": src, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(2, 1, 28, 28)"

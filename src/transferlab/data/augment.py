@@ -237,8 +237,8 @@ class Augment:
         b, _, height, width = shape
         g = torch.Generator().manual_seed(int(seed))
 
-        def uniform(lo: float, hi: float, *shape):
-            return lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=torch.float64)
+        def uniform(lo: float, hi: float, *size):
+            return lo + (hi - lo) * torch.rand(*size, generator=g, dtype=torch.float64)
 
         # Random resized crop, as v2.RandomResizedCrop: up to 10 tries of (area, log aspect) per image, the first
         # that fits wins; none fits -> a centre crop with the ratio clamped to the allowed range.
@@ -274,6 +274,10 @@ class Augment:
     def apply(self, images, params: dict):
         """Augment ``images`` (B, C, H, W) uint8 with the per-image ``params`` of ``sample``; returns a new batch."""
         import torch
+
+        from ..compat import import_torchvision
+
+        import_torchvision()
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
