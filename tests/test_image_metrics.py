@@ -190,6 +190,8 @@ def test_hog_linear_mistakes_are_user_errors():
         hog_linear(train, _bars(4, 1, size=32), ["accuracy"])
     with pytest.raises(UserError, match="at least 8x8 pixels, got 6x6"):
         hog_features(_bars(2, 1, size=6).images)
+    with pytest.raises(UserError, match="one class only"):
+        hog_linear(_Images(train.images, np.zeros(10, dtype=np.int64)), train, ["accuracy"])
     regression = _Images(train.images, train.labels, task="regression")
     with pytest.raises(UserError, match="'regression'"):
         hog_linear(train, regression, ["accuracy"])

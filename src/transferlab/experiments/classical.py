@@ -134,9 +134,13 @@ def hog_linear(train, dev, metrics: list[str], seed: int = 0, C: float = 1.0, or
                             f"are {size}; HOG features compare only images of one size. Resize the {name} set to "
                             f"match.")
     hog_options = dict(orientations=orientations, pixels_per_cell=pixels_per_cell, cells_per_block=cells_per_block)
+    labels = {name: np.asarray(data.labels, dtype=np.int64).reshape(-1) for name, data in sets.items()}
+    if len(np.unique(labels["train"])) < 2:
+        raise UserError(f"the train set holds one class only ({len(labels['train'])} images of class "
+                        f"{labels['train'][0]}); a classifier needs examples of at least two. Use a larger or "
+                        f"stratified training subset.")
     scaler = StandardScaler()
     x_train = scaler.fit_transform(hog_features(train.images, **hog_options))
-    labels = {name: np.asarray(data.labels, dtype=np.int64).reshape(-1) for name, data in sets.items()}
     # Enough iterations for lbfgs on standardised HOG: PneumoniaMNIST's full train set converges in ~60.
     model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(x_train, labels["train"])
     names = getattr(train, "label_names", None)
