@@ -110,8 +110,9 @@ def test_compute_metrics_and_registry():
     assert out == {"accuracy": accuracy(preds, labels), "f1": f1(preds, labels),
                    "mcc": matthews_corrcoef(preds, labels)}
     assert all(isinstance(v, float) for v in out.values())
-    assert set(METRICS) == {"accuracy", "f1", "mcc", "pearson", "spearman"} == HIGHER_IS_BETTER
-    with pytest.raises(UserError, match="Known metrics: accuracy, f1, mcc, pearson, spearman"):
+    assert set(METRICS) == {"accuracy", "f1", "mcc", "balanced_accuracy", "roc_auc", "pearson", "spearman"} \
+        == HIGHER_IS_BETTER
+    with pytest.raises(UserError, match="Known metrics: accuracy, f1, mcc, balanced_accuracy, roc_auc, pearson, spearman"):
         compute_metrics(["accuracy", "auc"], preds, labels)
 
 

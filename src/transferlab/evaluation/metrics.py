@@ -1,9 +1,14 @@
-"""GLUE metrics in plain numpy: accuracy, F1, Matthews correlation, Pearson and Spearman correlation.
+"""Metrics in plain numpy: GLUE's (accuracy, F1, Matthews correlation, Pearson and Spearman correlation), and for
+images and imbalanced binary tasks (medical ones: 3 pneumonia X-rays to 1 normal) balanced accuracy and ROC AUC,
+with per-class recall and the confusion matrix for reports.
 
 Predictions are class ids for classification and floats for regression; inputs may be lists, numpy arrays or
-torch tensors. Degenerate inputs give 0.0 rather than NaN (a constant prediction has no correlation with
-anything), so a metric log never holds NaN unless the inputs do. The tests compare every metric with sklearn
-and scipy, which are not needed at runtime.
+torch tensors. ROC AUC ranks class scores, not class ids: ``compute_metrics`` takes them as ``scores`` and the
+metrics that need them are in ``NEEDS_SCORES``. Degenerate inputs give 0.0 rather than NaN (a constant prediction
+has no correlation with anything), with one exception: AUC is NaN when the labels hold a single class. AUC compares
+positives with negatives, so with one side missing there is no number to report, and 0.5 or 0.0 would read as a
+measured chance-level or worst-possible model; a report shows NaN as "undefined" (sklearn raises instead). The
+tests compare every metric with sklearn and scipy, which are not needed at runtime.
 """
 
 from __future__ import annotations
@@ -104,6 +109,107 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def balanced_accuracy(preds, labels) -> float:
+    """Mean recall over the classes present in ``labels`` (sklearn's ``balanced_accuracy_score``).
+
+    Unlike accuracy it does not reward predicting the majority class: that scores 1 / (number of classes).
+    """
+    p, y = _pair(preds, labels)
+    classes, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
+    hits = np.bincount(inv.reshape(-1), weights=(p == y).astype(np.float64), minlength=len(classes))
+    return float(np.mean(hits / counts))
+
+
+def _class_ids(x, name: str, num_classes: int) -> np.ndarray:
+    a = _as_array(x, name)
+    if a.dtype.kind == "f":
+        if not np.all(a == np.round(a)):
+            raise ValueError(f"{name} must be class ids (integers), got fractional values such as "
+                             f"{a[a != np.round(a)][0]}")
+    elif a.dtype.kind not in "iub":
+        raise ValueError(f"{name} must be class ids (integers), got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if len(a) and (a.min() < 0 or a.max() >= num_classes):
+        bad = a[(a < 0) | (a >= num_classes)][0]
+        raise ValueError(f"{name} holds class id {bad}, outside 0..{num_classes - 1} for {num_classes} classes")
+    return a
+
+
+def confusion_matrix(preds, labels, num_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs.
+
+    Args:
+        preds, labels: class ids in ``0 .. num_classes - 1``.
+        num_classes: K, so a class that never occurs still has its row and column.
+    Returns:
+        (K, K) int64 array; rows are true classes, columns predicted ones.
+    """
+    p, y = _pair(_class_ids(preds, "preds", num_classes), _class_ids(labels, "labels", num_classes))
+    return np.bincount(y * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def recall_per_class(preds, labels, num_classes: int) -> list[float]:
+    """Recall of every class ``0 .. num_classes - 1``: the fraction of its examples predicted as it.
+
+    Returns:
+        K floats; NaN for a class with no examples in ``labels`` (its recall is undefined; sklearn reports 0.0 with a
+        warning, which would read as "never recognised").
+    """
+    cm = confusion_matrix(preds, labels, num_classes).astype(np.float64)
+    support = cm.sum(axis=1)
+    recall = np.divide(np.diag(cm), support, out=np.full(num_classes, np.nan), where=support > 0)
+    return recall.tolist()
+
+
+def _scores_array(scores, n: int) -> np.ndarray:
+    if hasattr(scores, "detach"):
+        scores = scores.detach().cpu().numpy()
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim == 2 and s.shape[1] == 1:
+        s = s[:, 0]
+    if s.ndim not in (1, 2) or len(s) != n:
+        raise ValueError(f"scores must be (N, K) class probabilities or (N,) positive-class probabilities for the "
+                         f"N={n} labels, got shape {s.shape}")
+    return s
+
+
+def _binary_auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney form: the chance that a random positive outranks a random negative, ties counting a half."""
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_auc(scores, labels) -> float:
+    """Area under the ROC curve, from scores (not class ids).
+
+    Args:
+        scores: (N,) the positive class's probability (any monotone score works), or (N, K) class scores. With
+            K = 2 the binary AUC of column 1; with K > 2 the macro average of one-vs-rest AUCs over the classes
+            present in ``labels`` (sklearn's ``multi_class="ovr"``, which requires every class to be present).
+        labels: class ids; 0/1 for 1-D scores.
+    Returns:
+        the AUC in [0, 1]; NaN when ``labels`` hold one class only, or ``scores`` hold NaN (a diverged model).
+    """
+    y = _as_array(labels, "labels")
+    s = _scores_array(scores, len(y))
+    if len(y) == 0:
+        raise ValueError("cannot compute a metric on zero examples")
+    k = 2 if s.ndim == 1 else s.shape[1]
+    y = _class_ids(y, "labels", k)
+    if np.isnan(s).any():
+        return float("nan")
+    if k == 2:
+        return _binary_auc(s if s.ndim == 1 else s[:, 1], y == 1)
+    present = np.unique(y)
+    if len(present) < 2:
+        return float("nan")
+    return float(np.mean([_binary_auc(s[:, c], y == c) for c in present]))
+
+
 def pearson(preds, labels) -> float:
     """Pearson correlation; 0.0 when either side is constant."""
     p, y = _pair(preds, labels)
@@ -118,15 +224,20 @@ def spearman(preds, labels) -> float:
     return _corr(_average_ranks(p), _average_ranks(y))
 
 
+# Each takes (preds, labels), except those in NEEDS_SCORES, which take (scores, labels).
 METRICS: dict[str, Callable[..., float]] = {
     "accuracy": accuracy,
     "f1": f1,
     "mcc": matthews_corrcoef,
+    "balanced_accuracy": balanced_accuracy,
+    "roc_auc": roc_auc,
     "pearson": pearson,
     "spearman": spearman,
 }
 METRIC_TASK = {"accuracy": "classification", "f1": "classification", "mcc": "classification",
+               "balanced_accuracy": "classification", "roc_auc": "classification",
                "pearson": "regression", "spearman": "regression"}
+NEEDS_SCORES = {"roc_auc"}
 HIGHER_IS_BETTER = set(METRICS)
 
 
@@ -139,11 +250,24 @@ def _check_names(names) -> list[str]:
     return names
 
 
-def compute_metrics(names, preds, labels) -> dict[str, float]:
-    """Compute each named metric; a name not in ``METRICS`` is a ``UserError``."""
+def compute_metrics(names, preds, labels, scores=None) -> dict[str, float]:
+    """Compute each named metric.
+
+    Args:
+        names: metric names; one not in ``METRICS`` is a ``UserError``.
+        preds, labels: class ids (or floats for regression).
+        scores: (N, K) class probabilities, or (N,) positive-class probabilities for a binary task; needed by the
+            metrics in ``NEEDS_SCORES`` (a ``ValueError`` without them).
+    Returns:
+        name -> value.
+    """
     names = _check_names(names)
     p, y = _pair(preds, labels)
-    return {n: METRICS[n](p, y) for n in names}
+    need = [n for n in names if n in NEEDS_SCORES]
+    if need and scores is None:
+        raise ValueError(f"metric(s) {', '.join(need)} rank class scores, not class ids: pass scores= (N, K) class "
+                         f"probabilities (the softmax of the logits), or (N,) positive-class probabilities")
+    return {n: METRICS[n](scores if n in NEEDS_SCORES else p, y) for n in names}
 
 
 def default_metrics(task: str, num_labels: int | None = None) -> list[str]:
@@ -153,6 +277,14 @@ def default_metrics(task: str, num_labels: int | None = None) -> list[str]:
     if task == "regression":
         return ["pearson", "spearman"]
     raise UserError(f"unknown task '{task}'. Use 'classification' or 'regression'.")
+
+
+def default_image_metrics(num_labels: int) -> list[str]:
+    """Accuracy, ROC AUC and balanced accuracy, binary or not: image tasks (medical ones above all) are often
+    imbalanced, where accuracy alone rewards predicting the majority class and AUC does not depend on a threshold."""
+    if num_labels < 2:
+        raise UserError(f"an image classification task needs at least 2 classes, got {num_labels}.")
+    return ["accuracy", "roc_auc", "balanced_accuracy"]
 
 
 def check_metrics_fit_task(names, task: str) -> None:

@@ -55,4 +55,5 @@ def evaluate_classifier(module, examples: EncodedExamples, metrics: list[str], b
     else:
         loss = torch.nn.functional.cross_entropy(logits, labels.long())
     preds = module.predictions(logits).numpy()
-    return {"loss": float(loss), **compute_metrics(metrics, preds, labels.numpy())}
+    scores = None if module.problem == "regression" else torch.softmax(logits, -1).numpy()  # for roc_auc
+    return {"loss": float(loss), **compute_metrics(metrics, preds, labels.numpy(), scores)}
