@@ -58,7 +58,8 @@ def cmd_pretrain(a):
     from .recipes.pretrain import PretrainConfig, pretrain
 
     init_from_env(a.device)
-    cfg = PretrainConfig(corpus=a.corpus, out=a.out, objective=a.objective, model=a.model, seq_len=a.seq_len,
+    cfg = PretrainConfig(corpus=a.corpus, data=a.data, augment=a.augment, image_size=a.image_size, out=a.out,
+                         objective=a.objective, model=a.model, seq_len=a.seq_len,
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
                          grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm,
                          position=a.position, eval_every=a.eval_every,
@@ -76,7 +77,8 @@ def cmd_finetune(a):
     from .recipes.finetune import FinetuneConfig, finetune
 
     init_from_env(a.device)
-    cfg = FinetuneConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, out=a.out, task=a.task,
+    cfg = FinetuneConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, test=a.test, out=a.out, task=a.task,
+                         augment=a.augment, image_size=a.image_size,
                          text_cols=a.text_cols, label_col=a.label_col, label_names=a.label_names,
                          num_labels=a.num_labels, metrics=a.metrics, epochs=a.epochs, batch_size=a.batch_size,
                          lr=a.lr, warmup=a.warmup, max_len=a.max_len, seed=a.seed, precision=a.precision,
@@ -88,6 +90,8 @@ def cmd_finetune(a):
     if "final" in results:
         print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in results["final"].items()) +
               f"  (best epoch {results['best_epoch']})")
+    if "test" in results:
+        print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in results["test"].items()))
     print(f"wrote {Path(a.out) / 'final'}")
 
 
@@ -124,14 +128,12 @@ def cmd_seq2seq_generate(a):
 
 
 def _open(a):
-    from .data.labeled import read_labeled
     from .transfer import load
 
     model = load(a.model)
-    data = read_labeled(a.data, text_cols=a.text_cols, label_col=a.label_col, task=model.problem,
-                        label_names=model.module.label_names, skip_bad_rows=a.skip_bad_rows,
-                        require_labels=a.command == "evaluate")
-    if data.skipped:
+    data = model.read(a.data, a.split, require_labels=a.command == "evaluate", text_cols=a.text_cols,
+                      label_col=a.label_col, skip_bad_rows=a.skip_bad_rows, resize=a.image_size)
+    if getattr(data, "skipped", None):
         print(data.skipped_summary(), file=sys.stderr)
     return model, data
 
@@ -294,12 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_corpus_prepare)
 
-    r = sub.add_parser("pretrain", help="pretrain a backbone with a self-supervised objective")
-    r.add_argument("--corpus", required=True, help="a directory written by `corpus prepare`")
-    r.add_argument("--objective", default="mlm", help="mlm (BERT, encoder) or clm (GPT, decoder); plm (XLNet), mpnet, "
-                   "electra (encoder); bart or mass (encoder-decoder); word2vec (word vectors); elmo "
-                   "(bidirectional LSTM)")
-    r.add_argument("--model", default="tiny", help="preset: tiny, mini, small, medium, base")
+    r = sub.add_parser("pretrain", help="pretrain a backbone: self-supervised on text, supervised on labeled images")
+    r.add_argument("--corpus", help="text objectives: a directory written by `corpus prepare`")
+    r.add_argument("--data", help="image objectives: labeled images (MNIST idx directory, MedMNIST .npz, a folder with "
+                                  "a sub-folder per class, or a CSV of path,label)")
+    r.add_argument("--objective", default="mlm", help="text: mlm (BERT, encoder) or clm (GPT, decoder); plm (XLNet), "
+                   "mpnet, electra (encoder); bart or mass (encoder-decoder); word2vec (word vectors); elmo "
+                   "(bidirectional LSTM). images: supervised (a classifier on the labels, e.g. MNIST for ImageNet)")
+    r.add_argument("--model", help="preset: text tiny (default), mini, small, medium, base; images resnet-tiny, "
+                                   "resnet-mini, resnet-small (default), resnet18, vit-tiny, vit-mini, vit-small")
+    _image_options(r)
     r.add_argument("--steps", type=int, default=1000)
     r.add_argument("--out", required=True, help="run directory")
     r.add_argument("--seq-len", type=int, default=128)
@@ -341,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--init", required=True, help="checkpoint directory (e.g. RUN/final), or 'scratch'")
     f.add_argument("--like", help="with --init scratch: copy this checkpoint's architecture and tokenizer")
     f.add_argument("--train", required=True, help="labeled file (.tsv/.csv/.jsonl) or a GLUE task directory")
-    f.add_argument("--dev", help="validation file or GLUE task directory")
+    f.add_argument("--dev", help="validation file or GLUE task directory (images: the val split of --dev)")
+    f.add_argument("--test", help="labeled test data, evaluated once after training (images: the test split)")
     f.add_argument("--out", required=True)
+    _image_options(f)
     f.add_argument("--task", choices=["classification", "regression"])
     f.add_argument("--label-names", type=_csv, help="comma-separated label set, in id order")
     f.add_argument("--num-labels", type=int)
@@ -369,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("predict", cmd_predict, "predictions of a fine-tuned model")):
         e = sub.add_parser(name, help=helptext)
         e.add_argument("--model", required=True, help="fine-tuned directory (RUN/final)")
-        e.add_argument("--data", required=True)
+        e.add_argument("--data", required=True, help="labeled file, a GLUE directory, or image data")
+        e.add_argument("--split", help="the split of a directory or .npz holding several (default: dev for text, "
+                                       "test for images)")
+        e.add_argument("--image-size", type=_size, help="images: resize every image to H,W while reading")
         if name == "evaluate":
             e.add_argument("--metrics", type=_csv)
         else:
@@ -542,6 +553,27 @@ def _distributed(p):
                    help="under torchrun with several processes: ddp (a model copy per process) or fsdp (parameters, "
                         "gradients and optimizer state sharded over the processes, for models too big for one "
                         "device); checkpoints are the same either way")
+
+
+def _size(value: str) -> tuple[int, int]:
+    """"28" -> (28, 28); "32,48" -> (32, 48)"""
+    try:
+        parts = [int(v) for v in value.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not an image size: give H,W (e.g. 28,28) or one number") \
+            from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"'{value}' is not an image size: give H,W (e.g. 28,28) or one number")
+    return parts[0], parts[1]
+
+
+def _image_options(p):
+    p.add_argument("--augment", help="images: an augmentation recipe (none, light, xray) with KEY=VALUE overrides, "
+                                     "e.g. xray,rotation=5,hflip=1; flips are off by default (left and right matter "
+                                     "on X-rays)")
+    p.add_argument("--image-size", type=_size, help="images: resize every image to H,W while reading")
 
 
 def _columns(p):

@@ -225,6 +225,25 @@ def read_images(
 # --------------------------------------------------------------------------------------------------- dispatch
 
 
+def has_split(path: str | Path, split: str) -> bool:
+    """Whether ``path`` holds images for ``split`` (decoding nothing): an idx file with that prefix, the ``.npz``
+    key, the split's CSV or sub-folder. A single file (idx, CSV) is one split whatever its name."""
+    path = Path(path)
+    split = _canonical_split(split)
+    if not path.exists():
+        return False
+    try:
+        kind, target = _detect(path, split)
+    except UserError:
+        return False
+    if kind == "npz":
+        with np.load(target, allow_pickle=False) as data:
+            return f"{split}_images" in data.files
+    if kind == "folder":
+        return any((path / name).is_dir() for name in _SPLIT_FOLDERS.get(split, (split,)))
+    return path.is_dir() or split == "train"
+
+
 def _canonical_split(split: str) -> str:
     if not isinstance(split, str) or not split.strip():
         raise UserError(f"split must be a name such as 'train', 'val' or 'test', got {split!r}.")

@@ -270,8 +270,11 @@ def compute_metrics(names, preds, labels, scores=None) -> dict[str, float]:
     return {n: METRICS[n](scores if n in NEEDS_SCORES else p, y) for n in names}
 
 
-def default_metrics(task: str, num_labels: int | None = None) -> list[str]:
-    """GLUE's choice: accuracy (plus F1 for binary tasks) for classification, Pearson/Spearman for regression."""
+def default_metrics(task: str, num_labels: int | None = None, modality: str = "text") -> list[str]:
+    """GLUE's choice for text: accuracy (plus F1 for binary tasks) for classification, Pearson/Spearman for
+    regression; for images ``default_image_metrics``."""
+    if modality == "image" and task == "classification":
+        return default_image_metrics(num_labels or 2)
     if task == "classification":
         return ["accuracy", "f1"] if num_labels == 2 else ["accuracy"]
     if task == "regression":

@@ -1,39 +1,42 @@
 """`transferlab compare SPEC.yaml`: transfer methods x label budgets x seeds, and a report people want to read.
 
 The spec (YAML) names the pretrained checkpoints, the task, the methods, the label budgets and the seeds; see
-``examples/compare_sst2.yaml``. Everything in it is validated before the first run starts, and every mistake is
-reported with the spec's line and the fix. Each finished run appends one row to ``OUT/results.jsonl``; re-running
-the same spec skips the runs whose rows are there (same settings), so an interrupted grid resumes where it stopped.
-A run writes nothing until it has finished, so an interrupted one simply starts again. The summary, plots and
-report are written at the end from the rows (``experiments.report``).
+``examples/compare_sst2.yaml`` (text) and ``examples/compare_pneumonia.yaml`` (images). Everything in it is
+validated before the first run starts, and every mistake is reported with the spec's line and the fix. This module
+is the compare-specific part: reading the spec (``CompareSpec``, on ``spec.SpecReader``), planning the runs and
+running one cell (``run_one``); ``grid.run_grid`` runs and resumes them, ``report`` writes the summary, plots and
+report from the rows.
+
+The kind of input is read from the checkpoints (or, for a pipeline-only grid, from the data): text tasks read
+labeled files with text columns and compare against TF-IDF + logistic regression; image tasks read image sets
+(idx, .npz, class folders, CSV) and compare against HOG + logistic regression. With a ``test:`` split, every
+network run keeps the weights of its best dev epoch and the report's headline is the test metric of those weights
+(select on dev, report on test).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
-from tqdm.auto import tqdm
 
-from ..data.labeled import LabeledSet, find_split, read_labeled
 from ..data.sampling import stratified_sample
 from ..errors import UserError
 from ..evaluation.metrics import METRIC_TASK, METRICS, default_metrics
-from ..fsutil import write_text
 from ..heads.heads import POOLINGS
+from ..inputs import data_modality, image_adaptation, modality
 from ..training.checkpoint import load_config
 from ..training.optim import SCHEDULES
 from ..transfer import from_pretrained
 from . import report
+from .grid import RESULTS, run_grid
 from .report import NO_CHECKPOINT
-from .classical import tfidf_linear
+from .spec import SpecReader, load_yaml
 
 DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora")
 METHODS = DEEP_METHODS + ("pipeline",)
@@ -43,6 +46,10 @@ METHODS = DEEP_METHODS + ("pipeline",)
 # max_steps: a cap on optimizer steps per run (large budgets then train for fewer, possibly fractional, epochs).
 TRAIN_DEFAULTS = dict(epochs=3, min_epoch_size=0, max_steps=0, lr=5e-5, batch_size=32, max_len=128, weight_decay=0.01, warmup=0.1,
                       schedule="linear", precision="auto")
+# Images: a network trained from scratch (or a whole transferred ResNet) wants AdamW's usual 1e-3, not BERT's
+# fine-tuning rate, and more epochs; augmentation is off unless the spec names a recipe (data.augment).
+IMAGE_TRAIN_DEFAULTS = dict(epochs=10, min_epoch_size=0, max_steps=0, lr=1e-3, batch_size=64, weight_decay=0.05,
+                            warmup=0.1, schedule="linear", precision="auto", augment="none")
 # Settings a method needs that differ from full fine-tuning. A head alone, or low-rank adapters, need a larger
 # learning rate than a whole network; these apply unless the method sets its own (a spec-wide `train: lr`
 # is meant for the methods that train every weight).
@@ -54,55 +61,18 @@ METHOD_DEFAULTS = {
     "lora": {"lr": 5e-4, "rank": 8, "alpha": 16.0, "dropout": 0.0},
     "pipeline": {"C": 1.0, "ngram_max": 2, "max_features": 100_000},
 }
+# The image pipeline is HOG (Dalal & Triggs 2005) + logistic regression; pixels_per_cell is a square cell's side.
+IMAGE_PIPELINE_DEFAULTS = {"C": 1.0, "orientations": 9, "pixels_per_cell": 4, "cells_per_block": 2}
 # Settings that have no default value in the grid (the model's own choice applies unless one is given); kept out of
 # TRAIN_DEFAULTS so that a spec without them fingerprints its runs as before they existed.
 OPTIONAL_KEYS = ("pooling",)
-PIPELINE_KEYS = ("C", "ngram_max", "max_features")
 TOP_KEYS = ("name", "checkpoints", "task", "methods", "budgets", "seeds", "train", "out")
-TASK_KEYS = ("train", "dev", "text_cols", "label_col", "task", "metric", "metrics")
+TASK_KEYS = ("train", "dev", "test", "text_cols", "label_col", "task", "metric", "metrics", "image_size", "path_col")
+TEXT_TASK_KEYS = ("text_cols",)
+IMAGE_TASK_KEYS = ("image_size", "path_col")
 FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C")
-INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features")
-RESULTS = "results.jsonl"
-
-
-# ------------------------------------------------------------------------------------------- YAML with lines
-
-
-def _construct(node, path: tuple, lines: dict):
-    """Plain Python data from a composed YAML node, recording the line of every value under its key path."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            out[key] = _construct(value_node, path + (key,), lines)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, path + (i,), lines) for i, v in enumerate(node.value)]
-    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
-
-
-def load_yaml(path: str | Path) -> tuple[dict, dict]:
-    """Read a YAML spec. Returns (data, lines): ``lines[("task", "metric")]`` is the 1-based line of that entry."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"compare spec '{path}' does not exist. Pass a YAML file (see examples/compare_sst2.yaml).")
-    try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise UserError(f"{where}: the spec is not valid YAML ({getattr(e, 'problem', e)}). Check the indentation "
-                        f"and the quoting on that line.") from None
-    except UnicodeDecodeError:
-        raise UserError(f"'{path}' is not UTF-8 text; save the spec as UTF-8.") from None
-    lines: dict = {}
-    data = _construct(node, (), lines) if node is not None else None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: the spec must be a YAML mapping with keys {', '.join(TOP_KEYS)} "
-                        f"(see examples/compare_sst2.yaml).")
-    return data, lines
+INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features",
+            "orientations", "pixels_per_cell", "cells_per_block")
 
 
 # ------------------------------------------------------------------------------------------------ the spec
@@ -126,32 +96,23 @@ class MethodSpec:
 
 
 @dataclass
-class CompareSpec:
+class CompareSpec(SpecReader):
     """A validated spec. Build it with ``CompareSpec.parse(path_or_dict)``."""
 
     source: str
     name: str
     checkpoints: list[Checkpoint]
-    task: dict  # train, dev, text_cols, label_col, task, metric, metrics
+    task: dict  # train, dev, text_cols, label_col, task, metric, metrics (+ test; + modality, image_size)
     methods: list[MethodSpec]
     budgets: list[str]  # "100", "all", ... smallest first
     seeds: list[int]
     out: str | None
-    train_set: LabeledSet = field(repr=False, default=None)
-    dev_set: LabeledSet = field(repr=False, default=None)
+    modality: str = "text"
+    train_set: object = field(repr=False, default=None)  # a LabeledSet (text) or an ImageSet
+    dev_set: object = field(repr=False, default=None)
+    test_set: object = field(repr=False, default=None)
     lines: dict = field(repr=False, default_factory=dict)
     budget_sizes: dict = field(default_factory=dict)  # budget name -> number of training examples
-
-    # -- error helpers --
-    def _where(self, path: tuple) -> str:
-        option = ".".join(str(p) for p in path) or "the spec"
-        for k in range(len(path), -1, -1):
-            if path[:k] in self.lines:
-                return f"{self.source}:{self.lines[path[:k]]}: {option}"
-        return f"{self.source}: {option}"
-
-    def error(self, path: tuple, message: str) -> UserError:
-        return UserError(f"{self._where(path)}: {message}")
 
     @classmethod
     def parse(cls, spec: str | Path | dict) -> "CompareSpec":
@@ -159,13 +120,14 @@ class CompareSpec:
         if isinstance(spec, dict):
             data, lines, source = spec, {}, "spec"
         else:
-            data, lines = load_yaml(spec)
+            data, lines = load_yaml(spec, TOP_KEYS, "examples/compare_sst2.yaml")
             source = str(spec)
         self = cls(source=source, name="", checkpoints=[], task={}, methods=[], budgets=[], seeds=[], out=None,
                    lines=lines)
         self._check_keys(data, (), TOP_KEYS)
         self.name = str(data.get("name") or (Path(source).stem if source != "spec" else "compare"))
         self.out = data.get("out")
+        self.modality = self._modality(data.get("checkpoints") or [], data.get("task"))
         self._parse_task(data.get("task"))
         self._parse_methods(data.get("methods"), data.get("train") or {})
         self._parse_checkpoints(data.get("checkpoints") or [])
@@ -173,12 +135,25 @@ class CompareSpec:
         self._parse_seeds(data.get("seeds", 3))
         return self
 
-    def _check_keys(self, d, path: tuple, allowed) -> None:
-        if not isinstance(d, dict):
-            raise self.error(path, f"expected a mapping with keys {', '.join(allowed)}, got {type(d).__name__}.")
-        for k in d:
-            if k not in allowed:
-                raise self.error(path + (k,), f"unknown key '{k}'. Allowed here: {', '.join(allowed)}.")
+    def _modality(self, checkpoints, task) -> str:
+        """The checkpoints' modality (they must agree); without checkpoints, what the training data holds."""
+        found = {}
+        for i, entry in enumerate(checkpoints if isinstance(checkpoints, list) else [checkpoints]):
+            path = entry.get("path") if isinstance(entry, dict) else entry
+            if path and (Path(str(path)) / "config.json").is_file():
+                try:
+                    found.setdefault(modality(load_config(path)), i)
+                except UserError:
+                    continue  # reported with its line when the checkpoints are parsed
+        if len(found) > 1:
+            (a, i), (b, j) = sorted(found.items(), key=lambda kv: kv[1])[:2]
+            raise self.error(("checkpoints", j), f"is a {b} model but checkpoint {i} "
+                                                 f"({self._where(('checkpoints', i))}) is a {a} model; one grid "
+                                                 f"compares checkpoints of one kind of input. Split the spec.")
+        if found:
+            return next(iter(found))
+        train = task.get("train") if isinstance(task, dict) else None
+        return (data_modality(train) if train else None) or "text"
 
     # -- task --
     def _parse_task(self, task) -> None:
@@ -186,6 +161,10 @@ class CompareSpec:
             raise self.error(("task",), "missing. Add `task:` with at least `train:` and `dev:` (labeled files or "
                                         "GLUE task directories).")
         self._check_keys(task, ("task",), TASK_KEYS)
+        wrong = [k for k in (TEXT_TASK_KEYS if self.modality == "image" else IMAGE_TASK_KEYS) if k in task]
+        if wrong:
+            raise self.error(("task", wrong[0]), f"applies to {'text' if self.modality == 'image' else 'image'} "
+                                                 f"tasks; this grid's checkpoints read {self.modality}.")
         for key in ("train", "dev"):
             if not task.get(key):
                 raise self.error(("task", key), f"missing. Name the {key} file (.tsv/.csv/.jsonl) or a GLUE "
@@ -197,17 +176,13 @@ class CompareSpec:
         if kind is not None and kind not in ("classification", "regression"):
             raise self.error(("task", "task"), f"'{kind}' is not a task; use classification or regression "
                                                f"(or leave it out to infer it from the labels).")
-        try:
-            train = read_labeled(find_split(task["train"], "train"), text_cols=text_cols,
-                                 label_col=task.get("label_col"), task=kind)
-            dev = read_labeled(find_split(task["dev"], "dev"), text_cols=text_cols, label_col=task.get("label_col"),
-                               task=train.task, label_names=train.label_names)
-        except UserError as e:
-            raise self.error(("task",), str(e)) from None
+        if self.modality == "image" and kind not in (None, "classification"):
+            raise self.error(("task", "task"), f"image tasks are classification (got '{kind}').")
+        train, dev, test = self._read_splits(task, text_cols, kind)
         metrics = task.get("metrics") or []
         if isinstance(metrics, str):
             metrics = [m.strip() for m in metrics.split(",")]
-        metric = task.get("metric") or (metrics[0] if metrics else default_metrics(train.task, train.num_labels)[0])
+        metric = task.get("metric") or (metrics[0] if metrics else default_metrics(train.task, train.num_labels, self.modality)[0])
         for i, m in enumerate([metric, *metrics]):
             path = ("task", "metric") if i == 0 and task.get("metric") else ("task", "metrics", i - 1)
             if m not in METRICS:
@@ -216,11 +191,44 @@ class CompareSpec:
                 fits = ", ".join(n for n in METRICS if METRIC_TASK[n] == train.task)
                 raise self.error(path, f"'{m}' is a {METRIC_TASK[m]} metric but {task['train']} is a "
                                        f"{train.task} task. Use one of: {fits}.")
-        metrics = list(dict.fromkeys([metric, *(metrics or default_metrics(train.task, train.num_labels))]))
+        metrics = list(dict.fromkeys([metric, *(metrics or default_metrics(train.task, train.num_labels, self.modality))]))
         self.task = {"train": str(task["train"]), "dev": str(task["dev"]), "text_cols": text_cols,
                      "label_col": task.get("label_col"), "task": train.task, "metric": metric, "metrics": metrics,
                      "label_names": train.label_names, "train_size": len(train), "dev_size": len(dev)}
-        self.train_set, self.dev_set = train, dev
+        # Keys a text spec did not have before are added only when used, so its runs keep their fingerprints.
+        if test is not None:
+            self.task.update(test=str(task["test"]), test_size=len(test))
+        if self.modality == "image":
+            self.task.update(modality="image", image_size=list(train.size), path_col=task.get("path_col"))
+        self.train_set, self.dev_set, self.test_set = train, dev, test
+
+    def _read_splits(self, task: dict, text_cols, kind):
+        """(train, dev, test or None) read the way the grid's modality reads them; a directory or .npz holding
+        several splits gives each key its own (train, val/dev, test)."""
+        try:
+            if self.modality == "image":
+                from ..data.images import read_images
+
+                size = task.get("image_size")
+                if size is not None:
+                    size = (size, size) if isinstance(size, int) else tuple(size)
+
+                def read(key, split, names=None):
+                    return read_images(task[key], split, label_names=names, resize=size,
+                                       label_col=task.get("label_col"), path_col=task.get("path_col"))
+            else:
+                from ..data.labeled import find_split, read_labeled
+
+                def read(key, split, names=None):
+                    return read_labeled(find_split(task[key], split), text_cols=text_cols,
+                                        label_col=task.get("label_col"), task=train.task if names else kind,
+                                        label_names=names)
+            train = read("train", "train")
+            dev = read("dev", "dev", train.label_names)
+            test = read("test", "test", train.label_names) if task.get("test") else None
+        except UserError as e:
+            raise self.error(("task",), str(e)) from None
+        return train, dev, test
 
     # -- methods --
     def _value(self, path: tuple, key: str, value):
@@ -248,11 +256,21 @@ class CompareSpec:
         if key == "schedule":
             if value not in SCHEDULES:
                 raise self.error(path, f"unknown schedule '{value}'; choose one of {', '.join(SCHEDULES)}.")
+        if key == "augment":
+            from ..data.augment import augment_config
+
+            try:
+                augment_config(value)
+            except UserError as e:
+                raise self.error(path, str(e)) from None
+        if key in ("orientations", "pixels_per_cell", "cells_per_block") and value < 1:
+            raise self.error(path, f"must be positive (got {value}).")
         return value
 
     def _parse_methods(self, methods, train_defaults) -> None:
-        self._check_keys(train_defaults, ("train",), tuple(TRAIN_DEFAULTS) + OPTIONAL_KEYS)
-        shared = dict(TRAIN_DEFAULTS)
+        defaults = IMAGE_TRAIN_DEFAULTS if self.modality == "image" else TRAIN_DEFAULTS
+        self._check_keys(train_defaults, ("train",), tuple(defaults) + OPTIONAL_KEYS)
+        shared = dict(defaults)
         for k, v in train_defaults.items():
             shared[k] = self._value(("train", k), k, v)
         if not methods:
@@ -272,12 +290,12 @@ class CompareSpec:
                                        "(`- lora: {rank: 4}`).")
             if name not in METHODS:
                 raise self.error(path, f"unknown method '{name}'. Choose one of: {', '.join(METHODS)}.")
-            own = tuple(METHOD_DEFAULTS[name])
-            network_keys = tuple(TRAIN_DEFAULTS) + OPTIONAL_KEYS + own
-            allowed = (PIPELINE_KEYS if name == "pipeline" else network_keys) + ("label",)
+            own = self._method_defaults(name)
+            network_keys = tuple(defaults) + OPTIONAL_KEYS + tuple(own)
+            allowed = (tuple(own) if name == "pipeline" else network_keys) + ("label",)
             self._check_keys(overrides, path, allowed)
             settings = {} if name == "pipeline" else dict(shared)
-            settings.update(METHOD_DEFAULTS[name])
+            settings.update(own)
             for k, v in overrides.items():
                 if k != "label":
                     settings[k] = self._value(path + (k,), k, v)
@@ -286,6 +304,11 @@ class CompareSpec:
                 raise self.error(path, f"method '{label}' is listed twice. Give the second one its own "
                                        f"`label:` (e.g. `- lora: {{rank: 4, label: lora-r4}}`).")
             self.methods.append(MethodSpec(label, name, settings))
+
+    def _method_defaults(self, name: str) -> dict:
+        if name == "pipeline" and self.modality == "image":
+            return IMAGE_PIPELINE_DEFAULTS
+        return METHOD_DEFAULTS[name]
 
     # -- checkpoints --
     def _parse_checkpoints(self, entries) -> None:
@@ -318,6 +341,8 @@ class CompareSpec:
                 raise self.error(path_key, f"two checkpoints are called '{name}'. Write them as "
                                            f"`- {{name: SOMETHING, path: ...}}` with different names.")
             tokenizer = config.get("tokenizer_sha256") or _sha256(directory / "tokenizer.json")
+            if self.modality == "image":  # each image model reads its data through its own normalisation
+                tokenizer = ""
             if first_tokenizer is None:
                 first_tokenizer = tokenizer
             elif tokenizer != first_tokenizer:
@@ -331,8 +356,13 @@ class CompareSpec:
             arch = hashlib.sha256(json.dumps(backbone, sort_keys=True).encode()).hexdigest()[:10]
             weights = directory / "model.safetensors"
             identity = _sha256_text(json.dumps([config, _sha256(weights)], sort_keys=True))
-            summary = (f"{backbone['family']} {backbone['n_layer']} layers x {backbone['d_model']}, "
-                       f"pretrained as '{config.get('task', {}).get('kind', '?')}'")
+            summary = f"{_architecture(backbone)}, pretrained as '{config.get('task', {}).get('kind', '?')}'"
+            if "lora" in (m.method for m in self.methods) and backbone["family"] in ("resnet", "rnn", "embedding"):
+                where = next(i for i, m in enumerate(self.methods) if m.method == "lora")
+                raise self.error(("methods", where), f"lora adapts the attention and MLP layers of transformer "
+                                                     f"blocks; checkpoint '{name}' is a {backbone['family']} "
+                                                     f"({self._where(path_key)}), which has none. Drop lora, or "
+                                                     f"compare a transformer (ViT) checkpoint.")
             self.checkpoints.append(Checkpoint(name, str(directory), arch, tokenizer, summary, identity))
 
     # -- budgets and seeds --
@@ -384,8 +414,10 @@ class CompareSpec:
         for c in self.checkpoints:
             scratch_for.setdefault(c.arch, c)
         runs = []
-        data_id = _sha256_text(json.dumps([self.task, _file_id(self.train_set.source),
-                                           _file_id(self.dev_set.source)], sort_keys=True))
+        files = [_file_id(self.train_set.source), _file_id(self.dev_set.source)]
+        if self.test_set is not None:
+            files.append(_file_id(self.test_set.source))
+        data_id = _sha256_text(json.dumps([self.task, *files], sort_keys=True))
         for budget in self.budgets:
             for seed in self.seeds:
                 for m in self.methods:
@@ -401,7 +433,7 @@ class CompareSpec:
                             [settings, data_id, c.identity if c else None, c.arch if c else None,
                              self.budget_sizes[budget], seed], sort_keys=True))[:16]
                         runs.append(Run(c.name if c else NO_CHECKPOINT, m, budget, self.budget_sizes[budget], seed,
-                                        c, fingerprint))
+                                        c, fingerprint, len(self.dev_set)))
         return runs
 
     def describe(self) -> dict:
@@ -410,7 +442,8 @@ class CompareSpec:
                 "checkpoints": [c.__dict__ for c in self.checkpoints],
                 "methods": [{"label": m.label, "method": m.method, "settings": m.settings} for m in self.methods],
                 "budgets": self.budgets, "budget_sizes": self.budget_sizes, "seeds": self.seeds,
-                "class_counts": _class_counts(self.train_set), "dev_class_counts": _class_counts(self.dev_set)}
+                "class_counts": _class_counts(self.train_set), "dev_class_counts": _class_counts(self.dev_set),
+                **({"test_class_counts": _class_counts(self.test_set)} if self.test_set is not None else {})}
 
 
 @dataclass
@@ -422,18 +455,23 @@ class Run:
     seed: int
     source: Checkpoint | None
     fingerprint: str
+    dev_size: int = 0
 
     @property
     def key(self) -> tuple:
         return (self.checkpoint, self.method.label, self.budget, self.seed)
 
-    def cost(self, dev_size: int) -> float:
+    @property
+    def label(self) -> str:
+        return f"{self.method.label} @ {self.budget}, seed {self.seed}"
+
+    def cost(self) -> float:
         """Rough relative cost for the ETA: examples seen, counting a dev pass per epoch at a third of a training
         pass (no backward) and model set-up as 50 examples; the pipeline is nearly free."""
         if self.method.method == "pipeline":
             return 0.02 * self.budget_size
         repeats, epochs = epoch_plan(self.method.settings, self.budget_size)
-        return 50 + epochs * (repeats * self.budget_size + dev_size / 3)
+        return 50 + epochs * (repeats * self.budget_size + self.dev_size / 3)
 
 
 def epoch_plan(settings: dict, n_examples: int) -> tuple[int, float]:
@@ -445,6 +483,14 @@ def epoch_plan(settings: dict, n_examples: int) -> tuple[int, float]:
         steps_per_epoch = -(-repeats * n_examples // settings["batch_size"])
         epochs = min(epochs, settings["max_steps"] / steps_per_epoch)
     return repeats, epochs
+
+
+def _architecture(backbone: dict) -> str:
+    """A checkpoint's backbone in a few words, e.g. "encoder 4 layers x 256", "resnet widths 32-64-128-256"."""
+    if backbone["family"] == "resnet":
+        return (f"resnet widths {'-'.join(map(str, backbone['widths']))}, "
+                f"{'-'.join(map(str, backbone['depths']))} blocks")
+    return f"{backbone['family']} {backbone['n_layer']} layers x {backbone['d_model']}"
 
 
 def _sha256(path: Path) -> str:
@@ -461,7 +507,7 @@ def _file_id(path: str) -> list:
     return [str(path), _sha256(Path(path))]
 
 
-def _class_counts(data: LabeledSet) -> dict | None:
+def _class_counts(data) -> dict | None:
     if data.task != "classification":
         return None
     counts = np.bincount(np.asarray(data.labels), minlength=data.num_labels)
@@ -473,69 +519,80 @@ def _class_counts(data: LabeledSet) -> dict | None:
 
 def run_one(spec: CompareSpec, run: Run) -> dict:
     """Train and evaluate one cell of the grid; return its results row."""
-    train_all, dev, task = spec.train_set, spec.dev_set, spec.task
+    train_all, dev, test, task = spec.train_set, spec.dev_set, spec.test_set, spec.task
     idx = stratified_sample(train_all.labels, run.budget_size, run.seed, train_all.task)
     train = train_all.subset(idx)
     s = run.method.settings
     start = time.perf_counter()
+    extra = {}
     if run.method.method == "pipeline":
-        metrics, trained = tfidf_linear(train, dev, task["metrics"], seed=run.seed, C=s["C"],
-                                        ngram_max=s["ngram_max"], max_features=s["max_features"])
-        epochs = [{"epoch": 1, **metrics}]
+        metrics, trained = _pipeline(spec, train, s, run.seed)
+        extra = {"test": {k[5:]: v for k, v in metrics.items() if k.startswith("test_")}} if test is not None else {}
+        epochs = [{"epoch": 1, **{k: v for k, v in metrics.items() if not k.startswith("test_")}}]
     else:
-        init = "scratch" if run.method.method == "scratch" else "pretrained"
-        model = from_pretrained(run.source.path, task=train.task, num_labels=train.num_labels,
-                                label_names=train.label_names, init=init, seed=run.seed, max_len=s["max_len"],
-                                pooling=s.get("pooling"), verbose=False)
-        method = "finetune" if run.method.method == "scratch" else run.method.method
-        options = {"lora": {"lora_rank": s.get("rank"), "lora_alpha": s.get("alpha"), "lora_dropout": s.get("dropout")},
-                   "gradual-unfreeze": {"lr_decay": s.get("lr_decay")}}.get(method)
-        model.compile(lr=s["lr"], metrics=task["metrics"], weight_decay=s["weight_decay"], warmup=s["warmup"],
-                      schedule=s["schedule"], precision=s["precision"], method=method, method_options=options)
-        repeats, n_epochs = epoch_plan(s, len(train))
-        fit_set = train.subset(np.tile(np.arange(len(train)), repeats)) if repeats > 1 else train
-        history = model.fit(fit_set, validation_data=dev, epochs=n_epochs, batch_size=s["batch_size"],
-                            seed=run.seed, verbose=False).history
-        n = len(history["val_loss"])
-        epochs = [{"epoch": round(min(e + 1, n_epochs), 4), "train_loss": history["loss"][e],
-                   **{k[4:]: history[k][e] for k in history if k.startswith("val_")}} for e in range(n)]
-        trained = max(history["trainable_params"])
+        epochs, trained, extra = _train_network(spec, run, train)
     best = int(np.argmax([e[task["metric"]] for e in epochs]))
     return {"checkpoint": run.checkpoint, "method": run.method.label, "kind": run.method.method,
             "budget": run.budget, "budget_size": run.budget_size, "seed": run.seed,
             "arch": run.source.arch if run.source else None, "metric": task["metric"],
-            "final": epochs[-1], "best_epoch": best + 1, "best": epochs[best], "epochs": epochs,
+            "final": epochs[-1], "best_epoch": best + 1, "best": epochs[best], "epochs": epochs, **extra,
             "trained_params": int(trained), "train_examples": len(train),
             "wall_s": round(time.perf_counter() - start, 3), "fingerprint": run.fingerprint}
 
 
-# ------------------------------------------------------------------------------------------------ results log
+def _pipeline(spec: CompareSpec, train, s: dict, seed: int) -> tuple[dict, int]:
+    """The hand-designed reference of the grid's modality: TF-IDF (text) or HOG (images) + a linear model."""
+    from .classical import hog_linear, tfidf_linear
+
+    metrics = spec.task["metrics"]
+    if spec.modality == "image":
+        return hog_linear(train, spec.dev_set, metrics, seed=seed, C=s["C"], orientations=s["orientations"],
+                          pixels_per_cell=(s["pixels_per_cell"],) * 2, cells_per_block=(s["cells_per_block"],) * 2,
+                          test=spec.test_set)
+    if spec.test_set is not None:
+        test, _ = tfidf_linear(train, spec.test_set, metrics, seed=seed, C=s["C"], ngram_max=s["ngram_max"],
+                               max_features=s["max_features"])
+    metrics_dev, trained = tfidf_linear(train, spec.dev_set, metrics, seed=seed, C=s["C"], ngram_max=s["ngram_max"],
+                                        max_features=s["max_features"])
+    if spec.test_set is not None:
+        metrics_dev.update({f"test_{k}": v for k, v in test.items()})
+    return metrics_dev, trained
 
 
-def read_results(path: Path) -> list[dict]:
-    """Rows of results.jsonl; a torn last line (a crash mid-write) is dropped and the file repaired."""
-    if not path.is_file():
-        return []
-    rows, good = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "fingerprint" in row:
-            rows.append(row)
-            good.append(line)
-    text = "".join(g + "\n" for g in good)
-    if text != path.read_text(encoding="utf-8"):
-        write_text(path, text)
-    return rows
+def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int, dict]:
+    """Fine-tune (or train from scratch) one model: (epoch rows, trained parameters, extra row fields: the test
+    metrics of the best dev epoch when there is a test split, and the confusion matrix of the evaluated split)."""
+    from ..evaluation.metrics import confusion_matrix
+    from ..training.callbacks import EarlyStopping
 
-
-def _append(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    s, task, test = run.method.settings, spec.task, spec.test_set
+    init = "scratch" if run.method.method == "scratch" else "pretrained"
+    model = from_pretrained(run.source.path, task=train.task, num_labels=train.num_labels,
+                            label_names=train.label_names, init=init, seed=run.seed, max_len=s.get("max_len", 128),
+                            pooling=s.get("pooling"), verbose=False, **image_adaptation(run.source.path, train))
+    method = "finetune" if run.method.method == "scratch" else run.method.method
+    options = {"lora": {"lora_rank": s.get("rank"), "lora_alpha": s.get("alpha"), "lora_dropout": s.get("dropout")},
+               "gradual-unfreeze": {"lr_decay": s.get("lr_decay")}}.get(method)
+    model.compile(lr=s["lr"], metrics=task["metrics"], weight_decay=s["weight_decay"], warmup=s["warmup"],
+                  schedule=s["schedule"], precision=s["precision"], method=method, method_options=options)
+    repeats, n_epochs = epoch_plan(s, len(train))
+    fit_set = train.subset(np.tile(np.arange(len(train)), repeats)) if repeats > 1 else train
+    # With a test split, the weights of the best dev epoch are the model (select on dev, report on test).
+    keep_best = [EarlyStopping(monitor=f"val_{task['metric']}", patience=10**9, restore_best_weights=True)] \
+        if test is not None else []
+    augment = s.get("augment")
+    history = model.fit(fit_set, validation_data=spec.dev_set, epochs=n_epochs, batch_size=s["batch_size"],
+                        seed=run.seed, verbose=False, callbacks=keep_best,
+                        augment=None if augment in (None, "none") else augment).history
+    n = len(history["val_loss"])
+    epochs = [{"epoch": round(min(e + 1, n_epochs), 4), "train_loss": history["loss"][e],
+               **{k[4:]: history[k][e] for k in history if k.startswith("val_")}} for e in range(n)]
+    evaluated = test if test is not None else spec.dev_set
+    extra = {"test": model.evaluate(test)} if test is not None else {}
+    if train.task == "classification":
+        preds = model.predict(evaluated)
+        extra["confusion"] = confusion_matrix(preds, evaluated.labels, train.num_labels).tolist()
+    return epochs, max(history["trainable_params"]), extra
 
 
 # ------------------------------------------------------------------------------------------------ the grid
@@ -567,39 +624,18 @@ def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path |
                         f"Choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     plan = spec.plan()
-    done = {}
-    for row in read_results(results_path):
-        done[(row["checkpoint"], row["method"], row["budget"], row["seed"], row["fingerprint"])] = row
-    todo = [r for r in plan if r.key + (r.fingerprint,) not in done]
-    pending = {id(r) for r in todo}
-    ignored = len(done) - (len(plan) - len(todo))
-    if todo:
-        # The old report no longer describes the results once new runs land: remove it now, write it again at the end.
-        report.remove_outputs(out)
-    say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else (lambda msg: None)
-    if done:
-        say(f"resuming {out}: {len(plan) - len(todo)} of {len(plan)} runs already finished"
-            + (f"; {ignored} rows from other settings are kept in {RESULTS} but left out" if ignored else ""))
-    dev_size = len(spec.dev_set)
-    # The bar advances by estimated cost, so the ETA weighs a 67k-example run above a 100-example one.
-    bar = tqdm(total=sum(r.cost(dev_size) for r in plan),
-               initial=sum(r.cost(dev_size) for r in plan if id(r) not in pending),
-               disable=not progress, file=sys.stderr, dynamic_ncols=True,
-               bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-    finished = len(plan) - len(todo)
-    for run in todo:
-        bar.set_description_str(f"runs {finished}/{len(plan)} (now {run.method.label} @ {run.budget}, "
-                                f"seed {run.seed})")
-        row = run_one(spec, run)
-        _append(results_path, row)
-        done[run.key + (run.fingerprint,)] = row
-        finished += 1
-        bar.update(run.cost(dev_size))
-        say(f"  {run.checkpoint} {run.method.label:>16} budget {run.budget:>5} seed {run.seed}: "
-            f"{row['metric']} {row['final'][row['metric']]:.4f} ({row['wall_s']:.1f} s)")
-    bar.set_description_str(f"runs {finished}/{len(plan)}")
-    bar.close()
-    rows = [done[r.key + (r.fingerprint,)] for r in plan]
+
+    def describe(run: Run, row: dict) -> str:
+        value = (row.get("test") or row["final"])[row["metric"]]
+        where = "test" if "test" in row else "dev"
+        return (f"  {run.checkpoint} {run.method.label:>16} budget {run.budget:>5} seed {run.seed}: {where} "
+                f"{row['metric']} {value:.4f} ({row['wall_s']:.1f} s)")
+
+    # The old report no longer describes the results once new runs land: removed before the first new run.
+    grid = run_grid(plan, lambda run: run_one(spec, run), results_path, progress=progress, describe=describe,
+                    row_key=lambda row: (row["checkpoint"], row["method"], row["budget"], row["seed"]),
+                    on_resume=lambda: report.remove_outputs(out))
+    rows = grid["rows"]
     written = report.write_all(out, spec.describe(), rows)
     if progress:
         print(written["table"])
@@ -607,4 +643,4 @@ def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path |
         print("\n\n".join(written["conclusion"]))
         print(f"\nwrote {out / RESULTS}, {', '.join(p.name for p in written['files'])} in {out}")
     return {"rows": rows, "summary": written["summary"], "conclusion": written["conclusion"],
-            "files": written["files"], "ran": len(todo), "skipped": len(plan) - len(todo)}
+            "files": written["files"], "ran": grid["ran"], "skipped": grid["skipped"]}

@@ -37,6 +37,22 @@ def _std(values) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def evaluated(setup: dict) -> str:
+    """The split the headline numbers come from: test (of the weights of the best dev epoch) when the grid has
+    one, else dev (at the last epoch)."""
+    return "test" if "test" in setup["task"] else "dev"
+
+
+def headline(row: dict, setup: dict) -> float:
+    """A run's headline value: its test metric when the grid has a test split, else its last-epoch dev metric."""
+    metric = setup["task"]["metric"]
+    return row["test"][metric] if evaluated(setup) == "test" else row["final"][metric]
+
+
+def _pipeline_name(setup: dict) -> str:
+    return "HOG" if setup["task"].get("modality") == "image" else "TF-IDF"
+
+
 def entry_label(row: dict, setup: dict) -> str:
     """The name of a line in tables and plots: the method, plus the checkpoint when several are compared."""
     if len(setup["checkpoints"]) > 1 and row["checkpoint"] != NO_CHECKPOINT:
@@ -45,7 +61,7 @@ def entry_label(row: dict, setup: dict) -> str:
 
 
 def summarize(rows: list[dict], setup: dict) -> list[dict]:
-    """Mean ± std over seeds of the final-epoch headline metric per (entry, budget), and the gain over scratch.
+    """Mean ± std over seeds of the headline metric (``headline``) per (entry, budget), and the gain over scratch.
 
     The gain is paired by seed (same labeled subset, same seed), and compared against scratch of the same
     architecture; the pipeline is compared against the first scratch baseline.
@@ -61,7 +77,7 @@ def summarize(rows: list[dict], setup: dict) -> list[dict]:
             scratch.setdefault((None, budget), rs)
     summary = []
     for (label, budget), rs in groups.items():
-        values = [r["final"][metric] for r in rs]
+        values = [headline(r, setup) for r in rs]
         base = scratch.get((rs[0]["arch"], budget))
         row = {"entry": label, "checkpoint": rs[0]["checkpoint"], "method": rs[0]["method"], "kind": rs[0]["kind"],
                "budget": budget, "budget_size": rs[0]["budget_size"], "seeds": len(rs), "metric": metric,
@@ -71,8 +87,8 @@ def summarize(rows: list[dict], setup: dict) -> list[dict]:
                "trained_params": int(np.max([r["trained_params"] for r in rs])),
                "wall_s": float(np.mean([r["wall_s"] for r in rs]))}
         if base is not None and rs[0]["kind"] != "scratch":
-            by_seed = {r["seed"]: r["final"][metric] for r in base}
-            diffs = [r["final"][metric] - by_seed[r["seed"]] for r in rs if r["seed"] in by_seed]
+            by_seed = {r["seed"]: headline(r, setup) for r in base}
+            diffs = [headline(r, setup) - by_seed[r["seed"]] for r in rs if r["seed"] in by_seed]
             base_values = list(by_seed.values())
             row.update(gain=float(np.mean(diffs)) if diffs else None, gain_std=_std(diffs),
                        scratch_mean=float(np.mean(base_values)), scratch_std=_std(base_values))
@@ -90,9 +106,9 @@ def _clear(diff: float, std_a: float, std_b: float) -> bool:
 
 
 def majority_baseline(setup: dict) -> tuple[str, float] | None:
-    """The most frequent training label and the dev accuracy of always answering it (None unless the headline
-    metric is accuracy and the class counts are known): the floor a classifier has to clear to have learned."""
-    train, dev = setup.get("class_counts"), setup.get("dev_class_counts")
+    """The most frequent training label and the accuracy of always answering it on the evaluated split (None
+    unless the headline metric is accuracy and the class counts are known): the floor a classifier has to clear."""
+    train, dev = setup.get("class_counts"), setup.get(f"{evaluated(setup)}_class_counts")
     if setup["task"]["metric"] != "accuracy" or not train or not dev or not sum(dev.values()):
         return None
     label = max(train, key=train.get)
@@ -108,7 +124,8 @@ def conclusions(summary: list[dict], setup: dict) -> list[str]:
     majority = majority_baseline(setup)
     if majority:
         paragraphs.append(f"Always answering the most frequent training label ('{majority[0]}') scores "
-                          f"{majority[1]:.3f} {metric} on dev: a model at or below that has learned nothing usable.")
+                          f"{majority[1]:.3f} {metric} on {evaluated(setup)}: a model at or below that has learned "
+                          f"nothing usable.")
     for budget in setup["budgets"]:
         cells = sorted((s for s in summary if s["budget"] == budget), key=lambda s: -s["mean"])
         if not cells:
@@ -158,11 +175,12 @@ def conclusions(summary: list[dict], setup: dict) -> list[str]:
         if pipeline and networks:
             p, n = pipeline[0], networks[0]
             diff = p["mean"] - n["mean"]
+            name = _pipeline_name(setup)
             if diff >= 0:
-                text += (f" The hand-designed TF-IDF pipeline ({p['mean']:.3f}) matches or beats every network "
+                text += (f" The hand-designed {name} pipeline ({p['mean']:.3f}) matches or beats every network "
                          f"here (best network {n['entry']}: {n['mean']:.3f}).")
             else:
-                text += f" The TF-IDF pipeline ({p['mean']:.3f}) trails the best network by {-diff:.3f}."
+                text += f" The {name} pipeline ({p['mean']:.3f}) trails the best network by {-diff:.3f}."
         paragraphs.append(text)
     paragraphs.extend(_trend(summary, setup))
     return paragraphs
@@ -226,10 +244,33 @@ def tables(summary: list[dict], setup: dict) -> list[tuple[str, list[str], list[
             if any(at.get((e, b)) and at[(e, b)]["gain"] is not None for b in budgets)]
     cost = [[e, f"{max(s['trained_params'] for s in summary if s['entry'] == e):,}"]
             + [f"{at[(e, b)]['wall_s']:.1f}" if (e, b) in at else "—" for b in budgets] for e in entries]
-    out = [(f"Dev {metric} at the last epoch (mean ± std over {seeds} seeds), by label budget", head, main)]
+    what = ("Test {} of the best dev epoch's weights" if evaluated(setup) == "test" else "Dev {} at the last epoch")
+    out = [(f"{what.format(metric)} (mean ± std over {seeds} seeds), by label budget", head, main)]
     if gain:
         out.append((f"Gain over scratch (paired by seed; ✓ = more than twice the seed spread)", head, gain))
     out.append(("Trained parameters and seconds per run", ["method", "trained params"] + head[1:], cost))
+    return out
+
+
+def confusion_tables(rows: list[dict], setup: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """At the largest budget, each network method's confusion matrix on the evaluated split, summed over seeds,
+    with each class's recall: what an imbalanced task's accuracy hides (a model that calls every X-ray pneumonia
+    scores 62.5% on PneumoniaMNIST's test set)."""
+    names = setup["task"].get("label_names")
+    budget = setup["budgets"][-1]
+    if not names:
+        return []
+    out = []
+    for entry in dict.fromkeys(entry_label(r, setup) for r in rows):
+        rs = [r for r in rows if r["budget"] == budget and entry_label(r, setup) == entry and "confusion" in r]
+        if not rs:
+            continue
+        cm = np.sum([np.asarray(r["confusion"]) for r in rs], axis=0)
+        body = [[f"true {name}"] + [f"{v:,}" for v in cm[i]] +
+                [f"{cm[i, i] / cm[i].sum():.3f}" if cm[i].sum() else "—"] for i, name in enumerate(names)]
+        where = f"all {setup['budget_sizes'][budget]}" if budget == "all" else budget
+        out.append((f"{entry} at {where} labels: confusion on {evaluated(setup)}, summed over {len(rs)} seeds",
+                    [""] + [f"predicted {n}" for n in names] + ["recall"], body))
     return out
 
 
@@ -278,7 +319,7 @@ def plot_data_efficiency(summary: list[dict], setup: dict, out_png: Path) -> Pat
     ax.set_xticklabels([f"all\n({n:,})" if names[n] == "all" else f"{n:,}" for n in sizes])
     ax.minorticks_off()
     ax.set_xlabel("labeled training examples (log scale)" if ax.get_xscale() == "log" else "labeled training examples")
-    ax.set_ylabel(f"dev {metric} (last epoch)")
+    ax.set_ylabel(f"test {metric} (best dev epoch)" if evaluated(setup) == "test" else f"dev {metric} (last epoch)")
     ax.set_title(f"{setup['name']}: data efficiency ({len(setup['seeds'])} seeds, mean ± std)")
     ax.grid(True, alpha=0.35)
     ax.legend(loc="best", frameon=True, framealpha=0.9, fontsize=9)
@@ -313,9 +354,11 @@ def _setup_lines(setup: dict, rows: list[dict]) -> list[str]:
     if counts:
         total = sum(counts.values())
         balance = "; " + ", ".join(f"{k}: {v / total:.0%}" for k, v in counts.items())
-    lines = [f"Task: {t['task']} on `{t['train']}` ({t['train_size']:,} examples{balance}), evaluated on "
-             f"`{t['dev']}` ({t['dev_size']:,} examples); headline metric **{t['metric']}**, also "
-             f"{', '.join(t['metrics'][1:]) or 'nothing else'}."]
+    split = (f"selected on dev `{t['dev']}` ({t['dev_size']:,} examples), reported on test `{t['test']}` "
+             f"({t['test_size']:,} examples)" if "test" in t else f"evaluated on `{t['dev']}` ({t['dev_size']:,} "
+                                                                   f"examples)")
+    lines = [f"Task: {t['task']} on `{t['train']}` ({t['train_size']:,} examples{balance}), {split}; headline "
+             f"metric **{t['metric']}**, also {', '.join(t['metrics'][1:]) or 'nothing else'}."]
     for c in setup["checkpoints"]:
         lines.append(f"Checkpoint `{c['name']}`: `{c['path']}` ({c['summary']}).")
     for m in setup["methods"]:
@@ -349,7 +392,7 @@ def render(setup: dict, rows: list[dict], summary: list[dict], paragraphs: list[
         htm.append(f"<p>{_md_inline(p)}</p>")
     md += ["## Results", ""]
     htm.append("<h2>Results</h2>")
-    for caption, header, body in tables(summary, setup):
+    for caption, header, body in tables(summary, setup) + confusion_tables(rows, setup):
         md += [f"**{caption}**", "", markdown_table(header, body), ""]
         htm.append(f"<table><caption>{html.escape(caption)}</caption><tr>"
                    + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"

@@ -44,14 +44,30 @@ def load_inputs(directory: str | Path, config: dict):
     return inputs
 
 
+# Reader options of one modality only: giving them for the other is a mistake worth naming.
+TEXT_OPTIONS = ("text_cols", "skip_bad_rows", "header")
+IMAGE_OPTIONS = ("resize", "path_col", "cache_dir")
+
+
 def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names: list[str] | None = None,
-                 require_labels: bool = False, split: str = "train", **options):
+                 require_labels: bool = False, split: str | None = "train", **options):
     """A labeled set of ``inputs``' modality from what a user hands a model: a labeled set already read, a file
     or folder, or Python data (texts or text pairs; an image array) with labels ``y``. ``options`` go to the
-    modality's reader (columns for text files; image size for image folders)."""
+    modality's reader: ``text_cols``, ``label_col``, ``skip_bad_rows`` for text files; ``resize``,
+    ``label_col``, ``path_col`` for images. ``split`` picks the split of a directory or ``.npz`` holding several;
+    None means the one evaluation reads: dev for text (GLUE's test has no labels), test for images."""
     from ..data.labeled import LabeledSet
 
     kind = inputs.modality
+    if split is None:
+        split = "test" if kind == "image" else "dev"
+    wrong = [k for k in (TEXT_OPTIONS if kind == "image" else IMAGE_OPTIONS) if options.get(k)]
+    if wrong:
+        raise UserError(f"{', '.join(wrong)} apply to {'text' if kind == 'image' else 'image'} data; this model "
+                        f"reads {kind}.")
+    options = {k: v for k, v in options.items() if k not in (TEXT_OPTIONS if kind == "image" else IMAGE_OPTIONS)}
+    if isinstance(x, (str, Path)):
+        check_data_modality(x, kind, "the data")
     if kind == "image":
         from ..data.images import ImageSet, read_images
 
@@ -87,3 +103,68 @@ def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names
     if require_labels and labels is None:
         raise UserError("training needs labels: pass them as y (or a labeled file).")
     return LabeledSet(a, b, labels, task, label_names, "<in-memory>", list(range(1, len(a) + 1)), [])
+
+
+def checkpoint_modality(directory: str | Path) -> str:
+    from ..training.checkpoint import load_config
+
+    return modality(load_config(directory))
+
+
+TEXT_SUFFIXES = (".tsv", ".jsonl", ".txt", ".tsv.gz", ".jsonl.gz", ".txt.gz", ".csv.gz")
+
+
+def data_modality(path: str | Path) -> str | None:
+    """What a data path holds, judged from names alone (no decoding): "image" for idx files, ``.npz``, image
+    files and folders of them, and CSVs with an image-path column; "text" for TSV / JSONL / text files and CSVs
+    without one; None when it cannot tell."""
+    from ..data.images import IMAGE_EXTENSIONS, PATH_COLUMN_CANDIDATES
+
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        names = [p.name.lower() for p in path.iterdir()]
+        if any("idx3-ubyte" in n or n.endswith(".npz") for n in names):
+            return "image"
+        if any(n.endswith(TEXT_SUFFIXES) for n in names):
+            return "text"
+        if any(n.endswith(IMAGE_EXTENSIONS) for p in path.iterdir() if p.is_dir() for n in
+               (q.name.lower() for q in list(p.iterdir())[:20])):
+            return "image"
+        return None
+    if "idx3-ubyte" in name or name.endswith((".npz", *IMAGE_EXTENSIONS)):
+        return "image"
+    if name.endswith(TEXT_SUFFIXES):
+        return "text"
+    if name.endswith(".csv") and path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            header = {c.strip().strip('"').lower() for c in f.readline().split(",")}
+        return "image" if header & set(PATH_COLUMN_CANDIDATES) else "text"
+    return None
+
+
+def check_data_modality(path: str | Path, expected: str, option: str) -> None:
+    """Refuse data of one modality given to a model of another, naming the option and the fix."""
+    found = data_modality(path)
+    if found is not None and found != expected:
+        fix = ("pretrain an image model first (`transferlab pretrain --objective supervised --data ...`) or start "
+               "from one" if found == "image" else "fine-tune a text checkpoint (a `transferlab pretrain "
+               "--corpus ...` run) on it")
+        raise UserError(f"{option} '{path}' holds {found} data, but the checkpoint is a {expected} model; {fix}.")
+
+
+def image_adaptation(directory: str | Path, data) -> dict:
+    """``from_pretrained`` arguments that fit an image checkpoint to ``data`` (an ``ImageSet``) where its channels
+    or (ViT) image size differ; {} for text or when nothing differs."""
+    from ..training.checkpoint import load_config
+
+    config = load_config(directory)
+    if modality(config) != "image":
+        return {}
+    record = config["inputs"]
+    out = {}
+    if data.channels != record["channels"]:
+        out["channels"] = data.channels
+    if tuple(data.size) != tuple(record["size"]):
+        out["image_size"] = tuple(data.size)
+    return out

@@ -26,6 +26,17 @@ class TaskModule(nn.Module):
     def config(self):
         return self.backbone.config
 
+    def train(self, mode: bool = True):
+        """``nn.Module.train``, except that a BatchNorm whose weights are frozen stays in eval mode: a linear probe
+        (or a group gradual unfreezing has not reached yet) must not retune the backbone through its running
+        statistics, which a train-mode BatchNorm updates on every batch."""
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                    m.eval()
+        return self
+
     @property
     def unit(self) -> str:
         """What ``count`` counts (tokens, images, frames): the training loop logs throughput in it."""

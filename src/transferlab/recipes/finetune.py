@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from ..data.labeled import find_split, read_labeled
 from ..errors import UserError
 from ..fsutil import check_output_dir, clear_output_dir, write_json
+from ..inputs import check_data_modality, checkpoint_modality, image_adaptation
 from ..training.distributed import barrier, is_main
 from ..transfer import from_pretrained
 from ..transfer.methods import check_distributed
@@ -19,6 +20,7 @@ class FinetuneConfig:
     train: str
     out: str
     dev: str | None = None
+    test: str | None = None  # a labeled test split: evaluated once, with the final model, after training
     like: str | None = None
     task: str | None = None  # classification | regression; None: inferred from the labels
     text_cols: list[str] | None = None
@@ -42,9 +44,22 @@ class FinetuneConfig:
     pooling: str | None = None  # mean | cls | last; None: the backbone's default (ModelConfig.default_pooling)
     device: str = "cpu"  # under torchrun, "cuda" is each rank's own GPU
     distributed: str = "ddp"  # under torchrun: "ddp" or "fsdp" (sharded, for models that do not fit one device)
+    augment: str | None = None  # images: an augmentation recipe with overrides (data.augment); None: none
+    image_size: tuple[int, int] | None = None  # images: resize every image to (H, W) when reading
 
 
-def _read(path: str, split: str, cfg: FinetuneConfig, task: str | None, label_names):
+def _read(path: str, split: str, cfg: FinetuneConfig, modality: str, task: str | None, label_names):
+    """A split of the task's data, read the way the checkpoint's modality reads it."""
+    check_data_modality(path, modality, "--train" if split == "train" else f"--{split}")
+    if modality == "image":
+        from ..data.images import read_images
+
+        if cfg.text_cols:
+            raise UserError("--text-cols names text columns; an image model reads image files (a CSV's image path "
+                            "column is found by name, or named with --label-col's sibling in Python: path_col).")
+        return read_images(path, split, label_names=label_names, resize=cfg.image_size, label_col=cfg.label_col)
+    if cfg.augment or cfg.image_size:
+        raise UserError("--augment and --image-size apply to image models; this checkpoint reads text.")
     data = read_labeled(find_split(path, split), text_cols=cfg.text_cols, label_col=cfg.label_col, task=task,
                         label_names=label_names, skip_bad_rows=cfg.skip_bad_rows)
     if data.skipped:
@@ -62,14 +77,17 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
         source, init = cfg.like, "scratch"
     else:
         source, init = cfg.init, "pretrained"
-    train = _read(cfg.train, "train", cfg, cfg.task, cfg.label_names)
-    dev = _read(cfg.dev, "dev", cfg, train.task, train.label_names) if cfg.dev else None
+    modality = checkpoint_modality(source)
+    train = _read(cfg.train, "train", cfg, modality, cfg.task, cfg.label_names)
+    dev = _read(cfg.dev, "dev", cfg, modality, train.task, train.label_names) if cfg.dev else None
+    test = _read(cfg.test, "test", cfg, modality, train.task, train.label_names) if cfg.test else None
     if cfg.num_labels is not None and train.task == "classification" and cfg.num_labels < train.num_labels:
         raise UserError(f"--num-labels {cfg.num_labels} but {cfg.train} has {train.num_labels} labels "
                         f"{train.label_names}; raise --num-labels or fix the data.")
     model = from_pretrained(source, task=train.task, num_labels=cfg.num_labels or train.num_labels,
                             label_names=train.label_names, init=init, pooling=cfg.pooling, seed=cfg.seed,
-                            max_len=cfg.max_len, verbose=cfg.progress and is_main())
+                            max_len=cfg.max_len, verbose=cfg.progress and is_main(),
+                            **image_adaptation(source, train))
     model.compile(lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                   schedule=cfg.schedule, precision=cfg.precision, method=cfg.method,
                   method_options={"lora_rank": cfg.lora_rank} if cfg.method == "lora" else None)
@@ -82,7 +100,7 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
         write_json(out / "run.json", asdict(cfg))
     history = model.fit(train, validation_data=dev, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                         run_dir=out, verbose=cfg.progress, device=cfg.device,
-                        distributed=cfg.distributed)
+                        distributed=cfg.distributed, augment=cfg.augment)
     results = {"init": init, "source": source, "method": cfg.method, "train_examples": len(train),
                "history": history.history}
     if dev is not None:
@@ -90,6 +108,8 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
         best_epoch, best = history.best(metric)
         results.update(final={k[4:]: v[-1] for k, v in history.history.items() if k.startswith("val_")},
                        best_epoch=best_epoch + 1, best={metric[4:]: best}, dev_examples=len(dev))
+    if test is not None:
+        results.update(test=model.evaluate(test), test_examples=len(test))
     if is_main():
         write_json(out / "results.json", results)
     return history, results

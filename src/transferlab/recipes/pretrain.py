@@ -1,4 +1,9 @@
-"""Pretraining: corpus directory + objective + preset -> a run directory with step checkpoints and final/."""
+"""Pretraining: data + objective + preset -> a run directory with step checkpoints and final/.
+
+Text objectives (masked LM, causal LM, ...) read a prepared token corpus (``corpus``); image objectives (supervised
+pretraining on a big labeled source) read a labeled image set (``data``). Both then run the one training loop with
+the same run directory, resume and checkpoint rules.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -16,7 +22,7 @@ from ..evaluation.predict import evaluate_lm
 from ..fsutil import read_json, write_json
 from ..inputs.text import Tokenizer
 from ..models import ModelConfig, build_backbone, preset
-from ..objectives import OBJECTIVES
+from ..objectives import IMAGE_OBJECTIVES, OBJECTIVES, objective_modality
 from ..training.checkpoint import check_weights, load_config, load_weights
 from ..training.distributed import barrier, is_main, world
 from ..training.fsdp import check_strategy
@@ -25,10 +31,13 @@ from ..training.loop import TrainConfig, train
 
 @dataclass
 class PretrainConfig:
-    corpus: str
-    out: str
+    corpus: str | None = None  # text objectives: a prepared corpus (`transferlab corpus prepare`)
+    out: str | None = None
     objective: str = "mlm"
-    model: str = "tiny"
+    model: str | None = None  # a preset; None: "tiny" for text, "resnet-small" for images
+    data: str | None = None  # image objectives: a labeled image set (idx directory, .npz, class folders, CSV)
+    augment: str | None = None  # image objectives: an augmentation recipe with overrides; None: the objective's
+    image_size: tuple[int, int] | None = None  # image objectives: resize every image to (H, W) when reading
     seq_len: int = 128
     batch_size: int = 32  # global: split across data-parallel ranks
     steps: int = 1000
@@ -66,6 +75,15 @@ class PretrainConfig:
     # not used); heads of the same objective are kept too, others start fresh.
     init: str | None = None
 
+    def __post_init__(self):
+        kind = objective_modality(self.objective)
+        if self.model is None:
+            self.model = DEFAULT_PRESET[kind]
+        if self.image_size is not None:
+            self.image_size = tuple(self.image_size)
+
+
+DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small"}
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
@@ -92,7 +110,7 @@ def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
     if saved_path.is_file():
         saved = read_json(saved_path)
         # a field added since the run started: the run had the behaviour from before the field existed
-        defaults = {**asdict(PretrainConfig(corpus="", out="")), **FIELDS_BEFORE_THEY_EXISTED}
+        defaults = {**asdict(PretrainConfig(objective=cfg.objective)), **FIELDS_BEFORE_THEY_EXISTED}
         started = {k: saved.get(k, default) for k, default in defaults.items()}
         diffs = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and started[k] != v]
         if diffs:
@@ -116,13 +134,67 @@ def _check_family(cfg: PretrainConfig, family: str) -> None:
                         f"it (masked LM takes --mask-prob).")
 
 
+@dataclass
+class _Setup:
+    """What a modality's set-up gives the common part of ``pretrain``: the module, its preprocessor, how to make
+    the training batches of this rank, how to evaluate, a line for the log, and what config.json records."""
+
+    module: torch.nn.Module
+    inputs: object
+    batches: Callable  # (micro batch, rank, world size) -> a batch source for the loop
+    evaluate: Callable | None
+    summary: str
+    record: dict
+
+
 def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, callbacks=()) -> Path:
     """Pretrain and return the final checkpoint directory (RUN/final); ``callbacks`` go to the training loop."""
-    if cfg.objective not in OBJECTIVES:
-        raise UserError(f"unknown --objective '{cfg.objective}'; choose one of {', '.join(OBJECTIVES)}.")
+    if not cfg.out:
+        raise UserError("pretraining needs an output directory (--out RUN).")
+    check_strategy(cfg.distributed)
+    rank, world_size = world()
+    if cfg.batch_size % (world_size * cfg.grad_accum):
+        raise UserError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
+                        f"({world_size} x {cfg.grad_accum}).")
+    # Everything is read, built and checked before the run directory is touched: a bad setting must not leave a
+    # run.json behind.
+    setup = _text_setup(cfg) if objective_modality(cfg.objective) == "text" else _image_setup(cfg)
+    resuming = _check_run_dir(cfg, resume, overwrite)
+    barrier()  # every rank has looked at the run directory before rank 0 writes to it
+    out = Path(cfg.out)
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            write_json(out / "run.json", asdict(cfg))
+    micro = cfg.batch_size // cfg.grad_accum
+    data = setup.batches(micro, rank, world_size)
+    n_params = sum(p.numel() for p in setup.module.backbone.parameters())
+    if is_main():
+        what = f"{cfg.init} (continued)" if cfg.init else cfg.model
+        print(f"pretraining {what} {setup.module.config.family} ({n_params / 1e6:.2f}M backbone parameters) with "
+              f"{cfg.objective} on {setup.summary}", file=sys.stderr)
+    train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
+                            schedule=cfg.schedule, grad_accum=cfg.grad_accum, precision=cfg.precision,
+                            log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
+                            seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan,
+                            distributed=cfg.distributed)
+    record = {"objective": cfg.objective, "preset": None if cfg.init else cfg.model, "steps": cfg.steps,
+              **setup.record, **({"init": str(cfg.init)} if cfg.init else {})}
+    train(setup.module, data, train_cfg, evaluate=setup.evaluate, run_dir=out, inputs=setup.inputs,
+          extra_config={"pretraining": record}, resume=resuming, callbacks=callbacks)
+    return out / "final"
+
+
+def _text_setup(cfg: PretrainConfig) -> _Setup:
     family, module_cls, corruption_factory = OBJECTIVES[cfg.objective]
     _check_family(cfg, family)
-    check_strategy(cfg.distributed)
+    if cfg.data or cfg.augment or cfg.image_size:
+        raise UserError(f"--data, --augment and --image-size are for image objectives "
+                        f"({', '.join(IMAGE_OBJECTIVES)}); --objective {cfg.objective} reads a prepared text corpus "
+                        f"(--corpus).")
+    if not cfg.corpus:
+        raise UserError(f"--objective {cfg.objective} reads a prepared text corpus: pass --corpus DIR (made by "
+                        f"`transferlab corpus prepare`).")
     corpus = TokenCorpus(cfg.corpus)
     tokenizer = Tokenizer.load(Path(cfg.corpus) / "tokenizer.json")
     corpus.check_tokenizer(tokenizer)
@@ -135,7 +207,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
                            n_dec_layer=cfg.decoder_layers or 0, norm=cfg.norm, position=cfg.position)
     if cfg.seq_len < 8 or cfg.seq_len > model_cfg.max_len:
         raise UserError(f"--seq-len {cfg.seq_len} must be between 8 and {model_cfg.max_len}.")
-    # built before the run directory is touched: a bad rate or length must not leave a run.json behind
     corruption = corruption_factory(tokenizer, mask_prob=cfg.mask_prob, seq_len=cfg.seq_len, noise=cfg.noise,
                                     decoder_start=model_cfg.decoder_start_id)  # a converted BART's, when --init
     block_len = corruption.block_len(cfg.seq_len)
@@ -143,43 +214,77 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
     module = module_cls(build_backbone(model_cfg))
     if init_weights is not None:  # checked here, before the run directory is touched; when resuming, the loop then
         _load_init(module, init_weights, cfg.init)  # loads the newer step checkpoint over these weights
-    resuming = _check_run_dir(cfg, resume, overwrite)
-    barrier()  # every rank has looked at the run directory before rank 0 writes to it
-    out = Path(cfg.out)
-    if is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        if not resuming:
-            write_json(out / "run.json", asdict(cfg))
+    heldout_blocks = PackedBlocks(corpus, "heldout", block_len)
 
-    rank, world_size = world()
-    if cfg.batch_size % (world_size * cfg.grad_accum):
-        raise UserError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
-                        f"({world_size} x {cfg.grad_accum}).")
-    micro = cfg.batch_size // cfg.grad_accum
-    data = BlockBatches(PackedBlocks(corpus, "train", block_len), corruption, micro, cfg.seed, rank, world_size)
-    heldout = BlockBatches(PackedBlocks(corpus, "heldout", block_len), corruption, micro, seed=12345)
-    n_eval = min(cfg.eval_batches, max(1, len(heldout.blocks) // micro))
+    def batches(micro: int, rank: int, world_size: int):
+        return BlockBatches(PackedBlocks(corpus, "train", block_len), corruption, micro, cfg.seed, rank, world_size)
 
     def evaluate(module):
-        return evaluate_lm(module, heldout, n_eval)
+        micro = cfg.batch_size // cfg.grad_accum
+        heldout = BlockBatches(heldout_blocks, corruption, micro, seed=12345)
+        return evaluate_lm(module, heldout, min(cfg.eval_batches, max(1, len(heldout_blocks) // micro)))
 
-    n_params = sum(p.numel() for p in module.backbone.parameters())
-    if is_main():
-        what = f"{cfg.init} (continued)" if cfg.init else cfg.model
-        print(f"pretraining {what} {family} ({n_params / 1e6:.2f}M backbone parameters) with {cfg.objective} "
-              f"on {corpus.meta['splits']['train']['tokens']:,} tokens; {cfg.steps} steps of "
-              f"{cfg.batch_size}x{cfg.seq_len}", file=sys.stderr)
-    train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
-                            schedule=cfg.schedule, grad_accum=cfg.grad_accum, precision=cfg.precision,
-                            log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
-                            seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan,
-                            distributed=cfg.distributed)
-    train(module, data, train_cfg, evaluate=evaluate, run_dir=out, inputs=tokenizer,
-          extra_config={"pretraining": {"objective": cfg.objective, "preset": None if cfg.init else cfg.model,
-                                        "seq_len": cfg.seq_len, "steps": cfg.steps, "corpus": str(cfg.corpus),
-                                        **({"init": str(cfg.init)} if cfg.init else {})}},
-          resume=resuming, callbacks=callbacks)
-    return out / "final"
+    summary = (f"{corpus.meta['splits']['train']['tokens']:,} tokens; {cfg.steps} steps of "
+               f"{cfg.batch_size}x{cfg.seq_len}")
+    return _Setup(module, tokenizer, batches, evaluate, summary, {"seq_len": cfg.seq_len, "corpus": str(cfg.corpus)})
+
+
+# Held-out split of an image pretraining set, in order of preference (MNIST has test, MedMNIST val and test).
+EVAL_SPLITS = ("val", "test")
+
+
+def _image_setup(cfg: PretrainConfig) -> _Setup:
+    from ..data.augment import Augment, augment_config
+    from ..data.batches import ExampleBatches
+    from ..data.images import has_split, read_images
+    from ..evaluation.metrics import default_image_metrics
+    from ..evaluation.predict import evaluate_classifier
+    from ..inputs.image import ImageInputs
+    from ..models import image_preset
+
+    objective = IMAGE_OBJECTIVES[cfg.objective]
+    text_only = {"corpus": cfg.corpus, "mask_prob": cfg.mask_prob, "noise": cfg.noise, "family": cfg.family,
+                 "decoder_layers": cfg.decoder_layers}
+    given = [f"--{k.replace('_', '-')}" for k, v in text_only.items() if v]
+    if given:
+        raise UserError(f"{', '.join(given)} apply to text objectives; --objective {cfg.objective} reads a labeled "
+                        f"image set (--data).")
+    if not cfg.data:
+        raise UserError(f"--objective {cfg.objective} reads images: pass --data PATH (an MNIST idx directory, a "
+                        f"MedMNIST .npz, a folder with a sub-folder per class, or a CSV of path,label).")
+    if cfg.init:
+        raise UserError("--init (continued pretraining) is for text objectives so far; start image pretraining "
+                        "from a preset (--model).")
+    augment = Augment(augment_config(cfg.augment if cfg.augment is not None else objective.augment))
+    train_set = read_images(cfg.data, "train", require_labels=objective.needs_labels, resize=cfg.image_size)
+    split = next((s for s in EVAL_SPLITS if has_split(cfg.data, s)), None)
+    heldout = None if split is None else read_images(cfg.data, split, label_names=train_set.label_names,
+                                                     require_labels=objective.needs_labels, resize=cfg.image_size)
+    inputs = ImageInputs.fit(train_set)
+    model_cfg = image_preset(cfg.model, in_channels=train_set.channels, image_size=train_set.size,
+                             dropout=cfg.dropout)
+    torch.manual_seed(cfg.seed)
+    module = objective.build(build_backbone(model_cfg), train_set)
+    examples = inputs.examples(train_set, augment=augment)
+    evaluate = None
+    if heldout is not None:
+        n_eval = min(len(heldout), cfg.eval_batches * cfg.batch_size)
+        held = inputs.examples(heldout.subset(range(n_eval)))
+        metrics = default_image_metrics(train_set.num_labels)
+
+        def evaluate(module):
+            return evaluate_classifier(module, held, metrics, batch_size=max(64, cfg.batch_size))
+
+    def batches(micro: int, rank: int, world_size: int):
+        return ExampleBatches(examples, micro * world_size, cfg.seed, rank, world_size)
+
+    summary = (f"{len(train_set):,} images of {train_set.size[0]}x{train_set.size[1]}x{train_set.channels} "
+               f"({train_set.num_labels} classes) from {cfg.data}; {cfg.steps} steps of {cfg.batch_size}; "
+               f"augmentation {augment.cfg.to_dict() if augment.cfg.enabled else 'off'}"
+               + (f"; evaluated on {heldout.source} ({min(len(heldout), cfg.eval_batches * cfg.batch_size)} images)"
+                  if heldout is not None else "; no held-out split found (val or test), so no evaluation"))
+    return _Setup(module, inputs, batches, evaluate, summary,
+                  {"data": str(cfg.data), "augment": augment.cfg.to_dict(), "image_size": list(train_set.size)})
 
 
 def _init_config(cfg: PretrainConfig, family: str, corpus: TokenCorpus) -> tuple[ModelConfig, dict]:

@@ -149,7 +149,7 @@ class TransferModel:
         ``params -> optimizer``. ``schedule``: "linear" (warm-up then decay), "cosine", "constant" or "slanted".
         ``method``: "finetune", "linear-probe", "gradual-unfreeze" or "lora" (``transfer.methods.apply_method``;
         ``method_options`` such as ``{"lora_rank": 8}``); None keeps the model's trainable set as it is."""
-        metrics = list(metrics) if metrics else default_metrics(self.problem, self.module.num_labels)
+        metrics = list(metrics) if metrics else self.default_metrics()
         check_metrics_fit_task(metrics, self.problem)
         if loss is not None:
             check_loss(loss, self.problem, self.module.num_labels)
@@ -159,14 +159,24 @@ class TransferModel:
                              schedule=schedule, warmup=warmup, precision=precision, clip=clip)
         return self
 
+    def default_metrics(self) -> list[str]:
+        return default_metrics(self.problem, self.module.num_labels, self.inputs.modality)
+
     def parameters(self):
         return self.module.parameters()
 
     # ---- data ----
-    def _labeled(self, x, y=None, require_labels: bool = False):
+    def _labeled(self, x, y=None, require_labels: bool = False, split: str | None = "train"):
         """A labeled set of this model's modality from a file or folder, an in-memory set, or Python data."""
         return labeled_data(self.inputs, x, y, task=self.problem, label_names=self.module.label_names,
-                            require_labels=require_labels)
+                            require_labels=require_labels, split=split)
+
+    def read(self, path, split: str | None = None, require_labels: bool = False, **options):
+        """Labeled data from a file or folder, read the way this model reads its modality (text columns, image
+        size). ``split``: which split of a directory or ``.npz`` holding several (default: dev for text, test for
+        images); ``options`` as ``inputs.labeled_data`` takes them."""
+        return labeled_data(self.inputs, path, task=self.problem, label_names=self.module.label_names,
+                            require_labels=require_labels, split=split, **options)
 
     def _encode(self, data, augment=None):
         if data.labels is not None and self.problem == "classification":
@@ -194,8 +204,8 @@ class TransferModel:
         rank, world_size = world()  # under torchrun each rank trains on its slice of every batch
         train_data = ExampleBatches(self._encode(self._labeled(x, y, require_labels=True),
                                                  augment=self._augment(augment)), batch_size, seed, rank, world_size)
-        dev = self._encode(self._labeled(*validation_data) if isinstance(validation_data, tuple)
-                           else self._labeled(validation_data)) if validation_data is not None else None
+        dev = self._encode(self._labeled(*validation_data, split="dev") if isinstance(validation_data, tuple)
+                           else self._labeled(validation_data, split="dev")) if validation_data is not None else None
         module = self.module if c["loss"] is None else _LossOverride(self.module, c["loss"])
         optimizer = c["optimizer"]
         method_callbacks = self.method.make_callbacks(self.module) if self.method else []
@@ -234,8 +244,8 @@ class TransferModel:
         return Augment(augment_config(augment))
 
     def evaluate(self, x, y=None, batch_size: int = 64) -> dict:
-        metrics = (self.compiled or {}).get("metrics") or default_metrics(self.problem, self.module.num_labels)
-        data = self._labeled(x, y)
+        metrics = (self.compiled or {}).get("metrics") or self.default_metrics()
+        data = self._labeled(x, y, split=None)
         if data.labels is None:
             raise UserError(f"{data.source} has no labels to evaluate against; use predict instead.")
         self.module.eval()
@@ -243,7 +253,7 @@ class TransferModel:
 
     def predict(self, x, batch_size: int = 64, return_probs: bool = False) -> np.ndarray:
         """Class ids (or regression values); with ``return_probs`` the softmax probabilities."""
-        data = self._labeled(x)
+        data = self._labeled(x, split=None)
         self.module.eval()
         logits = predict_logits(self.module, self._encode(data), batch_size)
         if return_probs and self.problem == "classification":

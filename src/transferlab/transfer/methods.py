@@ -97,6 +97,7 @@ class GradualUnfreeze(Callback):
         for g in self.groups:
             set_trainable(g, False)
         set_trainable(self.groups[-1], True)
+        state.module.train()  # frozen BatchNorms to eval mode (TaskModule.train)
         self.unfrozen = 1
         per_epoch = state.steps_per_epoch or state.max_steps
         if state.max_steps >= per_epoch * len(self.groups):
@@ -109,6 +110,7 @@ class GradualUnfreeze(Callback):
             return
         self.unfrozen += 1
         set_trainable(self.groups[-self.unfrozen], True)
+        state.module.train()  # a BatchNorm in the group just unfrozen starts updating its statistics
 
 
 class LoRALinear(nn.Module):

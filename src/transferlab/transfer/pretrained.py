@@ -45,7 +45,8 @@ def build_transfer(directory: str | Path, task: str = "classification", num_labe
     from ..inputs import modality
     from ..training.checkpoint import load_config
 
-    kind = modality(load_config(directory))
+    config = load_config(directory)
+    kind = modality(config)
     overrides = {}
     if dropout == "auto":
         dropout = FINETUNE_DROPOUT.get(kind)
@@ -56,7 +57,7 @@ def build_transfer(directory: str | Path, task: str = "classification", num_labe
             raise UserError(f"channels / image_size adapt image checkpoints, but '{directory}' is a {kind} model.")
         if channels is not None:
             overrides["in_channels"] = channels
-        if image_size is not None:
+        if image_size is not None and "image_size" in config["backbone"]:  # a ViT's positions; a ResNet takes any size
             overrides["image_size"] = tuple(image_size)
     head = {"kind": task, "num_labels": num_labels or 1, "label_names": label_names, "pooling": pooling}
     module, inputs, report = transfer_module(directory, head, init, seed, overrides)
