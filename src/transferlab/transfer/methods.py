@@ -88,16 +88,21 @@ class GradualUnfreeze(Callback):
     so that every group trains for part of the run rather than the lower ones never.
     """
 
-    def __init__(self, groups: list[list[nn.Parameter]]):
+    def __init__(self, groups: list[list[nn.Parameter]], module: nn.Module | None = None):
         self.groups = groups
+        self.module = module  # the task module, whose frozen BatchNorms must follow the groups (TaskModule.train)
         self.unfrozen = 1
         self.every = 1
+
+    def _set_modes(self) -> None:
+        if self.module is not None and self.module.training:
+            self.module.train()
 
     def on_fit_start(self, state):
         for g in self.groups:
             set_trainable(g, False)
         set_trainable(self.groups[-1], True)
-        state.module.train()  # frozen BatchNorms to eval mode (TaskModule.train)
+        self._set_modes()
         self.unfrozen = 1
         per_epoch = state.steps_per_epoch or state.max_steps
         if state.max_steps >= per_epoch * len(self.groups):
@@ -110,7 +115,7 @@ class GradualUnfreeze(Callback):
             return
         self.unfrozen += 1
         set_trainable(self.groups[-self.unfrozen], True)
-        state.module.train()  # a BatchNorm in the group just unfrozen starts updating its statistics
+        self._set_modes()
 
 
 class LoRALinear(nn.Module):
@@ -266,6 +271,6 @@ def apply_method(module: nn.Module, method: str = "finetune", *, lora_rank: int 
                             f"ULMFiT uses 2.6.")
         set_trainable(module.parameters(), True)  # the callback freezes all but the top group when training starts
         return TransferMethod(method, schedule="slanted", lr_decay=lr_decay,
-                              callback_factories=[lambda m: GradualUnfreeze(layer_groups(m))])
+                              callback_factories=[lambda m: GradualUnfreeze(layer_groups(m), m)])
     apply_lora(module, lora_rank, lora_alpha, lora_dropout)
     return TransferMethod(method, callback_factories=[lambda m: MergeLoRA()])
