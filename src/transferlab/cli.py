@@ -62,7 +62,7 @@ def cmd_pretrain(a):
                          objective=a.objective, model=a.model, seq_len=a.seq_len,
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
                          grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm,
-                         position=a.position, eval_every=a.eval_every,
+                         position=a.position, eval_every=a.eval_every, eval_batches=a.eval_batches,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan, distributed=a.distributed)
     cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--init", help="continue pretraining from this checkpoint (e.g. on your own domain's text): its "
                                    "architecture and tokenizer are kept, --model/--norm/--position/--lm-head unused")
     r.add_argument("--eval-every", type=int)
+    r.add_argument("--eval-batches", type=int, default=20, help="batches of held-out data per evaluation")
     r.add_argument("--save-every", type=int, help="write a resumable step checkpoint every N steps")
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--resume", choices=["auto", "never"], default="never")

@@ -29,7 +29,8 @@ from ..data.sampling import stratified_sample
 from ..errors import UserError
 from ..evaluation.metrics import METRIC_TASK, METRICS, default_metrics
 from ..heads.heads import POOLINGS
-from ..inputs import data_modality, image_adaptation, modality
+from ..inputs import data_modality, modality
+from ..tasks.factory import image_adaptation
 from ..training.checkpoint import load_config
 from ..training.optim import SCHEDULES
 from ..transfer import from_pretrained

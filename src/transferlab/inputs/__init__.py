@@ -105,12 +105,6 @@ def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names
     return LabeledSet(a, b, labels, task, label_names, "<in-memory>", list(range(1, len(a) + 1)), [])
 
 
-def checkpoint_modality(directory: str | Path) -> str:
-    from ..training.checkpoint import load_config
-
-    return modality(load_config(directory))
-
-
 TEXT_SUFFIXES = (".tsv", ".jsonl", ".txt", ".tsv.gz", ".jsonl.gz", ".txt.gz", ".csv.gz")
 
 
@@ -151,20 +145,3 @@ def check_data_modality(path: str | Path, expected: str, option: str) -> None:
                "from one" if found == "image" else "fine-tune a text checkpoint (a `transferlab pretrain "
                "--corpus ...` run) on it")
         raise UserError(f"{option} '{path}' holds {found} data, but the checkpoint is a {expected} model; {fix}.")
-
-
-def image_adaptation(directory: str | Path, data) -> dict:
-    """``from_pretrained`` arguments that fit an image checkpoint to ``data`` (an ``ImageSet``) where its channels
-    or (ViT) image size differ; {} for text or when nothing differs."""
-    from ..training.checkpoint import load_config
-
-    config = load_config(directory)
-    if modality(config) != "image":
-        return {}
-    record = config["inputs"]
-    out = {}
-    if data.channels != record["channels"]:
-        out["channels"] = data.channels
-    if tuple(data.size) != tuple(record["size"]):
-        out["image_size"] = tuple(data.size)
-    return out

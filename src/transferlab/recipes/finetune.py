@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from ..data.labeled import find_split, read_labeled
 from ..errors import UserError
 from ..fsutil import check_output_dir, clear_output_dir, write_json
-from ..inputs import check_data_modality, checkpoint_modality, image_adaptation
+from ..inputs import check_data_modality
+from ..tasks.factory import checkpoint_modality, image_adaptation
 from ..training.distributed import barrier, is_main
 from ..transfer import from_pretrained
 from ..transfer.methods import check_distributed

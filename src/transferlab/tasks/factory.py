@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..inputs import load_inputs
+from ..inputs import load_inputs, modality
 from ..models import build_backbone, config_from_dict
 from ..objectives import OBJECTIVES, SUPERVISED
 from ..objectives.seq2seq_lm import Seq2SeqLM
@@ -111,3 +111,23 @@ def transfer_module(directory: str | Path, task: dict, init: str = "pretrained",
     report.dropped = sorted(k for k in weights if not k.startswith("backbone.") and k not in kept)
     report.new = sorted(missing)
     return module, inputs, report
+
+
+def checkpoint_modality(directory: str | Path) -> str:
+    """The kind of input a checkpoint directory reads ("text", "image")."""
+    return modality(load_config(directory))
+
+
+def image_adaptation(directory: str | Path, data) -> dict:
+    """``from_pretrained`` arguments that fit an image checkpoint to ``data`` (an ``ImageSet``) where its channels
+    or (ViT) image size differ; {} for text or when nothing differs."""
+    config = load_config(directory)
+    if modality(config) != "image":
+        return {}
+    record = config["inputs"]
+    out = {}
+    if data.channels != record["channels"]:
+        out["channels"] = data.channels
+    if tuple(data.size) != tuple(record["size"]):
+        out["image_size"] = tuple(data.size)
+    return out
