@@ -16,8 +16,28 @@ A backbone is a stem (token embedding, patch embedding, convolutional stem, fram
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
+
 import torch
 from torch import nn
+
+from ..errors import UserError
+
+
+class JsonConfig:
+    """What every backbone config dataclass shares: the round trip through config.json's ``backbone``."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"{cls.__name__} has unknown fields {sorted(unknown)}; the config was written by a newer "
+                            f"version or edited by hand. Remove them from config.json's backbone.")
+        return cls(**d)
 
 
 class Backbone(nn.Module):

@@ -7,9 +7,10 @@ so results line up with that table.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from ..errors import UserError
+from .base import JsonConfig
 
 FAMILIES = ("encoder", "decoder", "encoder_decoder", "embedding", "rnn")
 
@@ -23,7 +24,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything needed to rebuild a backbone. Round-trips through ``config.json``.
 
     ``family`` decides the attention pattern: ``encoder`` is BERT (bidirectional, token types, embedding
@@ -116,17 +117,6 @@ class ModelConfig:
     def norm_first(self) -> bool:
         return self.norm == "pre"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"model config has unknown fields {sorted(unknown)}; it was written by a newer version "
-                            f"or edited by hand.")
-        return cls(**d)
 
 
 def preset(name: str, family: str, vocab_size: int, **overrides) -> ModelConfig:

@@ -10,12 +10,12 @@ so ``check_fit`` refuses it with the fix.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import UserError
-from .base import Backbone
+from .base import Backbone, JsonConfig
 
 # Config fields that may differ between a checkpoint and the backbone its weights are loaded into: the input
 # (adapted by adapt_weights) and settings that do not touch the weights once they are loaded.
@@ -23,7 +23,7 @@ ADAPTABLE = ("in_channels", "image_size", "dropout", "init_std", "zero_init_resi
 
 
 @dataclass
-class ImageConfig:
+class ImageConfig(JsonConfig):
     """Base of the image backbones' configs: JSON round-trip and the attributes the heads read.
 
     Heads pool the mean of the positions (patches, feature-map cells): global average pooling, the standard image
@@ -32,18 +32,6 @@ class ImageConfig:
 
     modality = "image"  # class attributes: not fields, not in config.json
     default_pooling = "mean"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"{cls.__name__} has unknown fields {sorted(unknown)}; the config was written by a newer "
-                            f"version or edited by hand. Remove them from config.json's backbone.")
-        return cls(**d)
 
     def _check_common(self, family: str) -> None:
         """Validation every image config shares; ``family`` is the one its class builds."""
