@@ -507,8 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=cmd_icl_scaling)
 
-    pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, vision bias, word senses").add_subparsers(
-        dest="probe_command", required=True)
+    pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, vision bias, word "
+                                      "senses").add_subparsers(dest="probe_command", required=True)
     pb = pr.add_parser("bias", help="gender bias: paired prompts, occupation templates, stereotype sentence pairs")
     pb.add_argument("--model", required=True, help="pretrained checkpoint (causal LM: all probes; masked LM: (c))")
     pb.add_argument("--pair", action="append", help="'PROMPT A|PROMPT B' (repeatable), added to the defaults")
@@ -524,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=cmd_probe_bias)
 
     pv = pr.add_parser("vision-bias", help="images: transfer from a source skewed towards one stroke style vs a "
-                                           "balanced one, accuracy per style on a balanced target task")
+                                           "balanced one, accuracy per style on a balanced target task",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pv.add_argument("--data", required=True, help="a labeled image set with train (source) and test (target) splits, "
                                                   "e.g. ../shared/data/mnist")
     pv.add_argument("--out", required=True, help="writes vision_bias.json/.md/.png and runs/ here; running again "

@@ -52,8 +52,9 @@ MIN_TRAIN_PER_CELL = 5  # target training images per (style, target class) cell
 MIN_EVAL_PER_CELL = 10  # evaluation images left per cell
 # Settings that may differ when a probe is run again into the same directory (they change nothing measured).
 RESUMABLE = ("seeds", "progress", "out")
-OPTION = {"data": "--data", "out": "--out", "skew": "--skew", "styles": "--styles", "model": "--model", "steps": "--steps",
-          "batch_size": "--batch-size", "lr": "--lr", "augment": "--augment", "source_size": "--source-size",
+OPTION = {"data": "--data", "out": "--out", "skew": "--skew", "styles": "--styles", "model": "--model",
+          "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "augment": "--augment",
+          "source_size": "--source-size",
           "target": "--target", "target_labels": "--target-labels", "transfer_steps": "--transfer-steps",
           "transfer_batch_size": "--transfer-batch-size", "probe_lr": "--probe-lr", "finetune_lr": "--finetune-lr",
           "seeds": "--seeds", "precision": "--precision"}
@@ -412,14 +413,16 @@ def conclude(summary: dict, cfg: VisionBiasConfig) -> list[str]:
     for kind in KINDS:
         e = summary[kind]
         sk, ba, pb, pa = e["skewed"]["B"], e["balanced"]["B"], e["paired"]["B"], e["paired"]["A"]
+        lower = sum(v < 0 for v in pb["values"])
         text = (f"{KIND_NAMES[kind]}: on the minority style ({b}) the skewed-source model scores "
                 f"{sk['mean']:.3f} ± {sk['std']:.3f} against {ba['mean']:.3f} ± {ba['std']:.3f} from the balanced "
-                f"source, a paired difference of {pb['mean']:+.3f} ± {pb['std']:.3f}")
+                f"source, a paired difference of {pb['mean']:+.3f} ± {pb['std']:.3f} (lower in {lower} of "
+                f"{len(pb['values'])} seeds)")
         if e["verdict"] == "one seed":
             text += "; with one seed there is no spread to judge it against"
         elif e["verdict"] == "hurts":
             text += (f": a loss {e['minority_loss'] / e['spread']:.1f}x the seed spread ({e['spread']:.3f})"
-                     if e["spread"] > 0 else f": a loss with no seed spread at all")
+                     if e["spread"] > 0 else ": a loss with no seed spread at all")
             text += ", more than twice it: the skew hurts the minority style"
         elif e["verdict"] == "within spread":
             text += f": lower, but within twice the seed spread ({e['spread']:.3f}): no measured harm"
@@ -428,11 +431,15 @@ def conclude(summary: dict, cfg: VisionBiasConfig) -> list[str]:
         text += f". On the majority style ({a}) the paired difference is {pa['mean']:+.3f} ± {pa['std']:.3f}."
         lines.append(text)
     hurt = [KIND_NAMES[k] for k in METHODS if summary[k]["verdict"] == "hurts"]
-    if hurt:
-        lines.append(f"Reading: at skew {cfg.skew} the transferred models are measurably worse on the minority style "
-                     f"after {' and '.join(hurt)}; the balanced source does not show that loss.")
-    elif summary[METHODS[0]]["seeds"] < 2:
+    spared = [KIND_NAMES[k] for k in METHODS if summary[k]["verdict"] != "hurts"]
+    if summary[METHODS[0]]["seeds"] < 2:
         lines.append("Reading: one seed only; run more seeds (--seeds 3) before reading anything into a difference.")
+    elif hurt:
+        text = (f"Reading: at skew {cfg.skew} the skewed source costs the minority style ({b}) more than twice the "
+                f"seed spread after transfer by {' and by '.join(hurt)}")
+        if spared:
+            text += f"; after {' and '.join(spared)} the loss stays within twice the spread"
+        lines.append(text + ".")
     else:
         lines.append(f"Reading: no transfer method shows a loss on the minority style larger than twice the seed "
                      f"spread at skew {cfg.skew}: in this setting the skewed source did not measurably cost the "
@@ -479,6 +486,8 @@ def format_report(result: dict) -> str:
                      + " | ".join(f"{r[k]['A']:.3f} / {r[k]['B']:.3f}" for k in KINDS) + " |")
     tl = d["target_labels"]
     ink = d["mean_ink"]
+    pretrain_s = sum(r.get("pretrain_seconds") or 0 for r in result["runs"])
+    transfer_s = sum(r[m]["seconds"] for r in result["runs"] for m in METHODS)
     lines += ["", "## Settings", "",
               f"- Data: `{s['data']}`; source = its train split ({d['source_images']:,} images), target = "
               f"`{d['target_split']}` ({d['target_images']:,} images, never seen by pretraining).",
@@ -499,8 +508,9 @@ def format_report(result: dict) -> str:
               f"mode), full fine-tuning lr {s['finetune_lr']}, 10% warm-up then linear decay, no augmentation.",
               f"- The source classifier row scores the pretrained model on its own classes (the digits) on the same "
               f"evaluation images: the bias before any transfer.",
-              f"- Wall time of this invocation: {result['seconds'] / 60:.1f} min (runs finished earlier are not "
-              f"counted)."]
+              f"- Time: pretraining {pretrain_s / 60:.1f} min and transfer {transfer_s / 60:.1f} min over all runs "
+              f"(wall time, as recorded when each ran); this invocation {result['seconds'] / 60:.1f} min (runs "
+              f"finished by an earlier one are skipped)."]
     return "\n".join(lines) + "\n"
 
 
@@ -514,7 +524,8 @@ def plot_vision_bias(result: dict, examples, pair: tuple[str, str], out_png) -> 
     fig = _figure((12.0, 4.6))
     grid = fig.add_gridspec(1, 2, width_ratios=[2.2, 1.0])
     ax = fig.add_subplot(grid[0, 0])
-    bars = [("skewed", "A", f"skewed source, {a}", "tab:blue", ""), ("skewed", "B", f"skewed source, {b}", "tab:red", ""),
+    bars = [("skewed", "A", f"skewed source, {a}", "tab:blue", ""),
+            ("skewed", "B", f"skewed source, {b}", "tab:red", ""),
             ("balanced", "A", f"balanced source, {a}", "tab:blue", "//"),
             ("balanced", "B", f"balanced source, {b}", "tab:red", "//")]
     width = 0.2
