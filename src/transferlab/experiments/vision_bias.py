@@ -538,7 +538,9 @@ def plot_vision_bias(result: dict, examples, pair: tuple[str, str], out_png) -> 
         ax.bar(xs, means, width, yerr=stds, capsize=3, label=label, color=colour, hatch=hatch,
                alpha=1.0 if source == "skewed" else 0.45, edgecolor="0.2")
     ax.set_xticks(range(len(KINDS)))
-    ax.set_xticklabels([KIND_NAMES[k].split(" (")[0] for k in KINDS])
+    target = result["settings"]["target"]
+    ax.set_xticklabels([f"{KIND_NAMES[k].split(' (')[0]}\n({'its own classes' if k == SOURCE_DIGITS else target})"
+                        for k in KINDS])
     ax.set_ylim(max(0.0, min(lows) - 0.05), 1.0)
     ax.set_ylabel("accuracy on the evaluation images")
     seeds = summary[METHODS[0]]["seeds"]
