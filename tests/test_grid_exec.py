@@ -53,10 +53,14 @@ def rows_without_times(rows: list[dict]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory, pretrained_dir, labeled_files):
-    d = tmp_path_factory.mktemp("exec")
-    spec = write_spec(d / "spec.yaml", pretrained_dir, *labeled_files)
-    result = run_compare(spec, d / "sequential", progress=False, executor=ExecutorConfig(workers=1, threads=1))
+def spec(tmp_path_factory, pretrained_dir, labeled_files) -> Path:
+    return write_spec(tmp_path_factory.mktemp("exec") / "spec.yaml", pretrained_dir, *labeled_files)
+
+
+@pytest.fixture(scope="module")
+def sequential(spec):
+    result = run_compare(spec, spec.parent / "sequential", progress=False,
+                         executor=ExecutorConfig(workers=1, threads=1))
     return spec, result["rows"]
 
 
@@ -71,7 +75,7 @@ def test_worker_processes_give_the_rows_of_the_sequential_grid(sequential, tmp_p
     assert sorted(map(json.dumps, rows_without_times(written))) == sorted(map(json.dumps, rows_without_times(rows)))
     assert (tmp_path / "pool" / "report.md").is_file()
     err = capsys.readouterr().err
-    assert "6 runs on 2 worker processes on this machine x 1 thread" in err and "runs 6/6, 0 running" in err
+    assert "6 runs: 2 worker processes on this machine x 1 thread" in err and "runs 6/6, 0 running" in err
 
 
 # ---------------------------------------------------------------------------------------------- a toy grid
@@ -230,8 +234,7 @@ def test_ray_runs_a_tiny_grid_on_a_local_ray_with_the_sequential_rows(sequential
 # ---------------------------------------------------------------------------------------------- bad input
 
 
-def test_bad_executor_settings_are_refused_with_the_option_and_the_fix(sequential, tmp_path, capsys):
-    spec, _ = sequential
+def test_bad_executor_settings_are_refused_with_the_option_and_the_fix(spec, tmp_path, capsys):
     for kwargs, needle in (({"workers": 0}, "--workers 0: a grid needs at least one worker"),
                            ({"workers": "two"}, "--workers 'two' is neither"),
                            ({"threads": 0}, "--threads 0"),
@@ -255,9 +258,8 @@ def test_more_workers_than_runs_start_one_per_run_and_say_so():
     assert auto.slots * auto.threads <= max(os.cpu_count(), len(os.sched_getaffinity(0)))
 
 
-def test_an_unreachable_ray_address_is_refused_before_any_run(sequential, tmp_path, capsys):
+def test_an_unreachable_ray_address_is_refused_before_any_run(spec, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is not installed; the address check needs it")
-    spec, _ = sequential
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -305,7 +305,7 @@ class Sequential:
         return False
 
     def describe(self) -> str:
-        return f"one run at a time in this process, {self.threads} thread{'s' if self.threads > 1 else ''}"
+        return f"one at a time in this process, {self.threads} thread{'s' if self.threads > 1 else ''}"
 
     def check(self, paths: Sequence[str]) -> None:
         _refuse_unreadable(check_readable(paths), "this process")
@@ -551,25 +551,24 @@ class RayExecutor:
         try:
             if ray.is_initialized():
                 pass  # a caller's own Ray session: use it, and leave it running
-            elif self.address is None:
-                ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-                self.started_here = True
             else:
-                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING,
+                         **({"include_dashboard": False} if self.address is None else {}))
                 self.started_here = True
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"could not join the Ray cluster at --address {self.address}: {e}. Check the "
-                            f"address and that this machine runs the cluster's Ray and Python versions "
-                            f"(ray {ray.__version__} here). Nothing has run yet.") from None
-        self.nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        if self.threads > max(int(n["Resources"]["CPU"]) for n in self.nodes):
+            where = "start a local Ray" if self.address is None else f"join the Ray cluster at --address {self.address}"
+            raise UserError(f"could not {where}: {e}. Check that this machine runs the cluster's Ray and Python "
+                            f"versions (ray {ray.__version__} here), or use --executor local. Nothing has run "
+                            f"yet.") from None
+        # Runs go to nodes with CPUs; the largest decides whether one run's --threads fit anywhere.
+        self.nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
+        largest = max((int(n["Resources"]["CPU"]) for n in self.nodes), default=0)
+        if self.threads > largest:
             self.__exit__(None, None, None)
             raise UserError(f"--threads {self.threads}: no node of the Ray cluster has that many CPUs (the largest "
-                            f"has {max(int(n['Resources']['CPU']) for n in self.nodes)}), so no run could start. "
-                            f"Use fewer --threads.")
-        self.slots = self.workers or max(1, cpus // self.threads)
-        self.cpus = cpus
+                            f"has {largest}), so no run could start. Use fewer --threads. Nothing has run yet.")
+        self.cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.slots = self.workers or max(1, self.cpus // self.threads)
         return self
 
     def __exit__(self, *exc):
@@ -579,9 +578,9 @@ class RayExecutor:
         return False
 
     def describe(self) -> str:
-        where = "a local Ray in this process" if self.address is None else f"the Ray cluster at {self.address}"
-        return (f"{where} ({len(self.nodes)} node{'s' if len(self.nodes) > 1 else ''}, {self.cpus} CPUs): up to "
-                f"{self.slots} runs at a time x {self.threads} thread{'s' if self.threads > 1 else ''}")
+        where = "a local Ray started in this process" if self.address is None else f"the Ray cluster at {self.address}"
+        return (f"{where} ({len(self.nodes)} node{'s' if len(self.nodes) > 1 else ''}, {self.cpus} CPUs), up to "
+                f"{self.slots} at a time x {self.threads} thread{'s' if self.threads > 1 else ''}")
 
     def check(self, paths: Sequence[str]) -> None:
         """Ask every node, with a task pinned to it, whether it can import transferlab and read ``paths``."""

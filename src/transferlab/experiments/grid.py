@@ -95,7 +95,7 @@ def run_grid(plan: list, run_one: Callable[[object], dict], results_path: Path, 
         with runner:
             for note in notes:
                 say(note)
-            say(f"{len(todo)} run{'s' if len(todo) > 1 else ''} on {runner.describe()}")
+            say(f"{len(todo)} run{'s' if len(todo) > 1 else ''}: {runner.describe()}")
             runner.check(paths)  # before anything changes: a worker that cannot read the data fails no run
             if on_resume is not None:
                 on_resume()
