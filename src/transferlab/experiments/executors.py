@@ -372,17 +372,24 @@ class _Worker:
             why = f"exited with status {code}"
         return f"the worker process {why}." + _with_output(_tail(self.log))
 
-    def stop(self, now: bool) -> None:
+    def ask_to_stop(self, now: bool) -> None:
+        """After the run in hand (``now=False``: it is idle), or at once (SIGTERM)."""
         with contextlib.suppress(OSError, ValueError):
             if now:
                 self.proc.terminate()
             else:
                 self.conn.send(None)
+
+    def wait_stopped(self) -> None:
         self.proc.join(timeout=5)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(timeout=5)
         self.conn.close()
+
+    def stop(self, now: bool) -> None:
+        self.ask_to_stop(now)
+        self.wait_stopped()
 
 
 _NO_START = ("a worker process could not start. Workers are started with 'spawn': each imports the program that "
@@ -484,10 +491,13 @@ class LocalPool:
                     else:
                         yield Event("failed", run, log=payload, wall_s=wall)
         finally:
+            # All asked first, then all waited for: the workers wind down in parallel.
             for worker in idle:
-                worker.stop(now=False)
+                worker.ask_to_stop(now=False)
             for worker in busy:
-                worker.stop(now=True)
+                worker.ask_to_stop(now=True)
+            for worker in [*idle, *busy]:
+                worker.wait_stopped()
             for f in tmp.iterdir():
                 f.unlink(missing_ok=True)
             tmp.rmdir()

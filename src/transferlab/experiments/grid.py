@@ -115,7 +115,8 @@ class _Bar:
         self.seconds = self.cost_done = 0.0  # measured this session: run seconds per unit of estimated cost
         self.eta, self.eta_at = None, 0.0
         # The bar advances by estimated cost, so a 67k-example run weighs more than a 100-example one.
-        self.bar = tqdm(total=sum(r.cost() for r in plan), initial=sum(r.cost() for r in plan) - sum(self.left.values()),
+        total = sum(r.cost() for r in plan)
+        self.bar = tqdm(total=total, initial=total - sum(self.left.values()),
                         disable=not progress, file=sys.stderr, dynamic_ncols=True,
                         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]")
         self.show()
