@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -112,7 +113,7 @@ class _Bar:
         self.total, self.slots = len(plan), slots
         self.finished, self.running, self.failed = len(plan) - len(todo), 0, 0
         self.left = {id(r): r.cost() for r in todo}
-        self.seconds = self.cost_done = 0.0  # measured this session: run seconds per unit of estimated cost
+        self.rates: list[float] = []  # measured this session: each run's seconds per unit of estimated cost
         self.eta, self.eta_at = None, 0.0
         # The bar advances by estimated cost, so a 67k-example run weighs more than a 100-example one.
         total = sum(r.cost() for r in plan)
@@ -131,13 +132,14 @@ class _Bar:
                 self.bar.update(cost)
                 self.finished += kind == "done"
                 self.failed += kind == "failed"
-                if kind == "done" and wall_s > 0:
-                    self.seconds += wall_s
-                    self.cost_done += cost
-        if kind != "tick" and self.cost_done:
-            # Work left over the runs that can go at once; runs in flight count whole (a conservative estimate).
+                if kind == "done" and wall_s > 0 and cost > 0:
+                    self.rates.append(wall_s / cost)
+        if kind != "tick" and self.rates:
+            # The median rate: a worker's first run also pays its imports, which a mean would spread over the
+            # rest. Work left is divided over the runs that can go at once; runs in flight count whole.
+            rate = statistics.median(self.rates)
             parallel = max(1, min(self.slots, len(self.left)))
-            self.eta, self.eta_at = sum(self.left.values()) * self.seconds / self.cost_done / parallel, time.monotonic()
+            self.eta, self.eta_at = sum(self.left.values()) * rate / parallel, time.monotonic()
         self.show()
 
     def show(self) -> None:
