@@ -38,8 +38,9 @@ from typing import Callable, Iterator, Sequence
 from ..errors import UserError
 
 EXECUTORS = ("local", "ray")
-# A worker holds torch, the data sets and one model; the images and SST-2 grids measured 0.6-0.9 GB resident per
-# worker (docs/performance.md). "auto" leaves this much available memory to each worker it starts.
+# A worker holds torch, the data sets and one model: 0.6-0.76 GB resident per process on the SST-2 grid of
+# benchmarks/grid_executors.py (docs/performance.md), with headroom for larger models and image sets. "auto" starts
+# no more workers than the available memory holds at this much each.
 WORKER_MEMORY = 1.5 * 2**30
 LOG_TAIL = 20_000  # characters of a failed run's output kept in its log
 RAY_CONNECT_TIMEOUT = 5.0  # seconds to reach a Ray address before saying it cannot be reached
