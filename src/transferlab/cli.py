@@ -189,10 +189,16 @@ def cmd_demo(a):
     run_demo(a.out, seeds=a.seeds, quick=a.quick, overwrite=a.overwrite)
 
 
+def _executor(a):
+    from .experiments.executors import ExecutorConfig
+
+    return ExecutorConfig(executor=a.executor, workers=a.workers, threads=a.threads, address=a.address)
+
+
 def cmd_compare(a):
     from .experiments.compare import run_compare
 
-    run_compare(a.spec, a.out, progress=not a.quiet)
+    run_compare(a.spec, a.out, progress=not a.quiet, executor=_executor(a))
 
 
 def cmd_probe_senses(a):
@@ -255,7 +261,7 @@ def cmd_icl_scaling(a):
                         shots=a.shots, limit=a.limit, data_root=a.data_root, overflow=a.overflow, steps=a.steps,
                         seq_len=a.seq_len, batch_size=a.batch_size, lr=a.lr, seed=a.seed, precision=a.precision,
                         progress=not a.quiet)
-    run_icl_scaling(cfg, overwrite=a.overwrite)
+    run_icl_scaling(cfg, overwrite=a.overwrite, executor=_executor(a))
     print(f"wrote {Path(a.out) / 'scaling.png'}")
 
 
@@ -505,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--precision", default="auto")
     sc.add_argument("--overwrite", action="store_true")
     sc.add_argument("--quiet", action="store_true")
+    _executor_options(sc)
     sc.set_defaults(func=cmd_icl_scaling)
 
     pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, vision bias, word "
@@ -573,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="output directory (default: the spec's `out:`, else runs/compare/NAME); "
                                    "re-running into it resumes")
     cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
+    _executor_options(cmp)
     cmp.set_defaults(func=cmd_compare)
     ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")
     ps.add_argument("--model", required=True, help="any checkpoint directory (RUN/final)")
@@ -589,6 +597,23 @@ def _common_train(p):
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _executor_options(p):
+    # experiments.executors.ExecutorConfig validates these (the CLI imports no torch)
+    p.add_argument("--workers", default="auto",
+                   help="runs at a time: N worker processes on this machine (1: one after another in this "
+                        "process), or with --executor ray the most runs in flight; default auto: as many as the "
+                        "cores and memory allow, at most the runs left")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: the cores divided among the "
+                                               "workers; 1 with Ray). Rows are identical across executors at the "
+                                               "same thread count")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: worker processes on this machine; ray: Ray tasks on a cluster")
+    p.add_argument("--address", help="with --executor ray: the cluster's HOST:PORT (`ray start --head` prints it), "
+                                     "ray://HOST:PORT or auto; default: start a local Ray in this process. The "
+                                     "workers read data and checkpoints from the same paths, so every node must "
+                                     "see them")
 
 
 def _distributed(p):
