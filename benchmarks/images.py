@@ -30,11 +30,14 @@ alone.
 Timing: with one thread, images/s are counted against the process's CPU time (``--clock cpu``, the default there):
 on a shared machine the wall clock also counts other processes' turns on the core, which changed a configuration's
 wall-clock figure by 2-3x between two runs here, while CPU time moved by about 10%. Training speed comes from the
-median step, inference from the whole timed pass; ``--repeats`` runs the configurations in interleaved rounds and
-keeps each one's fastest. Both clocks are in the JSON.
+median step or batch. ``--lockstep`` runs all configurations of a model in one process, one step of each in turn
+(a rotating order), so a burst of background load hits every configuration alike; the ratios are then the
+steadiest, and the RSS columns are the whole process's. ``--repeats`` runs everything several times and keeps each
+configuration's fastest. Both clocks are in the JSON.
 
     python benchmarks/images.py                                          # resnet-mini, resnet-small, vit-mini
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/images.py --threads 1 --steps 10 --json images.json
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/images.py --threads 1 --steps 10 --lockstep  # steadiest ratios
     python benchmarks/images.py --models resnet-tiny,vit-tiny --batch-size 8 --steps 2 --in-process  # smoke run
 """
 
@@ -174,60 +177,80 @@ def now() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def rates(images: int, start: tuple[float, float], end: tuple[float, float]) -> dict:
-    return {"images_per_s_wall": images / (end[0] - start[0]), "images_per_s_cpu": images / (end[1] - start[1])}
-
-
-class StepClock(Callback):
-    """Times the steps after the first ``warmup`` and samples RSS after each; records every step's loss. A loop
-    callback for ours, called by hand from the plain loop."""
+class StepClock:
+    """Durations of the steps (training steps or inference batches) after the first ``warmup``, the loss of every
+    step, and the RSS after the warm-up and after each measured step."""
 
     def __init__(self, warmup: int):
         self.warmup = warmup
         self.losses: list[float] = []
-        self.times: list[tuple[float, float]] = []  # now() at the end of the warm-up step and of each measured step
+        self.durations: list[tuple[float, float]] = []  # (wall, cpu) seconds of each measured step
         self.rss: list[int] = []
+        self.started = now()
 
-    def tick(self, step: int, loss: float) -> None:
-        """``step`` (1-based) has just finished with ``loss``."""
-        self.losses.append(loss)
+    def begin(self) -> None:
+        self.started = now()
+
+    def end(self, step: int, loss: float | None = None) -> None:
+        """``step`` (1-based) has just finished (with ``loss``, for training)."""
+        t = now()
+        if loss is not None:
+            self.losses.append(loss)
+        if step > self.warmup:
+            self.durations.append((t[0] - self.started[0], t[1] - self.started[1]))
         if step >= self.warmup:
-            self.times.append(now())
             self.rss.append(rss_bytes())
 
+    def result(self, images_per_step: int, clock: str) -> dict:
+        """Images/s of the median step by each clock (a step that another process preempted does not count against
+        the code), ``images_per_s`` by ``clock``, the wall-clock mean, losses and RSS."""
+        wall, cpu = (np.array([d[i] for d in self.durations]) for i in (0, 1))
+        out = {"images_per_s_wall": images_per_step / float(np.median(wall)),
+               "images_per_s_cpu": images_per_step / float(np.median(cpu)),
+               "images_per_s_wall_mean": images_per_step * len(wall) / float(wall.sum()),
+               "rss_start_mb": self.rss[0] / MIB, "rss_end_mb": self.rss[-1] / MIB,
+               "rss_growth_mb": (max(self.rss) - self.rss[0]) / MIB}
+        out["images_per_s"] = out[f"images_per_s_{clock}"]
+        if self.losses:
+            out.update(losses=self.losses, loss=float(np.mean(self.losses[-3:])))
+        return out
+
+
+class OursClock(Callback):
+    """Times the loop's steps from the end of one step to the end of the next, and runs ``between`` (the lockstep
+    mode's plain steps) outside that time."""
+
+    def __init__(self, clock: StepClock, between=None):
+        self.clock, self.between = clock, between
+
+    def on_fit_start(self, state) -> None:
+        self.clock.begin()
+
     def on_step_end(self, state, logs) -> None:
-        self.tick(state.step, state.last_loss)
-
-    def result(self, images_per_step: int) -> dict:
-        """Images/s of the median step, by each clock (a step that another process preempted does not count
-        against the code), and the wall-clock mean over all measured steps."""
-        wall, cpu = (np.diff([t[i] for t in self.times]) for i in (0, 1))
-        return {"images_per_s_wall": images_per_step / float(np.median(wall)),
-                "images_per_s_cpu": images_per_step / float(np.median(cpu)),
-                "images_per_s_wall_mean": images_per_step * len(wall) / float(wall.sum()),
-                "losses": self.losses, "loss": float(np.mean(self.losses[-3:])),
-                "rss_start_mb": self.rss[0] / MIB, "rss_end_mb": self.rss[-1] / MIB,
-                "rss_growth_mb": (max(self.rss) - self.rss[0]) / MIB}
+        self.clock.end(state.step, state.last_loss)
+        if self.between is not None:
+            self.between(state.step)
+        self.clock.begin()
 
 
-def train_ours(module, batches: list[dict]) -> StepClock:
-    clock = StepClock(WARMUP)
+def train_ours(module, batches: list[dict], clock: StepClock, between=None) -> None:
+    """The library's training path: the one loop, precision "auto", its optimizer, the plain loop's settings."""
     cfg = TrainConfig(steps=len(batches), lr=LR, weight_decay=WEIGHT_DECAY, warmup=0, schedule="constant", clip=0.0,
                       precision="auto", progress=False, log_every=10**9, eval_every=10**9)
-    train(module, PremadeBatches(batches), cfg, callbacks=[clock])
-    return clock
+    train(module, PremadeBatches(batches), cfg, callbacks=[OursClock(clock, between)])
 
 
-def train_plain(module, batches: list[dict], precision: str, layout: str, optimizer: str) -> StepClock:
-    """The textbook loop, as a practitioner writes it for this configuration."""
+def plain_training(module, batches: list[dict], clock: StepClock, precision: str, layout: str, optimizer: str):
+    """The textbook loop, as a practitioner writes it for this configuration; a generator that yields after each
+    step, so the lockstep mode can interleave configurations."""
     channels_last = layout == "cl"
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     kind = {"default": {}, "fused": {"fused": True}, "foreach": {"foreach": True}}[optimizer]
     opt = torch.optim.AdamW(module.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, **kind)
     module.train()
-    clock = StepClock(WARMUP)
     for step, batch in enumerate(batches, 1):
+        clock.begin()
         x, y = batch["pixels"], batch["labels"]
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -236,76 +259,90 @@ def train_plain(module, batches: list[dict], precision: str, layout: str, optimi
             loss = F.cross_entropy(module({"pixels": x})["logits"], y)
         loss.backward()
         opt.step()
-        clock.tick(step, loss.item())
-    return clock
+        clock.end(step, loss.item())
+        yield
 
 
-def infer_ours(module, examples: ImageExamples, batch_size: int, n_batches: int) -> tuple[dict, torch.Tensor]:
-    """Images/s of ``predict_logits`` over ``n_batches`` batches (after WARMUP batches), and the logits."""
+def inference(module, config: dict, examples: ImageExamples, batch_size: int, n: int, clock: StepClock,
+              logits: list):
+    """``n`` batches of ``batch_size`` images, one per ``next()``, appending the logits. Ours: ``predict_logits`` on
+    the batch's ``ImageExamples`` (uint8 images, normalised inside, as ``TransferModel.predict`` runs); plain: the
+    same images pre-normalised, ``model.eval()`` + ``torch.no_grad()`` in the configuration's precision and layout."""
     module.eval()
-    predict_logits(module, examples.subset(range(WARMUP * batch_size)), batch_size)
-    timed = examples.subset(range(WARMUP * batch_size, (WARMUP + n_batches) * batch_size))
-    start = now()
-    logits = predict_logits(module, timed, batch_size)
-    return rates(len(timed), start, now()), logits
-
-
-def infer_plain(module, batches: list[dict], precision: str, layout: str) -> tuple[dict, torch.Tensor]:
-    """Images/s of the plain inference loop over ``batches`` after the first WARMUP, and the logits."""
-    channels_last = layout == "cl"
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    module.eval()
-    outs = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        for i, batch in enumerate(batches):
-            if i == WARMUP:
-                start = now()
-            x = batch["pixels"]
+    if config["side"] == "ours":
+        parts = [examples.subset(range(i * batch_size, (i + 1) * batch_size)) for i in range(n)]
+    else:
+        channels_last = config["layout"] == "cl"
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        batches = premade_batches(examples, n, batch_size)
+    for i in range(n):
+        clock.begin()
+        if config["side"] == "ours":
+            out = predict_logits(module, parts[i], batch_size)
+        else:
+            x = batches[i]["pixels"]
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits = module({"pixels": x})["logits"]
-            if i >= WARMUP:
-                outs.append(logits.float())
-    return rates(sum(len(b["pixels"]) for b in batches[WARMUP:]), start, now()), torch.cat(outs)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=config["precision"] == "bf16"):
+                out = module({"pixels": x})["logits"].float()
+        clock.end(i + 1)
+        logits.append(out)
+        yield
 
 
-def child(spec: dict) -> dict:
-    """One configuration (``spec``: model, task, config, batch_size, steps, b1_images, threads, clock) -> its row."""
+def measure(spec: dict) -> list[dict]:
+    """The configurations ``spec["configs"]`` (with model, task, batch_size, steps, b1_images, threads, clock) in
+    this process, one step (or batch) of each in turn, so that whatever else the machine runs hits all of them
+    alike. Returns one row per configuration."""
     torch.set_num_threads(spec["threads"])
     configure_cpu()  # as the loop does, on both sides: flush denormals
-    c, bs = spec["config"], spec["batch_size"]
-    module = build(spec["model"], c.get("layout", "library"))
-    row = {}
+    configs, bs = spec["configs"], spec["batch_size"]
+    modules = [build(spec["model"], c.get("layout", "library")) for c in configs]
+    clocks = [StepClock(WARMUP) for _ in configs]
+    rows = [{} for _ in configs]
     if spec["task"] == "train":
         n = WARMUP + spec["steps"]
         batches = premade_batches(image_examples(n * bs), n, bs)
-        if c["side"] == "ours":
-            clock = train_ours(module, batches)
+        plain = [plain_training(m, batches, k, c["precision"], c["layout"], c["optimizer"])
+                 for m, k, c in zip(modules, clocks, configs) if c["side"] == "plain"]
+
+        def step_others(step: int) -> None:
+            for g in plain[step % len(plain):] + plain[:step % len(plain)]:  # rotated: no fixed position
+                next(g)
+
+        if configs[0]["side"] == "ours":
+            train_ours(modules[0], batches, clocks[0], step_others if plain else None)
         else:
-            clock = train_plain(module, batches, c["precision"], c["layout"], c["optimizer"])
-        row.update(clock.result(bs))
-        row["images_per_s"] = row[f"images_per_s_{spec['clock']}"]
+            for step in range(n):
+                step_others(step)
+        for row, k in zip(rows, clocks):
+            row.update(k.result(bs, spec["clock"]))
     else:
-        sizes = {"batch": (bs, spec["steps"]), "batch1": (1, spec["b1_images"])}
-        examples = image_examples(max((WARMUP + k) * b for b, k in sizes.values()))
-        rss0 = rss_bytes()
+        sizes = {"batch": (bs, WARMUP + spec["steps"]), "batch1": (1, WARMUP + spec["b1_images"])}
+        examples = image_examples(max(b * k for b, k in sizes.values()))
         for key, (b, k) in sizes.items():
-            if c["side"] == "ours":
-                measured, logits = infer_ours(module, examples, b, k)
-            else:
-                measured, logits = infer_plain(module, premade_batches(examples, WARMUP + k, b), c["precision"],
-                                               c["layout"])
-            row.update({f"{key}_{name}": rate for name, rate in measured.items()})
-            row[f"{key}_images_per_s"] = measured[f"images_per_s_{spec['clock']}"]
-            row[f"{key}_first_logits"] = logits[:4].tolist()
-        row["images_per_s"] = row["batch_images_per_s"]
-        row.update(rss_start_mb=rss0 / MIB, rss_end_mb=rss_bytes() / MIB)
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**spec, **row}
+            clocks = [StepClock(WARMUP) for _ in configs]
+            logits = [[] for _ in configs]
+            runs = [inference(m, c, examples, b, k, ck, lg) for m, c, ck, lg in zip(modules, configs, clocks, logits)]
+            for i in range(k):
+                for g in runs[i % len(runs):] + runs[:i % len(runs)]:
+                    next(g)
+            for row, ck, lg in zip(rows, clocks, logits):
+                result = ck.result(b, spec["clock"])
+                row.update({f"{key}_{name}": v for name, v in result.items() if name.startswith("images_per_s")})
+                row[f"{key}_first_logits"] = torch.cat(lg)[WARMUP * b:][:4].tolist()
+                if key == "batch":
+                    row.update({name: v for name, v in result.items() if name.startswith("rss")})
+        for row in rows:
+            row["images_per_s"] = row["batch_images_per_s"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return [{**{k: v for k, v in spec.items() if k != "configs"}, "config": c, **row, "peak_rss_mb": peak,
+             "lockstep": len(configs) > 1} for c, row in zip(configs, rows)]
 
 
-def spawn(spec: dict) -> dict:
+def spawn(spec: dict) -> list[dict]:
+    """``measure(spec)`` in a child process of its own (its peak RSS is then these configurations' alone)."""
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed for {spec}:\n{proc.stderr[-3000:]}")
@@ -336,6 +373,7 @@ def annotate(rows: list[dict], flops: float, peak: dict, auto: str) -> dict:
 
 
 def progress(row: dict, auto: str) -> dict:
+    """Say on stderr what a configuration measured, as it finishes (a full run takes tens of minutes)."""
     print(f"  {row['model']} {row['task']} {config_name(row['config'], auto)}: {row['images_per_s']:,.0f} images/s",
           file=sys.stderr, flush=True)
     return row
@@ -369,7 +407,7 @@ def print_infer(model: str, rows: list[dict], best: dict, batch_size: int) -> No
 
 def main(argv: list[str] | None = None) -> dict:
     if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(child(json.loads(sys.argv[2]))))
+        print(json.dumps(measure(json.loads(sys.argv[2]))))
         return {}
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="resnet-mini,resnet-small,vit-mini", help="comma-separated image presets")
@@ -387,6 +425,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="the plain loop's AdamW: default (torch's choice: the per-tensor loop on CPU), fused, foreach")
     p.add_argument("--tasks", default="train,infer")
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul that measures the peak")
+    p.add_argument("--lockstep", action="store_true",
+                   help="run all configurations of a model in one process, a step of each in turn, so background "
+                        "load on a shared machine hits them alike (the RSS columns are then the whole process's)")
     p.add_argument("--in-process", action="store_true", help="run every configuration in this process (smoke tests; "
                                                               "the RSS columns are then the whole run's)")
     p.add_argument("--json", help="also write every result (with per-step losses) here")
@@ -415,18 +456,19 @@ def main(argv: list[str] | None = None) -> dict:
             "bf16": matmul_peak(torch.bfloat16, a.matmul_size, clock=timer)}
     print(f"# {a.matmul_size}x{a.matmul_size} matmul peak at the start: fp32 {peak['fp32']:,.0f} GFLOP/s, bf16 "
           f"{peak['bf16']:,.0f} GFLOP/s (again at the end; MFU: against the higher bf16 peak in every row)")
-    run = child if a.in_process else spawn
+    run = measure if a.in_process else spawn
     out = {"args": vars(a), "auto_precision": auto, "train": {}, "infer": {}}
     results = []
     for task in tasks:
         for model in models:
             flops = flops_per_image(model, training=task == "train")
             configs = train_configs(optimizers) if task == "train" else infer_configs()
-            # Rounds interleave the configurations, so a burst of background load hits all of them alike; each
-            # configuration keeps its fastest round.
-            rounds = [[progress(run(dict(model=model, task=task, config=c, batch_size=a.batch_size, steps=a.steps,
-                                         b1_images=a.b1_images, threads=a.threads, clock=clock)), auto)
-                       for c in configs] for _ in range(a.repeats)]
+            spec = dict(model=model, task=task, batch_size=a.batch_size, steps=a.steps, b1_images=a.b1_images,
+                        threads=a.threads, clock=clock)
+            groups = [configs] if a.lockstep else [[c] for c in configs]
+            # Rounds over all configurations; each keeps its fastest round.
+            rounds = [[progress(row, auto) for group in groups for row in run({**spec, "configs": group})]
+                      for _ in range(a.repeats)]
             rows = [max(runs, key=lambda r: r["images_per_s"]) | {"rounds_images_per_s": [r["images_per_s"]
                                                                                           for r in runs]}
                     for runs in zip(*rounds)]
@@ -438,6 +480,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{os.getloadavg()[0]:.2f}")
     out["matmul_gflops"] = {"start": peak, "end": end}
     peak = {k: max(peak[k], end[k]) for k in peak}
+    if a.lockstep or a.in_process:
+        print("# RSS columns: the whole process's (all configurations of a model ran in one process)")
     for i, (task, model, rows, flops) in enumerate(results):
         if i == 0 or task != results[i - 1][0]:
             print_header(task)

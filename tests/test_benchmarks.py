@@ -41,10 +41,11 @@ def test_every_workload_runs_on_both_sides(workload):
         assert all(math.isfinite(x) for x in ours + theirs)
 
 
-def test_image_benchmark_reports_every_configuration(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--lockstep"]], ids=["one-by-one", "lockstep"])
+def test_image_benchmark_reports_every_configuration(tmp_path, mode):
     out = tmp_path / "images.json"
     images.main(["--models", "resnet-tiny,vit-tiny", "--batch-size", "8", "--steps", "2", "--b1-images", "2",
-                 "--threads", "1", "--matmul-size", "128", "--in-process", "--json", str(out)])
+                 "--threads", "1", "--matmul-size", "128", "--in-process", "--json", str(out), *mode])
     report = json.loads(out.read_text())
     for task, configs in (("train", images.train_configs(["default", "fused"])), ("infer", images.infer_configs())):
         for model in ("resnet-tiny", "vit-tiny"):
