@@ -8,10 +8,12 @@ Workloads (each on the same batches, same optimizer, same number of steps on bot
   finetune  sentence-pair classification fine-tuning (`BertForSequenceClassification`)
   infer     classifier inference latency at batch 1 and batch 32 (no gradients)
 
-For each it prints tokens/s (or ms per batch), the ratio to `transformers` in its default fp32, model-FLOPs
-utilisation against the machine's bf16 matmul peak measured in the same run, the loss reached after the same
-number of steps (speed must not be bought with accuracy) and the peak RSS of the process that ran it: every
-(workload, side) runs in a child process of its own, so the RSS is that configuration's alone.
+For each it prints tokens/s (or ms per batch), the ratio to `transformers` with bf16 autocast (the peer's best
+configuration on a CPU with bf16 units: what a user comparing tools turns on) and to `transformers` in its default
+fp32, model-FLOPs utilisation of every row against the machine's bf16 matmul peak measured in the same run (so each
+ratio sits beside the physical ceiling of both sides), the loss reached after the same number of steps (speed must
+not be bought with accuracy) and the peak RSS of the process that ran it: every (workload, side) runs in a child
+process of its own, so the RSS is that configuration's alone. Inference also gets its batch-1 ratios.
 
     python benchmarks/throughput.py                                  # mini, all workloads
     python benchmarks/throughput.py --models mini,small --workloads mlm,clm
@@ -19,8 +21,8 @@ number of steps (speed must not be bought with accuracy) and the peak RSS of the
     python benchmarks/throughput.py --compile                        # also transferlab under torch.compile
 
 transferlab runs as a user gets it (precision "auto": bf16 autocast where the CPU has AMX/AVX512-BF16, sparse
-MLM head, chunked cross-entropy, SDPA); `transformers` runs in its default fp32 and, for a kernels-only view,
-under the same bf16 autocast. Both sides use BERT's LM-head transform for MLM and a tied, bias-free head for CLM,
+MLM head, chunked cross-entropy, SDPA); `transformers` runs under the same bf16 autocast (the baseline) and in its
+default fp32 (the second column). Both sides use BERT's LM-head transform for MLM and a tied, bias-free head for CLM,
 so the architectures are identical. BART's tokens are the clean tokens reconstructed (the decoder's targets), as
 pretraining counts them.
 """
@@ -150,6 +152,9 @@ def build(side: str, workload: str, cfg, num_labels: int = 2):
         if workload == "bart":
             return DenoisingLM(build_backbone(cfg))
         return SequenceClassifier(build_backbone(cfg), num_labels)
+    from transferlab.compat import import_torchvision
+
+    import_torchvision()  # transformers imports torchvision when installed: PyPI's breaks beside the CPU torch without this
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
     if workload == "bart":
@@ -278,6 +283,42 @@ def child(spec: dict) -> dict:
     return {**spec, **row}
 
 
+BASELINES = {"bf16": "vs_hf_bf16", "fp32": "vs_hf_fp32"}  # transformers' precision -> ratio key suffix
+
+
+def add_ratios(rows: list[dict], peak: dict) -> None:
+    """Add to each row (in place) its model-FLOPs utilisation against the bf16 matmul peak and its speed ratios
+    against `transformers` at each precision present (bf16 autocast, fp32); inference rows get batch-1 ones too."""
+    bases = {r["precision"]: r for r in rows if r["side"] == "transformers"}
+    for r in rows:
+        r["mfu_bf16"] = r["tokens_per_s"] * r["flops_per_token"] / (peak["bf16"] * 1e9)
+        if "batch1_ms" in r:  # one sequence of seq_len tokens per batch-1 call
+            r["batch1_mfu_bf16"] = r["seq_len"] / (r["batch1_ms"] / 1000) * r["flops_per_token"] / (peak["bf16"] * 1e9)
+        for prec, suffix in BASELINES.items():
+            if prec in bases:
+                r[f"ratio_{suffix}"] = r["tokens_per_s"] / bases[prec]["tokens_per_s"]
+                if "batch1_ms" in r:
+                    r[f"batch1_ratio_{suffix}"] = bases[prec]["batch1_ms"] / r["batch1_ms"]
+
+
+def format_row(r: dict) -> str:
+    """One table line; a ratio whose baseline did not run (--no-hf-bf16) prints as '-'."""
+    def ratio(key: str, width: int) -> str:
+        return f"{r[key]:{width - 1}.2f}x" if key in r else f"{'-':>{width}}"
+
+    name = f"{r['side']}{'+compile' if r['compile'] else ''} {r['precision']}"
+    loss = f"{r['final_loss']:7.3f}" if "final_loss" in r else f"{'-':>7}"
+    if "batch1_ms" in r:
+        b1 = f"{r['batch1_ms']:7.1f} {100 * r['batch1_mfu_bf16']:5.1f}% {ratio('batch1_ratio_vs_hf_bf16', 7)} "
+        b1 += f"{r['batch32_ms']:8.1f}"
+    else:
+        b1 = f"{'-':>7} {'-':>6} {'-':>7} {'-':>8}"
+    compiled = f"  (compile {r['compile_s']:.0f} s)" if r["compile"] and "compile_s" in r else ""
+    return (f"{r['model']:<6} {r['workload']:<9} {name:<20} {r['tokens_per_s']:9,.0f} {100 * r['mfu_bf16']:5.1f}% "
+            f"{ratio('ratio_vs_hf_bf16', 8)} {ratio('ratio_vs_hf_fp32', 8)} {loss} {b1} {r['peak_rss_mb']:7,.0f}"
+            + compiled)
+
+
 def spawn(spec: dict) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -328,8 +369,8 @@ def main() -> None:
     sides.append(("transformers", "fp32", False))
     if auto == "bf16" and not a.no_hf_bf16:
         sides.append(("transformers", "bf16", False))
-    print(f"{'model':<6} {'workload':<9} {'side':<20} {'tok/s':>9} {'vs HF':>6} {'MFU':>6} {'loss':>7} "
-          f"{'b1 ms':>7} {'b32 ms':>8} {'RSS MB':>7}")
+    print(f"{'model':<6} {'workload':<9} {'side':<20} {'tok/s':>9} {'MFU':>6} {'vs bf16':>8} {'vs fp32':>8} "
+          f"{'loss':>7} {'b1 ms':>7} {'b1 MFU':>6} {'b1/bf16':>7} {'b32 ms':>8} {'RSS MB':>7}")
     results = []
     for model in a.models.split(","):
         for workload in a.workloads.split(","):
@@ -339,17 +380,9 @@ def main() -> None:
                             steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=vocab,
                             corpus=a.corpus, threads=a.threads, dropout=a.dropout)
                 rows.append(spawn(spec))
-            base = next(r for r in rows if r["side"] == "transformers" and r["precision"] == "fp32")
+            add_ratios(rows, peak)
             for r in rows:
-                r["ratio_vs_hf_fp32"] = r["tokens_per_s"] / base["tokens_per_s"]
-                r["mfu_bf16"] = r["tokens_per_s"] * r["flops_per_token"] / (peak["bf16"] * 1e9)
-                name = f"{r['side']}{'+compile' if r['compile'] else ''} {r['precision']}"
-                loss = f"{r['final_loss']:7.3f}" if "final_loss" in r else f"{'-':>7}"
-                lat = (f"{r['batch1_ms']:7.1f} {r['batch32_ms']:8.1f}" if workload == "infer" else f"{'-':>7} {'-':>8}")
-                print(f"{model:<6} {workload:<9} {name:<20} {r['tokens_per_s']:9,.0f} {r['ratio_vs_hf_fp32']:5.2f}x "
-                      f"{100 * r['mfu_bf16']:5.1f}% {loss} {lat} {r['peak_rss_mb']:7,.0f}"
-                      + (f"  (compile {r['compile_s']:.0f} s)" if r["compile"] and "compile_s" in r else ""),
-                      flush=True)
+                print(format_row(r), flush=True)
             results += rows
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "matmul_gflops": peak, "results": results}, indent=2))

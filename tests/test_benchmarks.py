@@ -65,3 +65,26 @@ def test_image_benchmark_reports_every_configuration(tmp_path, mode):
             else:
                 assert all(r["batch1_images_per_s"] > 0 for r in rows)
                 assert all(r["logits_max_diff_vs_plain_fp32"] < 0.05 for r in rows)
+
+
+def test_throughput_ratios_against_both_transformers_baselines():
+    # the peer's best configuration (bf16 autocast) is the baseline; fp32 is the second column; MFU on every row
+    spec = dict(model="tiny", compile=False, seq_len=128, flops_per_token=1e6, peak_rss_mb=1.0)
+    rows = [dict(spec, workload="infer", side="transferlab", precision="bf16", tokens_per_s=3000.0,
+                 batch1_ms=10.0, batch32_ms=100.0),
+            dict(spec, workload="infer", side="transformers", precision="fp32", tokens_per_s=1000.0,
+                 batch1_ms=40.0, batch32_ms=300.0),
+            dict(spec, workload="infer", side="transformers", precision="bf16", tokens_per_s=2000.0,
+                 batch1_ms=20.0, batch32_ms=200.0)]
+    fp32_only = [dict(r) for r in rows[:2]]
+    throughput.add_ratios(rows, {"bf16": 100.0, "fp32": 50.0})
+    ours = rows[0]
+    assert ours["ratio_vs_hf_bf16"] == pytest.approx(1.5) and ours["ratio_vs_hf_fp32"] == pytest.approx(3.0)
+    assert ours["batch1_ratio_vs_hf_bf16"] == pytest.approx(2.0) and ours["batch1_ratio_vs_hf_fp32"] == 4.0
+    assert ours["mfu_bf16"] == pytest.approx(3000 * 1e6 / 100e9)
+    assert ours["batch1_mfu_bf16"] == pytest.approx(128 / 0.010 * 1e6 / 100e9)
+    line = throughput.format_row(ours)
+    assert "1.50x" in line and "3.00x" in line and "2.00x" in line
+    # without the bf16 baseline (--no-hf-bf16) its ratio prints as '-', the fp32 one stays
+    throughput.add_ratios(fp32_only, {"bf16": 100.0, "fp32": 50.0})
+    assert "ratio_vs_hf_bf16" not in fp32_only[0] and "3.00x" in throughput.format_row(fp32_only[0])
