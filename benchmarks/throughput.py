@@ -154,7 +154,7 @@ def build(side: str, workload: str, cfg, num_labels: int = 2):
         return SequenceClassifier(build_backbone(cfg), num_labels)
     from transferlab.compat import import_torchvision
 
-    import_torchvision()  # transformers imports torchvision when installed: PyPI's breaks beside the CPU torch without this
+    import_torchvision()  # transformers imports torchvision when installed; PyPI's fails beside the CPU torch
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
     if workload == "bart":

@@ -61,6 +61,7 @@ def cmd_pretrain(a):
     cfg = PretrainConfig(corpus=a.corpus, data=a.data, augment=a.augment, image_size=a.image_size, out=a.out,
                          objective=a.objective, model=a.model, seq_len=a.seq_len,
                          batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
+                         optimizer=a.optimizer,
                          grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm,
                          position=a.position, eval_every=a.eval_every, eval_batches=a.eval_batches,
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
@@ -81,7 +82,8 @@ def cmd_finetune(a):
                          augment=a.augment, image_size=a.image_size,
                          text_cols=a.text_cols, label_col=a.label_col, label_names=a.label_names,
                          num_labels=a.num_labels, metrics=a.metrics, epochs=a.epochs, batch_size=a.batch_size,
-                         lr=a.lr, warmup=a.warmup, max_len=a.max_len, seed=a.seed, precision=a.precision,
+                         lr=a.lr, optimizer=a.optimizer, warmup=a.warmup, max_len=a.max_len, seed=a.seed,
+                         precision=a.precision,
                          skip_bad_rows=a.skip_bad_rows, progress=not a.quiet, method=a.method,
                          lora_rank=a.lora_rank, pooling=a.pooling, device=a.device, distributed=a.distributed)
     history, results = finetune(cfg, overwrite=a.overwrite)
@@ -333,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=1e-3)
     r.add_argument("--warmup", type=float, default=0.06, help="fraction of steps (<1) or steps")
     r.add_argument("--schedule", default="linear", help="linear, cosine or constant")
+    _optimizer_option(r)
     r.add_argument("--mask-prob", type=float,
                    help="corruption rate; default: the objective's own (mlm/mpnet/electra 0.15, plm 1/6)")
     r.add_argument("--lm-head", choices=["tied", "bert"], default="tied",
@@ -379,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, default=32)
     f.add_argument("--lr", type=float, default=5e-5)
     f.add_argument("--warmup", type=float, default=0.1)
+    _optimizer_option(f)
     f.add_argument("--max-len", type=int, default=128)
     f.add_argument("--method", choices=["finetune", "linear-probe", "gradual-unfreeze", "lora"], default="finetune",
                    help="what trains: everything, only the head (frozen backbone), ULMFiT gradual unfreezing, "
@@ -597,6 +601,12 @@ def _common_train(p):
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _optimizer_option(p):
+    p.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw",  # training.optim.OPTIMIZERS
+                   help="adamw, or muon: Muon (orthogonalised momentum) for the matrices inside the backbone's "
+                        "blocks, AdamW for embeddings, norms, biases and heads, at the same --lr")
 
 
 def _executor_options(p):

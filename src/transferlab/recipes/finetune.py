@@ -11,6 +11,7 @@ from ..fsutil import check_output_dir, clear_output_dir, write_json
 from ..inputs import check_data_modality
 from ..tasks.factory import checkpoint_modality, image_adaptation
 from ..training.distributed import barrier, is_main
+from ..training.optim import check_optimizer
 from ..transfer import from_pretrained
 from ..transfer.methods import check_distributed
 
@@ -33,6 +34,7 @@ class FinetuneConfig:
     batch_size: int = 32
     lr: float = 5e-5
     weight_decay: float = 0.01
+    optimizer: str = "adamw"  # or "muon": Muon for the trunk's matrices, AdamW for the rest (training.optim)
     warmup: float = 0.1
     schedule: str = "linear"
     max_len: int = 128
@@ -47,6 +49,9 @@ class FinetuneConfig:
     distributed: str = "ddp"  # under torchrun: "ddp" or "fsdp" (sharded, for models that do not fit one device)
     augment: str | None = None  # images: an augmentation recipe with overrides (data.augment); None: none
     image_size: tuple[int, int] | None = None  # images: resize every image to (H, W) when reading
+
+    def __post_init__(self):
+        check_optimizer(self.optimizer)
 
 
 def _read(path: str, split: str, cfg: FinetuneConfig, modality: str, task: str | None, label_names):
@@ -89,8 +94,8 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
                             label_names=train.label_names, init=init, pooling=cfg.pooling, seed=cfg.seed,
                             max_len=cfg.max_len, verbose=cfg.progress and is_main(),
                             **image_adaptation(source, train))
-    model.compile(lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
-                  schedule=cfg.schedule, precision=cfg.precision, method=cfg.method,
+    model.compile(optimizer=cfg.optimizer, lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay,
+                  warmup=cfg.warmup, schedule=cfg.schedule, precision=cfg.precision, method=cfg.method,
                   method_options={"lora_rank": cfg.lora_rank} if cfg.method == "lora" else None)
     # Only now, with data and model validated, may --overwrite remove an earlier run.
     out = check_output_dir(cfg.out, overwrite, "fine-tuning output")

@@ -27,6 +27,7 @@ from ..training.checkpoint import check_weights, load_config, load_weights
 from ..training.distributed import barrier, is_main, world
 from ..training.fsdp import check_strategy
 from ..training.loop import TrainConfig, train
+from ..training.optim import check_optimizer
 
 
 @dataclass
@@ -45,6 +46,7 @@ class PretrainConfig:
     warmup: float = 0.06
     schedule: str = "linear"
     weight_decay: float = 0.01
+    optimizer: str = "adamw"  # or "muon": Muon for the trunk's matrices, AdamW for the rest (training.optim)
     grad_accum: int = 1
     mask_prob: float | None = None  # None: the objective's own rate (MLM 0.15, PLM 1/6, ...)
     lm_head: str = "tied"  # or "bert" (transform + bias), see ModelConfig.lm_head
@@ -76,6 +78,7 @@ class PretrainConfig:
     init: str | None = None
 
     def __post_init__(self):
+        check_optimizer(self.optimizer)
         kind = objective_modality(self.objective)
         if self.model is None:
             self.model = DEFAULT_PRESET[kind]
@@ -177,7 +180,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
                             schedule=cfg.schedule, grad_accum=cfg.grad_accum, precision=cfg.precision,
                             log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
                             seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan,
-                            distributed=cfg.distributed)
+                            distributed=cfg.distributed, optimizer=cfg.optimizer)
     record = {"objective": cfg.objective, "preset": None if cfg.init else cfg.model, "steps": cfg.steps,
               **setup.record, **({"init": str(cfg.init)} if cfg.init else {})}
     train(setup.module, data, train_cfg, evaluate=setup.evaluate, run_dir=out, inputs=setup.inputs,

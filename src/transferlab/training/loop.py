@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from .callbacks import Callback, MetricsLog
 from .distributed import grad_sync, is_main, mean_over_ranks, token_weight, unwrap, world
 from .fsdp import check_strategy, full_state, load_model_state, load_optimizer_state, shard
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, check_optimizer
 from .precision import autocast, configure_cpu, resolve_precision
 
 
@@ -48,9 +48,11 @@ class TrainConfig:
     on_nan: str = "stop"  # a NaN/inf loss or gradient norm: "stop" with a message, or "skip" the batch
     max_nan_skips: int = 10  # with "skip": stop when more than this many batches in a row are bad
     distributed: str = "ddp"  # under torchrun with >1 ranks: "ddp" (replicated model) or "fsdp" (sharded, fsdp.py)
+    optimizer: str = "adamw"  # or "muon" (Muon for the trunk's matrices, AdamW for the rest), "adam", "sgd"
 
     def __post_init__(self):
         check_strategy(self.distributed)
+        check_optimizer(self.optimizer)
         if self.on_nan not in ("stop", "skip"):
             raise UserError(f"--on-nan must be 'stop' or 'skip', got {self.on_nan!r}.")
 
@@ -107,10 +109,13 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     # Sharded before .to(device) (fully_shard moves each rank's shards there: the full model need not fit the
     # device) and before the optimizer is built (it must hold the shards).
     if world_size > 1 and cfg.distributed == "fsdp":
+        if optimizer is None and cfg.optimizer == "muon":
+            raise UserError("--optimizer muon orthogonalises whole weight matrices, which FSDP splits across the "
+                            "processes; use --distributed ddp with it, or --optimizer adamw with fsdp.")
         shard(module, device, optimizer)
     module.to(device)
     max_steps, per_epoch = _plan(cfg, data)
-    optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay)
+    optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay, name=cfg.optimizer)
     scheduler = scheduler or build_scheduler(optimizer, cfg.schedule, max_steps, cfg.warmup)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, inputs, run_dir)

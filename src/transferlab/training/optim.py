@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from torch import nn
 from ..errors import UserError
 
 SCHEDULES = ("linear", "cosine", "constant", "slanted")
+OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
 # Slanted triangular (ULMFiT, Howard & Ruder 2018): the peak LR is this many times the LR at the ends.
 SLANTED_RATIO = 32
 
@@ -41,7 +43,141 @@ def build_optimizer(module: nn.Module, lr: float, weight_decay: float = 0.01, be
         return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, **fused)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9)
-    raise UserError(f"unknown optimizer '{name}'; choose adamw, adam or sgd.")
+    if name == "muon":
+        muon, adamw = muon_param_groups(module, groups)
+        return MuonAdamW(muon, adamw, lr=lr, betas=betas, eps=eps, fused=bool(fused))
+    raise UserError(f"unknown optimizer '{name}'; choose {', '.join(OPTIMIZERS)}.")
+
+
+def check_optimizer(name: str, option: str = "--optimizer") -> None:
+    """Refuse an optimizer name that ``build_optimizer`` does not know, naming the option that gave it."""
+    if name not in OPTIMIZERS:
+        raise UserError(f"{option} '{name}' is not an optimizer here; choose one of {', '.join(OPTIMIZERS)}.")
+
+
+def trunk_matrices(module: nn.Module) -> set[int]:
+    """ids of the parameters Muon updates: the 2-D weights inside the blocks of every backbone in ``module``.
+
+    Muon orthogonalises a matrix's update, which suits the trunk's linear maps (attention and MLP projections).
+    Embedding tables are looked up row by row, so a whole-matrix update makes no sense for them, and heads (the
+    tied LM head is the embedding; a classifier maps to a handful of labels) are left to AdamW as in Jordan et al.
+    2024 and Liu et al. 2025; so are biases, norms and convolution kernels (4-D, which torch's Muon refuses).
+    """
+    from ..models.base import Backbone
+
+    ids = set()
+    for backbone in (m for m in module.modules() if isinstance(m, Backbone)):
+        for block in backbone.blocks:
+            ids |= {id(p) for p in block.parameters() if p.ndim == 2}
+    return ids
+
+
+def muon_param_groups(module: nn.Module, groups: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split optimizer parameter groups in two: the trunk's matrices (``trunk_matrices``) for Muon, everything
+    else for AdamW. Each half keeps its group's options (lr, weight decay), so discriminative learning rates and
+    the decay split carry over; every parameter lands in exactly one group.
+
+    Returns:
+        (Muon groups, AdamW groups), empty groups dropped.
+    """
+    trunk = trunk_matrices(module)
+    muon, adamw = [], []
+    for g in groups:
+        params = list(g["params"])
+        options = {k: v for k, v in g.items() if k != "params"}
+        muon.append({**options, "params": [p for p in params if id(p) in trunk]})
+        adamw.append({**options, "params": [p for p in params if id(p) not in trunk]})
+    muon, adamw = [g for g in muon if g["params"]], [g for g in adamw if g["params"]]
+    if not muon:
+        raise UserError("--optimizer muon updates the matrices inside the backbone's blocks, but none of them is "
+                        "trained here (a linear probe trains only the head; a model without blocks has none). Use "
+                        "--optimizer adamw.")
+    return muon, adamw
+
+
+class _States(Mapping):
+    """The per-parameter states of several optimizers as one read-only mapping. Not a ChainMap: looking a key up
+    in the first of torch's defaultdict states would create an empty entry there for another optimizer's
+    parameter, which that optimizer's ``state_dict`` then fails on."""
+
+    def __init__(self, states: list):
+        self.states = states
+
+    def __getitem__(self, p):
+        for s in self.states:
+            if p in s:
+                return s[p]
+        raise KeyError(p)
+
+    def __iter__(self):
+        for s in self.states:
+            yield from s
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.states)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for the trunk's matrices and AdamW for the rest, seen by the loop, the LR schedule and checkpoints as
+    one optimizer.
+
+    Muon's update is scaled to AdamW's RMS (``adjust_lr_fn="match_rms_adamw"``, Liu et al. 2025, "Muon is
+    scalable"), so one learning rate and one schedule serve both halves. ``param_groups`` and ``state`` are live
+    views of the two inner optimizers' own (``load_state_dict`` replaces theirs), so a scheduler's LR reaches them;
+    the state dict holds both, under "muon" and "adamw".
+    """
+
+    def __init__(self, muon_groups: list[dict], adamw_groups: list[dict], lr: float, betas=(0.9, 0.999),
+                 eps: float = 1e-8, fused: bool = False):
+        self.muon = torch.optim.Muon(muon_groups, lr=lr, adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, eps=eps, fused=fused) if adamw_groups \
+            else None
+        super().__init__(self.param_groups, {"lr": lr})
+
+    def _inner(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.muon, self.adamw) if o is not None]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self._inner() for g in o.param_groups]
+
+    @param_groups.setter
+    def param_groups(self, _):  # Optimizer.__init__ assigns a fresh list; the groups live in the inner optimizers
+        pass
+
+    @property
+    def state(self) -> Mapping:
+        return _States([o.state for o in self._inner()])
+
+    @state.setter
+    def state(self, _):
+        pass
+
+    def add_param_group(self, param_group: dict) -> None:
+        # Optimizer.__init__ hands every inner group back to us; they are registered already.
+        if not any(param_group is g for g in self.param_groups):
+            raise UserError("MuonAdamW takes its parameters when it is built; build a new optimizer instead.")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for o in self._inner():
+            o.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self._inner():
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw else None}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if set(state_dict) != {"muon", "adamw"}:
+            raise KeyError("the saved optimizer state is not Muon+AdamW's (keys 'muon' and 'adamw')")
+        self.muon.load_state_dict(state_dict["muon"])
+        if self.adamw is not None:
+            self.adamw.load_state_dict(state_dict["adamw"])
 
 
 def lr_lambda(schedule: str, total_steps: int, warmup_steps: int):
