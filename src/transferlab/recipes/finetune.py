@@ -11,7 +11,7 @@ from ..fsutil import check_output_dir, clear_output_dir, write_json
 from ..inputs import check_data_modality
 from ..tasks.factory import checkpoint_modality, image_adaptation
 from ..training.distributed import barrier, is_main
-from ..training.optim import check_optimizer
+from ..training.optim import check_optimizer, format_lr
 from ..transfer import from_pretrained
 from ..transfer.methods import check_distributed
 
@@ -32,7 +32,7 @@ class FinetuneConfig:
     metrics: list[str] | None = None
     epochs: float = 3
     batch_size: int = 32
-    lr: float = 5e-5
+    lr: float | None = None  # None: from the model's width (training.optim.default_finetune_lr), printed
     weight_decay: float = 0.01
     optimizer: str = "adamw"  # or "muon": Muon for the trunk's matrices, AdamW for the rest (training.optim)
     warmup: float = 0.1
@@ -97,13 +97,18 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False):
     model.compile(optimizer=cfg.optimizer, lr=cfg.lr, metrics=cfg.metrics, weight_decay=cfg.weight_decay,
                   warmup=cfg.warmup, schedule=cfg.schedule, precision=cfg.precision, method=cfg.method,
                   method_options={"lora_rank": cfg.lora_rank} if cfg.method == "lora" else None)
+    lr = model.compiled["lr"]
+    if cfg.lr is None and is_main():  # even with --quiet (no progress bar): a default chosen for you is named
+        what = (f"d_model {model.module.config.d_model}" if model.inputs.modality == "text"
+                else f"{model.inputs.modality} models")
+        print(f"lr {format_lr(lr)} (default for {what}; --lr to change it)", file=sys.stderr)
     # Only now, with data and model validated, may --overwrite remove an earlier run.
     out = check_output_dir(cfg.out, overwrite, "fine-tuning output")
     barrier()  # under torchrun: every rank has checked before rank 0 clears and writes
     if is_main():
         clear_output_dir(cfg.out, overwrite, "fine-tuning output")
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "run.json", asdict(cfg))
+        write_json(out / "run.json", {**asdict(cfg), "lr": lr})  # the learning rate used, default or given
     history = model.fit(train, validation_data=dev, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                         run_dir=out, verbose=cfg.progress, device=cfg.device,
                         distributed=cfg.distributed, augment=cfg.augment)

@@ -29,6 +29,31 @@ def param_groups(module: nn.Module, weight_decay: float, lr: float | None = None
     return [g for g in groups if g["params"]]
 
 
+# Fine-tuning learning rates at two widths of the text presets: the tiny preset (d_model 128), measured on SST-2
+# (docs/results/cpuhour.md: BERT-base's 5e-5 left it at chance after an epoch), and BERT-base (768), Devlin et al.
+# 2019's recommended range (5e-5 to 2e-5). Narrower models take larger steps (their updates move fewer units).
+FINETUNE_LR_ANCHORS = ((128, 1e-3), (768, 5e-5))
+
+
+def default_finetune_lr(d_model: int) -> float:
+    """The default fine-tuning learning rate of a text model of width ``d_model``: log-linear in the width between
+    ``FINETUNE_LR_ANCHORS`` (a power law through both points), held at the end values outside them.
+
+    Returns:
+        the learning rate, rounded to two significant digits (tiny 1e-3, mini 3.1e-4, small 9.8e-5, base 5e-5).
+    """
+    (d0, lr0), (d1, lr1) = FINETUNE_LR_ANCHORS
+    d = min(max(d_model, d0), d1)
+    lr = lr0 * (lr1 / lr0) ** (math.log(d / d0) / math.log(d1 / d0))
+    return float(f"{lr:.2g}")
+
+
+def format_lr(lr: float) -> str:
+    """1e-3, 3.1e-4: a learning rate as it is written on the command line."""
+    mantissa, exponent = f"{lr:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def build_optimizer(module: nn.Module, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.999), eps: float = 1e-8,
                     name: str = "adamw", groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """``groups``: explicit parameter groups (e.g. ``discriminative_param_groups``); default BERT's decay split."""

@@ -24,7 +24,7 @@ from ..training.distributed import is_main, world
 from ..training.fsdp import full_state, is_sharded
 from ..training.checkpoint import save_checkpoint
 from ..training.loop import TrainConfig, train
-from ..training.optim import build_optimizer, build_scheduler
+from ..training.optim import build_optimizer, build_scheduler, default_finetune_lr
 from .methods import apply_method, check_distributed, trainable_parameters
 
 
@@ -142,19 +142,23 @@ class TransferModel:
     def problem(self) -> str:
         return self.module.problem
 
-    def compile(self, optimizer="adamw", loss=None, metrics=None, lr: float = 5e-5, weight_decay: float = 0.01,
+    def compile(self, optimizer="adamw", loss=None, metrics=None, lr: float | None = None, weight_decay: float = 0.01,
                 schedule: str = "linear", warmup: float = 0.1, precision: str = "auto", clip: float = 1.0,
                 method: str | None = None, method_options: dict | None = None):
         """``optimizer``: "adamw"/"adam"/"sgd", a torch optimizer over ``model.parameters()``, or a callable
         ``params -> optimizer``. ``schedule``: "linear" (warm-up then decay), "cosine", "constant" or "slanted".
         ``method``: "finetune", "linear-probe", "gradual-unfreeze" or "lora" (``transfer.methods.apply_method``;
-        ``method_options`` such as ``{"lora_rank": 8}``); None keeps the model's trainable set as it is."""
+        ``method_options`` such as ``{"lora_rank": 8}``); None keeps the model's trainable set as it is.
+        ``lr``: None picks it from the model: for text, ``default_finetune_lr`` of its width (BERT-base's 5e-5 left
+        the tiny preset at chance); other modalities 5e-5. ``compiled["lr"]`` says what was chosen."""
         metrics = list(metrics) if metrics else self.default_metrics()
         check_metrics_fit_task(metrics, self.problem)
         if loss is not None:
             check_loss(loss, self.problem, self.module.num_labels)
         if method is not None:
             self.method = apply_method(self.module, method, **(method_options or {}))
+        if lr is None:
+            lr = default_finetune_lr(self.module.config.d_model) if self.inputs.modality == "text" else 5e-5
         self.compiled = dict(optimizer=optimizer, loss=loss, metrics=metrics, lr=lr, weight_decay=weight_decay,
                              schedule=schedule, warmup=warmup, precision=precision, clip=clip)
         return self
