@@ -51,6 +51,9 @@ from transferlab.training.precision import autocast, configure_cpu, resolve_prec
 WORKLOADS = ("mlm", "clm", "bart", "finetune", "infer")
 SENTENCE_END = 7  # synthetic ids: the most frequent Zipfian id ends a sentence (about one token in ten)
 WARMUP = 3
+# "cpu": the process's CPU time, right for one thread on a shared machine, where a job pinned to a core still got
+# 15-40% of it at times and wall-clock figures mean little (benchmarks/images.py measures the same way).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, clock=time.perf_counter) -> float:
@@ -200,7 +203,8 @@ def forward_fn(side: str, model):
 # ---------------------------------------------------------------------------------------------------- one run
 
 
-def run_training(side: str, workload: str, cfg, data: list, precision: str, compile_: bool) -> dict:
+def run_training(side: str, workload: str, cfg, data: list, precision: str, compile_: bool,
+                 clock=time.perf_counter) -> dict:
     model = build(side, workload, cfg)
     model.train()
     step_loss = loss_fn(side, workload, model)
@@ -217,8 +221,8 @@ def run_training(side: str, workload: str, cfg, data: list, precision: str, comp
     losses, t0, first = [], None, None
     for i, b in enumerate(data):
         if i == WARMUP:
-            t0 = time.perf_counter()
-        ts = time.perf_counter()
+            t0 = clock()
+        ts = clock()
         with autocast(precision):
             loss = step_loss(b)
         loss.backward()
@@ -227,8 +231,8 @@ def run_training(side: str, workload: str, cfg, data: list, precision: str, comp
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
         if i == 0:
-            first = time.perf_counter() - ts
-    seconds = time.perf_counter() - t0
+            first = clock() - ts
+    seconds = clock() - t0
     steady = seconds / (len(data) - WARMUP)
     if compile_:
         compile_s += first - steady
@@ -237,7 +241,7 @@ def run_training(side: str, workload: str, cfg, data: list, precision: str, comp
             "losses": losses, "compile_s": compile_s, "params": sum(p.numel() for p in model.parameters())}
 
 
-def run_inference(side: str, cfg, data: list, precision: str, compile_: bool) -> dict:
+def run_inference(side: str, cfg, data: list, precision: str, compile_: bool, clock=time.perf_counter) -> dict:
     model = build(side, "finetune", cfg).eval()
     forward = forward_fn(side, model)
     if compile_:
@@ -249,11 +253,11 @@ def run_inference(side: str, cfg, data: list, precision: str, compile_: bool) ->
             for b in batches[:WARMUP]:
                 with autocast(precision):
                     forward(b)
-            t0 = time.perf_counter()
+            t0 = clock()
             for b in batches[WARMUP:]:
                 with autocast(precision):
                     forward(b)
-            seconds = time.perf_counter() - t0
+            seconds = clock() - t0
             out[f"batch{bs}_ms"] = 1000 * seconds / len(batches[WARMUP:])
             if bs == 32:
                 out["tokens_per_s"] = sum(b["input_ids"].numel() for b in batches[WARMUP:]) / seconds
@@ -264,13 +268,14 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     configure_cpu()
     w = spec["workload"]
+    clock = CLOCKS[spec.get("clock", "wall")]
     cfg = config(spec["model"], w, spec["vocab_size"], spec["seq_len"], spec["dropout"])
     data = workload_batches(w, spec["steps"] + WARMUP, spec["batch_size"], spec["seq_len"], spec["vocab_size"],
                             spec["corpus"])
     if w == "infer":
-        row = run_inference(spec["side"], cfg, data, spec["precision"], spec["compile"])
+        row = run_inference(spec["side"], cfg, data, spec["precision"], spec["compile"], clock)
     else:
-        row = run_training(spec["side"], w, cfg, data, spec["precision"], spec["compile"])
+        row = run_training(spec["side"], w, cfg, data, spec["precision"], spec["compile"], clock)
     if w == "mlm":
         predicted = sum(int((b["labels"] != -100).sum()) for b in data) / sum(b["input_ids"].numel() for b in data)
     else:
@@ -345,8 +350,12 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="both sides; 0 is transferlab's pretraining default")
     p.add_argument("--compile", action="store_true", help="also run transferlab under torch.compile")
     p.add_argument("--no-hf-bf16", action="store_true", help="skip transformers under bf16 autocast")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: elapsed time; cpu: the process's CPU time (with --threads 1, on a shared machine)")
     p.add_argument("--json", help="also write every result (with per-step losses) here")
     a = p.parse_args()
+    if a.clock == "cpu" and a.threads != 1:
+        p.error("--clock cpu counts one thread's time; pass --threads 1 with it")
     for w in a.workloads.split(","):
         if w not in WORKLOADS:
             p.error(f"--workloads: unknown workload '{w}'; choose from {', '.join(WORKLOADS)}")
@@ -360,8 +369,10 @@ def main() -> None:
     auto = resolve_precision("auto")
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} threads, "
           f"seq {a.seq_len}, batch {a.batch_size}, vocab {vocab}"
-          f"{' from ' + a.corpus if a.corpus else ' (Zipfian ids)'}, {a.steps} timed steps, auto precision = {auto}")
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+          f"{' from ' + a.corpus if a.corpus else ' (Zipfian ids)'}, {a.steps} timed steps, "
+          f"auto precision = {auto}, {a.clock} clock")
+    peak = {"fp32": matmul_peak(torch.float32, clock=CLOCKS[a.clock]),
+            "bf16": matmul_peak(torch.bfloat16, clock=CLOCKS[a.clock])}
     print(f"# 2048x2048 matmul peak: fp32 {peak['fp32']:,.0f} GFLOP/s, bf16 {peak['bf16']:,.0f} GFLOP/s")
     sides = [("transferlab", auto, False)]
     if a.compile:
@@ -378,7 +389,7 @@ def main() -> None:
             for side, precision, compile_ in sides:
                 spec = dict(model=model, workload=workload, side=side, precision=precision, compile=compile_,
                             steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=vocab,
-                            corpus=a.corpus, threads=a.threads, dropout=a.dropout)
+                            corpus=a.corpus, threads=a.threads, dropout=a.dropout, clock=a.clock)
                 rows.append(spawn(spec))
             add_ratios(rows, peak)
             for r in rows:

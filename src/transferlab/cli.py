@@ -97,6 +97,12 @@ def cmd_finetune(a):
     print(f"wrote {Path(a.out) / 'final'}")
 
 
+def cmd_export(a):
+    from .transfer.export import export_int8
+
+    print(f"wrote {export_int8(a.int8, a.out, overwrite=a.overwrite)}")
+
+
 def cmd_seq2seq_train(a):
     from .recipes.seq2seq import Seq2SeqConfig, finetune_seq2seq
 
@@ -563,6 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--overwrite", action="store_true", help="start again instead of resuming --out")
     pv.add_argument("--quiet", action="store_true", help="no progress bars")
     pv.set_defaults(func=cmd_probe_vision_bias)
+
+    ex = sub.add_parser("export", help="a fine-tuned classifier for CPU inference: int8 Linear layers")
+    ex.add_argument("--int8", required=True, metavar="MODEL",
+                    help="fine-tuned directory (RUN/final) to quantize: dynamic int8 for every Linear layer "
+                         "(weights int8, activations quantized per batch); evaluate/predict read the result")
+    ex.add_argument("--out", required=True, help="the directory to write")
+    ex.add_argument("--overwrite", action="store_true")
+    ex.set_defaults(func=cmd_export)
 
     cv = sub.add_parser("convert", help="Hugging Face checkpoints (BERT, RoBERTa, GPT-2, BART) in and out")
     way = cv.add_mutually_exclusive_group(required=True)

@@ -49,6 +49,16 @@ def load_model(directory: str | Path):
     inputs = load_inputs(directory, config)
     module = build_task(build_backbone(config_from_dict(config["backbone"])), config["task"])
     weights = load_weights(directory)
+    if "quantization" in config:  # an int8 export (tasks.quantize): rebuild the quantized layers, then fill them
+        from .quantize import SCHEME, int8_state_dict, load_int8_state_dict, quantize_int8
+
+        if config["quantization"].get("scheme") != SCHEME:
+            raise UserError(f"'{directory}' is quantized with '{config['quantization'].get('scheme')}', which this "
+                            f"version does not read (it reads {SCHEME}). Export it again from the fine-tuned model.")
+        module = quantize_int8(module)
+        check_weights(int8_state_dict(module), weights, directory)
+        load_int8_state_dict(module, weights)
+        return module, inputs, config
     check_weights(module.state_dict(), weights, directory)
     module.load_state_dict(weights)
     return module, inputs, config

@@ -165,7 +165,10 @@ class TransferModel:
 
     @property
     def _precision(self) -> str:
-        """evaluate/predict compute in the precision the model was compiled to train in ("auto" by default)."""
+        """evaluate/predict compute in the precision the model was compiled to train in ("auto" by default); an
+        int8-quantized model in fp32 around its int8 matmuls (tasks.quantize)."""
+        if getattr(self.module, "quantization", None):
+            return "fp32"
         return (self.compiled or {}).get("precision", "auto")
 
     def default_metrics(self) -> list[str]:
@@ -206,6 +209,9 @@ class TransferModel:
         ``augment`` (images): a recipe name, overrides or an ``AugmentConfig`` (``data.augment``) applied to
         every training batch, seeded by ``seed`` and the step; None trains on the images as they are.
         ``distributed``: "ddp" or "fsdp" under torchrun with more than one rank (see ``training.fsdp``)."""
+        if getattr(self.module, "quantization", None):
+            raise UserError("this model is an int8 export, for inference only (evaluate, predict); fine-tune the "
+                            "fp32 model it was exported from and export it again.")
         if self.compiled is None:
             self.compile()
         check_distributed(self.method.name if self.method else None, distributed)
