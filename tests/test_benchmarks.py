@@ -88,3 +88,19 @@ def test_throughput_ratios_against_both_transformers_baselines():
     # without the bf16 baseline (--no-hf-bf16) its ratio prints as '-', the fp32 one stays
     throughput.add_ratios(fp32_only, {"bf16": 100.0, "fp32": 50.0})
     assert "ratio_vs_hf_bf16" not in fp32_only[0] and "3.00x" in throughput.format_row(fp32_only[0])
+
+
+def test_int8_benchmark_reports_accuracy_change_and_latency(pretrained_dir, labeled_files, tmp_path):
+    from transferlab.cli import main
+
+    train, dev = labeled_files
+    assert main([str(a) for a in ["finetune", "--init", pretrained_dir, "--train", train, "--out", tmp_path / "ft",
+                                  "--epochs", 1, "--quiet"]]) == 0
+    int8 = _load("int8")
+    out = tmp_path / "int8.json"
+    int8.main(["--model", str(tmp_path / "ft" / "final"), "--data", str(dev), "--threads", "1", "--clock", "cpu",
+               "--b1-examples", "4", "--json", str(out)])
+    rows = {r["config"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"fp32", "auto", "int8"}
+    assert all(r["batch1_ms"] > 0 and r["batch32_ms"] > 0 and 0 <= r["accuracy"] <= 1 for r in rows.values())
+    assert abs(rows["int8"]["accuracy_change"]) <= 0.05 and rows["int8"]["model_mb"] < rows["fp32"]["model_mb"]
