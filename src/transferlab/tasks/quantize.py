@@ -38,6 +38,7 @@ def quantize_int8(module: nn.Module) -> nn.Module:
                         "decoder classifier, or run this model in bf16 (the default precision).")
     with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated; it is what 2.13 has
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(module).eval(), {nn.Linear},
                                                            dtype=torch.qint8)
     quantized.quantization = SCHEME  # TransferModel runs it in fp32 (see the module docstring)
@@ -73,6 +74,7 @@ def load_int8_state_dict(quantized: nn.Module, state: dict[str, torch.Tensor]) -
     caller has checked the keys and shapes against ``int8_state_dict(quantized)``)."""
     linears = _quantized_linears(quantized)
     for name, linear in linears.items():
+        # the stored int8 values as they are (torch.quantize_per_tensor would round fp32 values again)
         weight = torch._make_per_tensor_quantized_tensor(state[f"{name}.weight"],
                                                          float(state[f"{name}.weight_scale"]),
                                                          int(state[f"{name}.weight_zero_point"]))
