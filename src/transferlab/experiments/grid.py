@@ -60,7 +60,8 @@ def run_grid(plan: list, run_one: Callable[[object], dict], results_path: Path, 
         results_path: the results.jsonl to read and append to.
         row_key: a stored row -> the ``run.key`` it belongs to.
         describe: (run, row) -> the line printed when it finishes.
-        on_resume: called once before the first new run (e.g. to remove a report the new rows will outdate).
+        on_resume: called once, when the first new row has been written (e.g. to remove a report the new rows
+            outdate): until then, the output is exactly as it was, whatever happens to the first run.
     Returns:
         {"rows": the rows of ``plan`` in plan order, "ran": runs done now, "skipped": runs found finished}.
     """
@@ -68,8 +69,6 @@ def run_grid(plan: list, run_one: Callable[[object], dict], results_path: Path, 
     todo = [r for r in plan if r.key + (r.fingerprint,) not in done]
     pending = {id(r) for r in todo}
     ignored = len(done) - (len(plan) - len(todo))
-    if todo and on_resume is not None:
-        on_resume()
     say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else (lambda msg: None)
     if done:
         say(f"resuming {results_path.parent}: {len(plan) - len(todo)} of {len(plan)} runs already finished"
@@ -84,6 +83,8 @@ def run_grid(plan: list, run_one: Callable[[object], dict], results_path: Path, 
         bar.set_description_str(f"runs {finished}/{len(plan)} (now {run.label})")
         row = run_one(run)
         append_result(results_path, row)
+        if finished == len(plan) - len(todo) and on_resume is not None:
+            on_resume()
         done[run.key + (run.fingerprint,)] = row
         finished += 1
         bar.update(run.cost())
