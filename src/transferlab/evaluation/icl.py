@@ -317,6 +317,14 @@ def load_task(name_or_path: str | Path, data_root: str | Path = "../shared/data"
             raise UserError(f"{where}: {key} gave no documents.")
         return docs
 
+    pattern = (spec.get("generation_kwargs") or {}).get("answer_pattern")
+    if pattern is not None:
+        try:
+            re.compile(str(pattern))
+        except re.error as e:
+            raise UserError(f"{where}: generation_kwargs.answer_pattern {str(pattern)!r} is not a valid regular "
+                            f"expression ({e}). Fix it (in YAML, a backslash inside double quotes is written "
+                            f"twice: \"\\\\S+\"), or leave the field out to compare the whole answer.") from None
     docs = build("dataset")
     pool_is_docs = "fewshot_dataset" not in spec
     pool = docs if pool_is_docs else build("fewshot_dataset")
