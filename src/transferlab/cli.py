@@ -313,10 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
         e = sub.add_parser(name, help=helptext)
         e.add_argument("--model", required=True, help="fine-tuned directory (RUN/final)")
         e.add_argument("--data", required=True, help="labeled file, a GLUE directory, or image data")
-        e.add_argument("--split", help="the split of a directory or .npz holding several (default: dev for text, "
-                                       "test for images)")
+        e.add_argument("--split", help="the split of a directory or .npz holding several [default: dev for text, "
+                                       "test for images]")
         if name == "evaluate":
-            e.add_argument("--metrics", type=_csv, help="metrics to report (default: the model's task's)")
+            e.add_argument("--metrics", type=_csv, help="metrics to report [default: the model's task's]")
         else:
             e.add_argument("--out", help="write TSV here instead of stdout")
             e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -337,11 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--source-col", required=True, help="source column (0-based index with --no-header)")
     sg.add_argument("--target-col", help="target column: score the outputs against it (BLEU, chrF)")
     sg.add_argument("--no-header", action="store_true", help="the file has no header row")
-    sg.add_argument("--beam", type=int, help="beam size (1 = greedy; default: the fine-tuning run's)")
-    sg.add_argument("--length-penalty", type=float, help="default: the fine-tuning run's")
-    sg.add_argument("--max-target-len", type=int, help="longest output in tokens (default: the fine-tuning run's)")
-    sg.add_argument("--bleu-tokenize", help="sacrebleu tokenizer: 13a, intl, char (single words), none (default: "
-                                            "the fine-tuning run's)")
+    sg.add_argument("--beam", type=int, help="beam size (1 = greedy) [default: the fine-tuning run's]")
+    sg.add_argument("--length-penalty", type=float, help="beam search length penalty [default: the fine-tuning run's]")
+    sg.add_argument("--max-target-len", type=int, help="longest output in tokens [default: the fine-tuning run's]")
+    sg.add_argument("--bleu-tokenize", help="sacrebleu tokenizer: 13a, intl, char (single words), none [default: "
+                                            "the fine-tuning run's]")
     sg.add_argument("--skip-bad-rows", action="store_true")
     sg.set_defaults(func=cmd_seq2seq_generate)
 
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--overflow", choices=["error", "truncate"], default="error",
                     help="when the demonstrations do not fit the window: refuse (saying how many fit) or drop some")
     ic.add_argument("--batch-size", type=int, default=16)
-    ic.add_argument("--window", type=int, help="prompt length limit (default: the length the model was trained on)")
+    ic.add_argument("--window", type=int, help="prompt length limit [default: the length the model was trained on]")
     ic.add_argument("--list", action="store_true", help="print the built-in tasks")
     ic.add_argument("--overwrite", action="store_true")
     ic.add_argument("--quiet", action="store_true")
@@ -385,8 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("perplexity", help="perplexity of a causal LM on a text file, with a sliding window")
     pp.add_argument("--model", required=True, help="causal-LM checkpoint directory")
     pp.add_argument("--data", required=True, help="held-out text (.txt or .txt.gz)")
-    pp.add_argument("--stride", type=int, help="tokens between window starts (default window/2)")
-    pp.add_argument("--window", type=int, help="tokens per window (default: the length the model was trained on)")
+    pp.add_argument("--stride", type=int, help="tokens between window starts [default: window/2]")
+    pp.add_argument("--window", type=int, help="tokens per window [default: the length the model was trained on]")
     pp.add_argument("--batch-size", type=int, default=4)
     pp.add_argument("--json", help="also write the result here")
     pp.add_argument("--quiet", action="store_true")
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", required=True)
     sc.add_argument("--sizes", type=_csv, default=["tiny", "mini", "small"], help="presets to pretrain")
     sc.add_argument("--checkpoints", type=_csv, help="existing causal-LM checkpoints instead of pretraining")
-    sc.add_argument("--corpus", help="prepared corpus (default: synthetic pattern episodes)")
+    sc.add_argument("--corpus", help="prepared corpus [default: synthetic pattern episodes]")
     sc.add_argument("--tasks", type=_csv, default=["pattern"])
     sc.add_argument("--shots", default="0,1,5")
     sc.add_argument("--limit", type=int, default=200)
@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--max-new-tokens", type=int, default=8)
     pb.add_argument("--top-words", type=int, default=10)
     pb.add_argument("--occupations", type=_csv, help="comma-separated occupations for the templates")
-    pb.add_argument("--sentence-pairs", help="TSV of stereotype<TAB>anti-stereotype sentences (default: shipped)")
+    pb.add_argument("--sentence-pairs", help="TSV of stereotype<TAB>anti-stereotype sentences [default: shipped]")
     pb.add_argument("--seed", type=int, default=0)
     pb.add_argument("--out", help="write bias.json, bias.md and bias.png here")
     pb.add_argument("--overwrite", action="store_true")
@@ -446,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="methods x label budgets x seeds from a YAML spec, with a report")
     cmp.add_argument("spec", help="YAML spec (see examples/compare_sst2.yaml)")
-    cmp.add_argument("--out", help="output directory (default: the spec's `out:`, else runs/compare/NAME); "
-                                   "re-running into it resumes")
+    cmp.add_argument("--out", help="output directory, re-running into it resumes [default: the spec's "
+                                   "`out:`, else runs/compare/NAME]")
     cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
     cmp.set_defaults(func=cmd_compare)
     ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")

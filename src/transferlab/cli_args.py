@@ -29,6 +29,8 @@ class HelpFormatter(argparse.HelpFormatter):
         if "%(default)" in text or "[default:" in text or action.default in (None, False, argparse.SUPPRESS) \
                 or not action.option_strings or isinstance(action, argparse._HelpAction):
             return text
+        if isinstance(action.default, (list, tuple)):
+            return f"{text} [default: {','.join(map(str, action.default))}]".strip().replace("%", "%%")
         return f"{text} [default: %(default)s]".strip()
 
 
@@ -40,8 +42,11 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args, **kwargs):
-        if "help" not in kwargs and args and str(args[0]).startswith("-"):
-            kwargs["help"] = ""  # so the formatter still shows the default
+        default = kwargs.get("default")
+        if "help" not in kwargs and args and str(args[0]).startswith("-") and default not in (None, False):
+            # argparse writes no help line for an option without help text: this one still shows its default
+            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+            kwargs["help"] = f"[default: {shown}]"
         return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):

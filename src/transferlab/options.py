@@ -31,7 +31,7 @@ from .errors import UserError
 
 def option(default=MISSING, help: str = "", *, unit: str | None = None, at_least=None, above=None, at_most=None,
            below=None, choices: tuple | None = None, flag: str | None = None, negate: bool = False,
-           default_text: str | None = None, metavar: str | None = None, parse=None, cli: bool = True):
+           default_text: str | None = None, metavar: str | None = None, parse=None, rule=None, cli: bool = True):
     """A dataclass field with what validation, messages and the command line need.
 
     Args:
@@ -45,11 +45,12 @@ def option(default=MISSING, help: str = "", *, unit: str | None = None, at_least
         default_text: how --help describes a default that is not a plain value ("the objective's own").
         metavar: the placeholder in --help (e.g. "H,W").
         parse: str -> value for values given as text (command line, specs), when the type alone does not say how.
+        rule: value -> None, or the sentence saying what is wrong with it (a check ranges cannot express).
         cli: False keeps the field out of the command line (Python only).
     """
     metadata = {"help": help, "unit": unit, "at_least": at_least, "above": above, "at_most": at_most, "below": below,
                 "choices": tuple(choices) if choices is not None else None, "flag": flag, "negate": negate,
-                "default_text": default_text, "metavar": metavar, "parse": parse, "cli": cli}
+                "default_text": default_text, "metavar": metavar, "parse": parse, "rule": rule, "cli": cli}
     if isinstance(default, (list, dict)):
         value = default
         return field(default_factory=lambda: type(value)(value), metadata=metadata)
@@ -253,6 +254,8 @@ def problem_with(f: dataclasses.Field, annotation, value, from_text: bool = Fals
             bound = f"below {meta['below']}"
         if bound is not None:
             return None, f"must be {bound}, got {_shown(value)}"
+    if ranges and meta.get("rule") is not None and (problem := meta["rule"](value)) is not None:
+        return None, problem
     choices = meta.get("choices")
     if choices:
         for v in value if isinstance(value, list) else [value]:

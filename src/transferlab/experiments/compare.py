@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -210,8 +211,15 @@ class CompareSpec(SpecReader):
                 raise self.error(("task", key), f"missing. Name the {key} file (.tsv/.csv/.jsonl) or a GLUE "
                                                 f"task directory.")
         text_cols = task.get("text_cols")
-        if isinstance(text_cols, str):
-            text_cols = [text_cols]
+        for key in ("text_cols", "label_col"):  # `text_cols: [3]` for a headerless file: positions as names
+            if task.get(key) is not None:
+                try:
+                    value = check_value(ReadOptions, key, task[key], from_text=True)
+                except SettingError as e:
+                    raise self.error(("task", key), e.problem) from None
+                text_cols = value if key == "text_cols" else text_cols
+                if key == "label_col":
+                    task = {**task, "label_col": value}
         kind = task.get("task")
         if kind is not None and kind not in ("classification", "regression"):
             raise self.error(("task", "task"), f"'{kind}' is not a task; use classification or regression "
@@ -713,7 +721,8 @@ def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path |
         guard.commit()
         report.remove_outputs(out)  # the old report no longer describes the results once new rows land
 
-    again = (f"run `transferlab compare {spec.source} --out {out}`" if spec.source != "spec" else
+    again = (f"run `{shlex.join(['transferlab', 'compare', spec.source, '--out', str(out)])}`"
+             if spec.source != "spec" else
              f"call run_compare again with the same spec and out='{out}'")
     # Until a first run has finished, a failure leaves the output directory as it was.
     with ProvisionalDir(out, what="the first run finished") as guard:

@@ -22,6 +22,13 @@ STRATEGIES = ("ddp", "fsdp")  # under torchrun: a model copy per process, or par
 ON_NAN = ("stop", "skip")
 
 
+def _warmup_rule(value: float) -> str | None:
+    if value >= 1 and not float(value).is_integer():
+        return (f"must be a whole number from 1 on, where it counts steps, got {value} (below 1 it is a fraction of "
+                f"the run, e.g. 0.1)")
+    return None
+
+
 @dataclass
 class TrainSettings(Settings):
     """How the one loop trains: length, optimizer, schedule, precision, logging, evaluation and checkpoints."""
@@ -37,7 +44,7 @@ class TrainSettings(Settings):
     lr: float = option(5e-4, "peak learning rate (AdamW)", above=0)
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and norms)", at_least=0)
     warmup: float = option(0.06, "learning-rate warm-up: below 1 a fraction of all steps, from 1 on a number of "
-                                 "steps", at_least=0)
+                                 "steps", at_least=0, rule=_warmup_rule)
     schedule: str = option("linear", "learning rate after warm-up: linear decay to 0, cosine, constant, or slanted "
                                      "(ULMFiT's triangle)", choices=SCHEDULES)
     clip: float = option(1.0, "gradient-norm clipping threshold (0 turns clipping off)", at_least=0)
@@ -64,9 +71,6 @@ class TrainSettings(Settings):
 
     def check(self) -> None:
         super().check()
-        if self.warmup >= 1 and not float(self.warmup).is_integer():
-            raise self.error("warmup", f"must be a whole number from 1 on, where it counts steps, got {self.warmup} "
-                                       f"(below 1 it is a fraction of the run, e.g. 0.1)")
         if self.batch_size % self.grad_accum:
             raise self.error("batch_size", f"must be divisible by --grad-accum {self.grad_accum}, got "
                                            f"{self.batch_size} (each optimizer step sums that many equal "
