@@ -53,9 +53,9 @@ def pretrain_args(corpus, out, steps=6):
     ("eval_every", 0, "0", "--eval-every must be at least 1"),
     ("save_every", -1, "-1", "--save-every must be at least 1"),
     ("log_every", 0, "0", "--log-every must be at least 1"),
-    ("mask_prob", 1.5, "1.5", "--mask-prob must be below 1"),
+    ("mask_prob", 1.5, "1.5", "--mask-prob must be in (0, 1), got 1.5"),
     ("seq_len", 4, "4", "--seq-len must be at least 8"),
-    ("dropout", 1.0, "1", "--dropout must be below 1"),
+    ("dropout", 1.0, "1", "--dropout must be in [0, 1), got 1"),
     ("device", "cuda:7", "cuda:7", "--device 'cuda:7' is not available"),
 ])
 def test_a_bad_pretraining_value_is_the_same_error_from_python_and_the_cli(field, value, cli_value, needle, tmp_path,

@@ -242,9 +242,17 @@ def problem_with(f: dataclasses.Field, annotation, value, from_text: bool = Fals
         return None, None
     numbers = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else \
         [v for v in value if isinstance(v, (int, float))] if isinstance(value, tuple) else []
+    low = ("[", meta["at_least"]) if meta.get("at_least") is not None else \
+        ("(", meta["above"]) if meta.get("above") is not None else None
+    high = ("]", meta["at_most"]) if meta.get("at_most") is not None else \
+        (")", meta["below"]) if meta.get("below") is not None else None
     for v in numbers if ranges else []:
         bound = None
-        if meta.get("at_least") is not None and v < meta["at_least"]:
+        outside = low is not None and (v < low[1] if low[0] == "[" else v <= low[1]) or \
+            high is not None and (v > high[1] if high[0] == "]" else v >= high[1])
+        if outside and low is not None and high is not None:  # an interval reads best as one: "in (0, 1)"
+            bound = f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
+        elif meta.get("at_least") is not None and v < meta["at_least"]:
             bound = f"at least {meta['at_least']}"
         elif meta.get("above") is not None and v <= meta["above"]:
             bound = f"above {meta['above']}"

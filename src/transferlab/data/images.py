@@ -823,7 +823,8 @@ def _progress(items, n: int, desc: str):
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, total=n, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+    # disable=None: no bar without a terminal (carriage-return frames make a log file unreadable)
+    return tqdm(items, total=n, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, disable=None)
 
 
 # --------------------------------------------------------------------------------------------------- cache

@@ -382,7 +382,7 @@ def loglikelihoods(module, requests: list[tuple[list[int], list[int]]], batch_si
                         f"tokens (the first has {len(c) + len(x) - 1}); shorten them.")
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
-    bar = tqdm(total=len(requests), desc="log-likelihood", unit="req", disable=not progress)
+    bar = tqdm(total=len(requests), desc="log-likelihood", unit="req", disable=None if progress else True)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         seqs = [(requests[i][0] + requests[i][1])[:-1] for i in idx]
@@ -480,7 +480,8 @@ def evaluate_task(module, tokenizer, task: Task, k: int, overflow: str = "error"
             records.append({"doc": i, "shots": used, "prompt": prompt, "target": task.target(doc)})
         from tqdm.auto import tqdm
 
-        for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", disable=not progress):
+        for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch",
+                          disable=None if progress else True):
             chunk = prompts[start:start + batch_size]
 
             def stop_check(row, generated, chunk=chunk):

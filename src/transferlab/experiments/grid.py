@@ -74,9 +74,11 @@ def run_grid(plan: list, run_one: Callable[[object], dict], results_path: Path, 
         say(f"resuming {results_path.parent}: {len(plan) - len(todo)} of {len(plan)} runs already finished"
             + (f"; {ignored} rows from other settings are kept in {results_path.name} but left out" if ignored
                else ""))
-    # The bar advances by estimated cost, so the ETA weighs a 67k-example run above a 100-example one.
+    # The bar advances by estimated cost, so the ETA weighs a 67k-example run above a 100-example one. Without a
+    # terminal (a log file) tqdm draws nothing (disable=None): its carriage-return frames would make one unreadable
+    # line; the line printed per finished run is the log.
     bar = tqdm(total=sum(r.cost() for r in plan), initial=sum(r.cost() for r in plan if id(r) not in pending),
-               disable=not progress, file=sys.stderr, dynamic_ncols=True,
+               disable=None if progress else True, file=sys.stderr, dynamic_ncols=True,
                bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
     finished = len(plan) - len(todo)
     for run in todo:
