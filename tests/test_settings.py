@@ -354,7 +354,8 @@ def test_compare_interrupt_message_command_works(pretrained_dir, labeled_files, 
 
     monkeypatch.setattr(compare, "run_one", second_run_interrupted)
     out = tmp_path / "out"
-    assert run("compare", spec, "--out", out, "--quiet") == 130
+    # --workers 1: in this process, where the patched run_one is (worker processes import their own)
+    assert run("compare", spec, "--out", out, "--quiet", "--workers", 1) == 130
     err = capsys.readouterr().err
     assert "the 1 finished run(s) are kept" in err
     monkeypatch.undo()

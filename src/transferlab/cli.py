@@ -183,10 +183,19 @@ def cmd_demo(a):
     run_demo(a.out, seeds=a.seeds, quick=a.quick, overwrite=a.overwrite)
 
 
+def _executor(a):
+    from .cli_args import settings_from
+    from .experiments.executors import ExecutorConfig
+
+    return settings_from(ExecutorConfig, a)
+
+
 def cmd_compare(a):
+    from .cli_args import command_line
     from .experiments.compare import run_compare
 
-    run_compare(a.spec, a.out, progress=not a.quiet)
+    # Re-running the same command resumes a grid: that is what an interrupt prints.
+    run_compare(a.spec, a.out, progress=not a.quiet, executor=_executor(a), command=command_line(a.argv))
 
 
 def cmd_probe_senses(a):
@@ -251,7 +260,7 @@ def cmd_icl_scaling(a):
                         shots=a.shots, limit=a.limit, data_root=a.data_root, overflow=a.overflow, steps=a.steps,
                         seq_len=a.seq_len, batch_size=a.batch_size, lr=a.lr, seed=a.seed, precision=a.precision,
                         progress=not a.quiet)
-    run_icl_scaling(cfg, overwrite=a.overwrite)
+    run_icl_scaling(cfg, overwrite=a.overwrite, executor=_executor(a))
     print(f"wrote {Path(a.out) / 'scaling.png'}")
 
 
@@ -265,11 +274,23 @@ def cmd_probe_bias(a):
     run_bias_probe(a.model, cfg, a.out, overwrite=a.overwrite)
 
 
+def cmd_probe_vision_bias(a):
+    from .cli_args import settings_from
+    from .experiments.vision_bias import VisionBiasConfig, run_vision_bias
+
+    cfg = settings_from(VisionBiasConfig, a)
+    result = run_vision_bias(cfg, overwrite=a.overwrite)
+    print("\n".join(result["conclusion"]))
+    print(f"wrote {Path(a.out) / 'vision_bias.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The training commands' options are generated from their settings dataclasses (cli_args.py): type, default,
     # unit, help and allowed values are declared once, there.
     from .cli_args import Parser, add_settings
     from .data.labeled import ReadOptions
+    from .experiments.executors import ExecutorConfig
+    from .experiments.vision_bias import VisionBiasConfig
     from .recipes.settings import FinetuneConfig, PretrainConfig, Seq2SeqConfig
 
     p = Parser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
@@ -410,10 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--precision", default="auto")
     sc.add_argument("--overwrite", action="store_true")
     sc.add_argument("--quiet", action="store_true")
+    add_settings(sc, ExecutorConfig)
     sc.set_defaults(func=cmd_icl_scaling)
 
-    pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, word senses").add_subparsers(
-        dest="probe_command", required=True)
+    pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, vision bias, word "
+                                      "senses").add_subparsers(dest="probe_command", required=True)
     pb = pr.add_parser("bias", help="gender bias: paired prompts, occupation templates, stereotype sentence pairs")
     pb.add_argument("--model", required=True, help="pretrained checkpoint (causal LM: all probes; masked LM: (c))")
     pb.add_argument("--pair", action="append", help="'PROMPT A|PROMPT B' (repeatable), added to the defaults")
@@ -427,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--out", help="write bias.json, bias.md and bias.png here")
     pb.add_argument("--overwrite", action="store_true")
     pb.set_defaults(func=cmd_probe_bias)
+
+    pv = pr.add_parser("vision-bias", help="images: transfer from a source skewed towards one stroke style vs a "
+                                           "balanced one, accuracy per style on a balanced target task")
+    add_settings(pv, VisionBiasConfig)
+    pv.add_argument("--overwrite", action="store_true", help="start again instead of resuming --out")
+    pv.set_defaults(func=cmd_probe_vision_bias)
 
     cv = sub.add_parser("convert", help="Hugging Face checkpoints (BERT, RoBERTa, GPT-2, BART) in and out")
     way = cv.add_mutually_exclusive_group(required=True)
@@ -449,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="output directory, re-running into it resumes [default: the spec's "
                                    "`out:`, else runs/compare/NAME]")
     cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
+    add_settings(cmp, ExecutorConfig)
     cmp.set_defaults(func=cmd_compare)
     ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")
     ps.add_argument("--model", required=True, help="any checkpoint directory (RUN/final)")

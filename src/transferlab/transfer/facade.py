@@ -211,6 +211,11 @@ class TransferModel:
         self.compiled = Compiled(optimizer, loss, metrics, settings)
         return self
 
+    @property
+    def _precision(self) -> str:
+        """evaluate/predict compute in the precision the model was compiled to train in ("auto" by default)."""
+        return self.compiled.settings.precision if self.compiled is not None else "auto"
+
     def default_metrics(self) -> list[str]:
         return default_metrics(self.problem, self.module.num_labels, self.inputs.modality)
 
@@ -296,7 +301,7 @@ class TransferModel:
             state = clock.state
             last = state is None or state.step >= state.max_steps or state.should_stop
             metrics = evaluate_classifier(self.module, dev if last or dev_sample is None else dev_sample,
-                                          c.metrics, loss_fn=fn)
+                                          c.metrics, loss_fn=fn, precision=s.precision)
             if dev_sample is not None:  # say which evaluations scored a sample
                 metrics["dev_examples"] = len(dev if last else dev_sample)
             return metrics
@@ -338,13 +343,13 @@ class TransferModel:
         if data.labels is None:
             raise UserError(f"{data.source} has no labels to evaluate against; use predict instead.")
         self.module.eval()
-        return evaluate_classifier(self.module, self._encode(data), metrics, batch_size)
+        return evaluate_classifier(self.module, self._encode(data), metrics, batch_size, precision=self._precision)
 
     def predict(self, x, batch_size: int = 64, return_probs: bool = False) -> np.ndarray:
         """Class ids (or regression values); with ``return_probs`` the softmax probabilities."""
         data = self._labeled(x, split=None)
         self.module.eval()
-        logits = predict_logits(self.module, self._encode(data), batch_size)
+        logits = predict_logits(self.module, self._encode(data), batch_size, self._precision)
         broken = ~torch.isfinite(logits).reshape(len(logits), -1).all(-1)
         if bool(broken.any()):
             first = int(torch.nonzero(broken)[0])
