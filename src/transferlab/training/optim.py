@@ -10,8 +10,7 @@ from torch import nn
 
 from ..errors import UserError
 
-SCHEDULES = ("linear", "cosine", "constant", "slanted")
-OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
+from .settings import OPTIMIZERS, SCHEDULES  # declared with the other training settings
 # Slanted triangular (ULMFiT, Howard & Ruder 2018): the peak LR is this many times the LR at the ends.
 SLANTED_RATIO = 32
 
@@ -73,12 +72,6 @@ def build_optimizer(module: nn.Module, lr: float, weight_decay: float = 0.01, be
         muon, adamw = muon_param_groups(module, groups)
         return MuonAdamW(muon, adamw, lr=lr, betas=betas, eps=eps, fused=bool(fused))
     raise UserError(f"unknown optimizer '{name}'; choose {', '.join(OPTIMIZERS)}.")
-
-
-def check_optimizer(name: str, option: str = "--optimizer") -> None:
-    """Refuse an optimizer name that ``build_optimizer`` does not know, naming the option that gave it."""
-    if name not in OPTIMIZERS:
-        raise UserError(f"{option} '{name}' is not an optimizer here; choose one of {', '.join(OPTIMIZERS)}.")
 
 
 def trunk_matrices(module: nn.Module) -> set[int]:
