@@ -67,6 +67,7 @@ def cmd_pretrain(a):
                          progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan, distributed=a.distributed)
     cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
     cfg.init = a.init
+    cfg.temperature, cfg.momentum, cfg.mask_ratio = a.temperature, a.momentum, a.mask_ratio  # self-supervised images
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
     if is_main():
         print(f"wrote {final}")
@@ -195,6 +196,15 @@ def cmd_compare(a):
     run_compare(a.spec, a.out, progress=not a.quiet)
 
 
+def cmd_protocols(a):
+    from .experiments.protocols import run_protocols
+
+    settings = {k: v for k, v in (("epochs", a.epochs), ("lr", a.lr), ("batch_size", a.batch_size),
+                                  ("augment", a.augment)) if v is not None}
+    run_protocols(a.model, a.train, a.dev, a.test, a.protocols, a.budgets, a.seeds, a.out, settings, a.image_size,
+                  progress=not a.quiet)
+
+
 def cmd_probe_senses(a):
     import json
 
@@ -302,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "a sub-folder per class, or a CSV of path,label)")
     r.add_argument("--objective", default="mlm", help="text: mlm (BERT, encoder) or clm (GPT, decoder); plm (XLNet), "
                    "mpnet, electra (encoder); bart or mass (encoder-decoder); word2vec (word vectors); elmo "
-                   "(bidirectional LSTM). images: supervised (a classifier on the labels, e.g. MNIST for ImageNet)")
+                   "(bidirectional LSTM). images: supervised (a classifier on the labels, e.g. MNIST for ImageNet); "
+                   "self-supervised (labels ignored, used only by the kNN monitor): simclr, byol (ResNet or ViT), "
+                   "mae (ViT)")
     r.add_argument("--model", help="preset: text tiny (default), mini, small, medium, base; images resnet-tiny, "
                                    "resnet-mini, resnet-small (default), resnet18, vit-tiny, vit-mini, vit-small")
     _image_options(r)
@@ -333,7 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true")
     r.add_argument("--family", choices=["encoder", "decoder", "encoder_decoder"],
                    help="check the backbone family (default: the one the objective needs)")
-    r.add_argument("--decoder-layers", type=int, help="bart/mass: decoder blocks (default: as many as the encoder)")
+    r.add_argument("--decoder-layers", type=int, help="bart/mass: decoder blocks (default: as many as the encoder); "
+                                                       "mae: decoder blocks (default 2)")
+    r.add_argument("--temperature", type=float, help="simclr: NT-Xent temperature (default 0.2)")
+    r.add_argument("--momentum", type=float,
+                   help="byol: the target network's base momentum, raised to 1.0 on a cosine schedule (default 0.99)")
+    r.add_argument("--mask-ratio", type=float, help="mae: fraction of patches masked (default 0.75)")
     r.add_argument("--noise", type=_noise,
                    help="bart: mask,delete,infill,permute,rotate rates and poisson_lambda, e.g. infill=0.3,permute=1; "
                         "mass: span=0.5")
@@ -532,6 +549,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "re-running into it resumes")
     cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
     cmp.set_defaults(func=cmd_compare)
+    pt = sub.add_parser("protocols", help="kNN, linear probes (logistic regression, a trained linear layer) and "
+                                          "fine-tuning of one checkpoint on any labeled set, selected on dev")
+    pt.add_argument("--model", required=True, help="checkpoint directory (RUN/final)")
+    pt.add_argument("--train", required=True, help="labeled training data; an .npz or directory with several splits "
+                                                   "may be given alone (dev = its val split, test = its test split)")
+    pt.add_argument("--dev", help="labeled data to select on (default: the val split of --train)")
+    pt.add_argument("--test", help="labeled data to report on (default with no --dev: the test split of --train)")
+    pt.add_argument("--protocols", type=_csv, default=["knn", "logistic-probe", "linear-probe", "finetune"],
+                    help="knn, logistic-probe, linear-probe (a trained linear layer), finetune, scratch")
+    pt.add_argument("--budgets", type=_csv, default=["all"], help="label budgets, e.g. 10,100,all")
+    pt.add_argument("--seeds", type=int, default=1)
+    pt.add_argument("--epochs", type=float, help="trained protocols: epochs (default 10 for images)")
+    pt.add_argument("--lr", type=float, help="trained protocols: learning rate")
+    pt.add_argument("--batch-size", type=int, help="trained protocols: batch size")
+    pt.add_argument("--augment", help="trained protocols, images: an augmentation recipe (default none)")
+    pt.add_argument("--image-size", type=_size, help="images: resize every image to H,W while reading")
+    pt.add_argument("--out", help="output directory (default runs/protocols/NAME); re-running into it resumes")
+    pt.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
+    pt.set_defaults(func=cmd_protocols)
     ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")
     ps.add_argument("--model", required=True, help="any checkpoint directory (RUN/final)")
     ps.add_argument("--word", required=True)

@@ -333,7 +333,7 @@ def plot_learning_curves(rows: list[dict], setup: dict, budget: str, out_png: Pa
     curves: dict[str, list[list[float]]] = {}
     xs: list[float] = []
     for r in rows:
-        if r["budget"] == budget and r["kind"] != "pipeline":
+        if r["budget"] == budget and r["kind"] not in ("pipeline", "knn"):  # neither trains over epochs
             curves.setdefault(entry_label(r, setup), []).append([e[metric] for e in r["epochs"]])
             xs = max(xs, [e["epoch"] for e in r["epochs"]], key=len)  # a run cut by max_steps ends mid-epoch
     if not curves:

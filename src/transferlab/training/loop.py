@@ -69,6 +69,7 @@ class TrainState:
     last_loss: float = float("nan")  # loss of the latest optimizer step
     skipped_batches: int = 0  # steps whose batch gave a NaN/inf and was skipped (on_nan="skip")
     history: list = field(default_factory=list)  # eval rows: {"step", "epoch", metrics...}
+    postfix: dict = field(default_factory=dict)  # what callbacks add to the progress bar (a monitor's kNN accuracy)
 
     @property
     def epoch(self) -> float:
@@ -116,7 +117,9 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, inputs, run_dir)
     rate_key = f"{module.unit}_per_s"  # tokens_per_s, images_per_s, ...
     eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)
-    callbacks = list(callbacks)
+    # A module with state besides its trained weights (BYOL's moving-average target) supplies the callbacks that
+    # update it, so the loop never needs to know which objective it runs.
+    callbacks = [*getattr(unwrap(module), "callbacks", list)(), *callbacks]
     log = None
     if run_dir is not None and is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +233,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                         **({"skipped_batches": state.skipped_batches} if state.skipped_batches else {}),
                         **({"fault": fault} if fault else {})}
                 bar.set_postfix({"loss": f"{logs['loss']:.4f}", "lr": f"{logs['lr']:.2e}",
-                                 f"{module.unit}/s": f"{logs[rate_key]:,.0f}"})
+                                 f"{module.unit}/s": f"{logs[rate_key]:,.0f}", **state.postfix})
                 window_loss, window_units, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
             for cb in callbacks:
                 cb.on_step_end(state, logs)
