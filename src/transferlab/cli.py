@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "self-supervised (labels ignored, used only by the kNN monitor): simclr, byol (ResNet or ViT), "
                    "mae (ViT)")
     r.add_argument("--model", help="preset: text tiny (default), mini, small, medium, base; images resnet-tiny, "
-                                   "resnet-mini, resnet-small (default), resnet18, vit-tiny, vit-mini, vit-small")
+                                   "resnet-mini, resnet-small (default), resnet18, vit-tiny, vit-mini (mae's default), "
+                                   "vit-small")
     _image_options(r)
     r.add_argument("--steps", type=int, default=1000)
     r.add_argument("--out", required=True, help="run directory")

@@ -8,7 +8,9 @@ classification head reads and what transfers), then:
 
 - **SimCLR** projects them with an MLP and pulls the two views of an image together against the 2(B - 1) other
   views of the batch (NT-Xent, a softmax cross-entropy over cosine similarities divided by a temperature). Its
-  negatives come from the batch, so it needs a batch large enough to hold some (``MIN_BATCH``).
+  negatives come from the batch, so it needs a batch large enough to hold some (``SIMCLR_MIN_BATCH``). Under
+  data parallelism each process contrasts within its own slice of the batch (no gather across processes), so the
+  negatives are those of the per-process batch.
 - **BYOL** has no negatives: an online network (backbone, projector, predictor) predicts the projection of the
   other view made by a *target* network, an exponential moving average of the online backbone and projector.
   The target gets no gradient; its momentum follows a cosine schedule from ``momentum`` to 1.0 over the run, and

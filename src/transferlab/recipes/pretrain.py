@@ -85,12 +85,12 @@ class PretrainConfig:
     def __post_init__(self):
         kind = objective_modality(self.objective)
         if self.model is None:
-            self.model = DEFAULT_PRESET[kind]
+            self.model = DEFAULT_PRESET.get(self.objective, DEFAULT_PRESET[kind])
         if self.image_size is not None:
             self.image_size = tuple(self.image_size)
 
 
-DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small"}
+DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small", "mae": "vit-mini"}  # MAE needs a ViT
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
