@@ -595,27 +595,29 @@ def _frozen(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int, dict]:
 
     scored = {"dev": spec.dev_set, **({"test": test} if test is not None else {})}
     feats = {name: (features(data), np.asarray(data.labels)) for name, data in scored.items()}
-    bank, k = features(train), train.num_labels
+    bank, n_classes = features(train), train.num_labels
     candidates = []  # (row settings, {split: metrics}, {split: predictions})
     if run.method.method == "knn":
         results, preds = {}, {}
         for name, (f, y) in feats.items():
-            scores = knn_scores(bank, train.labels, f, k, s["k"], s["temperature"])
+            scores = knn_scores(bank, train.labels, f, n_classes, s["k"], s["temperature"])
             preds[name] = scores.argmax(1).numpy()
             results[name] = compute_metrics(task["metrics"], preds[name], y, scores.numpy())
         candidates.append(({}, results, preds))
+        fitted = 0
     else:
         for C in ([s["C"]] if s["C"] is not None else LOGISTIC_CS):
-            results = logistic_probe(bank, train.labels, feats, k, task["metrics"], C=C, seed=run.seed)
+            results = logistic_probe(bank, train.labels, feats, n_classes, task["metrics"], C=C, seed=run.seed)
             preds = {name: r.pop("_predictions") for name, r in results.items()}
             candidates.append(({"C": C}, results, preds))
+        fitted = (bank.shape[1] + 1) * (n_classes if n_classes > 2 else 1)  # scikit-learn's coefficients
     epochs = [{"epoch": i + 1, **setting, **results["dev"]} for i, (setting, results, _) in enumerate(candidates)]
     _, results, preds = candidates[int(np.argmax([e[task["metric"]] for e in epochs]))]
     evaluated = "test" if test is not None else "dev"
-    extra = {"confusion": confusion_matrix(preds[evaluated], feats[evaluated][1], k).tolist()}
+    extra = {"confusion": confusion_matrix(preds[evaluated], feats[evaluated][1], n_classes).tolist()}
     if test is not None:
         extra["test"] = results["test"]
-    return epochs, 0, extra
+    return epochs, fitted, extra
 
 
 def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int, dict]:
