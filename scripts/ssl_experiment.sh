@@ -7,8 +7,8 @@
 # on val, reported on test). Re-running skips finished work (pretraining resumes, the grid skips finished runs).
 #
 # Usage: [T="python -m transferlab"] OMP_NUM_THREADS=1 taskset -c 1 scripts/ssl_experiment.sh [STEP]...
-# STEP: simclr, byol, mae, grid_resnet, grid_vit, grid (no argument: everything in order, on one core). As run for
-# the results: `taskset -c 1 ... simclr mae grid_resnet` and `taskset -c 0 ... byol grid_vit`, then `grid`.
+# STEP: simclr, byol, mae, grid_a, grid_b, grid (no argument: everything in order, on one core). As run for the
+# results: `taskset -c 1 ... simclr byol grid_a` and `taskset -c 0 ... mae grid_b`, then `grid`.
 # The supervised-MNIST checkpoint comes from scripts/images_experiment.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,19 +30,26 @@ byol() { timed $T pretrain --objective byol --model resnet-mini --steps "${BYOL_
            --out "$W/pneumonia-byol-resnet-mini" "${common[@]}"; }
 mae() { timed $T pretrain --objective mae --model vit-tiny --steps "${MAE_STEPS:-1800}" \
           --out "$W/pneumonia-mae-vit-tiny" "${common[@]}"; }
-# The grid in two halves, one per core (grid_resnet on one, grid_vit on the other), then `grid` gathers their rows
-# into the full spec's directory: same settings give the same run fingerprints, so it trains nothing more and
-# writes one report (run alone, it trains whatever is missing).
-grid_resnet() { timed $T compare examples/compare_pneumonia_ssl_resnet.yaml --quiet; }
-grid_vit() { timed $T compare examples/compare_pneumonia_ssl_vit.yaml --quiet; }
+# The grid in two halves by label budget (about equal work: 10/50/500 and 100/all), one per core, then `grid`
+# gathers their rows into the full spec's directory: the halves are the full spec with other budgets, name and
+# out, so their runs have the same fingerprints and `grid` trains nothing more and writes one report (run alone, it
+# trains whatever is missing).
+SPEC=examples/compare_pneumonia_ssl.yaml
+half() {  # half NAME BUDGETS: the full spec with these budgets, written under runs/compare/
+  sed -e "s|^name: .*|name: pneumonia-ssl-$1|" -e "s|^out: .*|out: runs/compare/pneumonia-ssl-$1|" \
+      -e "s|^budgets: .*|budgets: $2|" "$SPEC" > "runs/compare/pneumonia-ssl-$1.yaml"
+  timed $T compare "runs/compare/pneumonia-ssl-$1.yaml" --quiet
+}
+grid_a() { mkdir -p runs/compare; half a "[10, 50, 500]"; }
+grid_b() { mkdir -p runs/compare; half b "[100, all]"; }
 grid() {
   local full=runs/compare/pneumonia-ssl
   if [ ! -s "$full/results.jsonl" ]; then
     mkdir -p "$full"
-    cat runs/compare/pneumonia-ssl-{resnet,vit}/results.jsonl > "$full/results.jsonl" 2>/dev/null || true
+    cat runs/compare/pneumonia-ssl-{a,b}/results.jsonl > "$full/results.jsonl" 2>/dev/null || true
   fi
-  timed $T compare examples/compare_pneumonia_ssl.yaml --quiet
+  timed $T compare "$SPEC" --quiet
 }
-for step in "${@:-simclr byol mae grid_resnet grid_vit grid}"; do
+for step in "${@:-simclr byol mae grid_a grid_b grid}"; do
   for s in $step; do "$s"; done
 done

@@ -42,7 +42,8 @@ def test_self_supervised_benchmark_runs_every_method_on_every_side():
     rows = self_supervised.bench(["simclr", "byol", "mae"], batch_size=4, steps=1, resnet="resnet-tiny",
                                  vit="vit-tiny", threads=1)
     sides = {(r["method"], r["side"]) for r in rows}
-    assert {("simclr", "plain fp32"), ("byol", "plain bf16"), ("mae", "plain fp32 (encoder reads all patches)")} <= sides
+    assert {("simclr", "plain fp32"), ("byol", "plain bf16"),
+            ("mae", "plain fp32 (encoder reads all patches)")} <= sides
     assert all(any(s.startswith("ours") for m, s in sides if m == method) for method in ("simclr", "byol", "mae"))
     for method in ("simclr", "byol", "mae"):
         mine = [r for r in rows if r["method"] == method]
