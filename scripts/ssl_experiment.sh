@@ -3,8 +3,8 @@
 # architecture of the supervised-MNIST checkpoint) and MAE (vit-tiny) pretrained on the 4,708 PneumoniaMNIST
 # training images (labels ignored by the objectives; the kNN monitor reads them), each for about 30 CPU-minutes
 # on one core, then the transfer grid of examples/compare_pneumonia_ssl.yaml (scratch, supervised-MNIST, SimCLR,
-# BYOL, MAE x kNN / logistic probe / linear probe / fine-tuning x budgets 10/50/100/500/all x 3 seeds, selected
-# on val, reported on test). Re-running skips finished work (pretraining resumes, the grid skips finished runs).
+# BYOL, MAE x kNN / linear probe (logistic regression) / fine-tuning x budgets 10/50/100/500/all x 3 seeds,
+# selected on val, reported on test). Re-running skips finished work (pretraining resumes, the grid skips finished runs).
 #
 # Usage: [T="python -m transferlab"] OMP_NUM_THREADS=1 taskset -c 1 scripts/ssl_experiment.sh [STEP]...
 # STEP: simclr, byol, mae, grid_a, grid_b, grid (no argument: everything in order, on one core). As run for the
@@ -30,7 +30,8 @@ byol() { timed $T pretrain --objective byol --model resnet-mini --steps "${BYOL_
            --out "$W/pneumonia-byol-resnet-mini" "${common[@]}"; }
 mae() { timed $T pretrain --objective mae --model vit-tiny --steps "${MAE_STEPS:-1800}" \
           --out "$W/pneumonia-mae-vit-tiny" "${common[@]}"; }
-# The grid in two halves by label budget (about equal work: 10/50/500 and 100/all), one per core, then `grid`
+# The grid in two halves by label budget (about equal work: 10/50/100/500, each trained on 10 x 1,000 images, and
+# all, 10 x 4,708), one per core, then `grid`
 # gathers their rows into the full spec's directory: the halves are the full spec with other budgets, name and
 # out, so their runs have the same fingerprints and `grid` trains nothing more and writes one report (run alone, it
 # trains whatever is missing).
@@ -40,8 +41,8 @@ half() {  # half NAME BUDGETS: the full spec with these budgets, written under r
       -e "s|^budgets: .*|budgets: $2|" "$SPEC" > "runs/compare/pneumonia-ssl-$1.yaml"
   timed $T compare "runs/compare/pneumonia-ssl-$1.yaml" --quiet
 }
-grid_a() { mkdir -p runs/compare; half a "[10, 50, 500]"; }
-grid_b() { mkdir -p runs/compare; half b "[100, all]"; }
+grid_a() { mkdir -p runs/compare; half a "[10, 50, 100, 500]"; }
+grid_b() { mkdir -p runs/compare; half b "[all]"; }
 grid() {
   local full=runs/compare/pneumonia-ssl
   if [ ! -s "$full/results.jsonl" ]; then
