@@ -7,8 +7,8 @@
 # selected on val, reported on test). Re-running skips finished work (pretraining resumes, the grid skips finished runs).
 #
 # Usage: [T="python -m transferlab"] OMP_NUM_THREADS=1 taskset -c 1 scripts/ssl_experiment.sh [STEP]...
-# STEP: simclr, byol, mae, grid_a, grid_b, grid (no argument: everything in order, on one core). As run for the
-# results: `taskset -c 1 ... simclr byol grid_a` and `taskset -c 0 ... mae grid_b`, then `grid`.
+# STEP: simclr, byol, mae, grid_early, grid_byol, grid (no argument: everything in order, on one core). As run for
+# the results: `taskset -c 1 ... simclr byol grid_byol` and `taskset -c 0 ... mae grid_early`, then `grid`.
 # The supervised-MNIST checkpoint comes from scripts/images_experiment.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,27 +30,29 @@ byol() { timed $T pretrain --objective byol --model resnet-mini --steps "${BYOL_
            --out "$W/pneumonia-byol-resnet-mini" "${common[@]}"; }
 mae() { timed $T pretrain --objective mae --model vit-tiny --steps "${MAE_STEPS:-1800}" \
           --out "$W/pneumonia-mae-vit-tiny" "${common[@]}"; }
-# The grid in two halves by label budget (about equal work: 10/50/100/500, each trained on 10 x 1,000 images, and
-# all, 10 x 4,708), one per core, then `grid`
-# gathers their rows into the full spec's directory: the halves are the full spec with other budgets, name and
-# out, so their runs have the same fingerprints and `grid` trains nothing more and writes one report (run alone, it
-# trains whatever is missing).
+# The grid in two parts, so that it can start before the slowest pretraining (BYOL) ends: grid_early runs every
+# cell but BYOL's (scratch, supervised MNIST, SimCLR, MAE) on one core; grid_byol runs BYOL's cells on the other once
+# its checkpoint exists (no scratch: scratch is shared and runs in grid_early). Both are the full spec with
+# checkpoints (and scratch) left out, so their runs have the full spec's fingerprints, and `grid` gathers their rows
+# into the full spec's directory, trains nothing more and writes one report (run alone, it trains what is missing).
 SPEC=examples/compare_pneumonia_ssl.yaml
-half() {  # half NAME BUDGETS: the full spec with these budgets, written under runs/compare/
-  sed -e "s|^name: .*|name: pneumonia-ssl-$1|" -e "s|^out: .*|out: runs/compare/pneumonia-ssl-$1|" \
-      -e "s|^budgets: .*|budgets: $2|" "$SPEC" > "runs/compare/pneumonia-ssl-$1.yaml"
-  timed $T compare "runs/compare/pneumonia-ssl-$1.yaml" --quiet
+part() {  # part NAME SED-EXPRESSIONS...: the full spec edited by sed, run into runs/compare/pneumonia-ssl-NAME
+  local name=$1; shift
+  mkdir -p runs/compare
+  sed -e "s|^name: .*|name: pneumonia-ssl-$name|" -e "s|^out: .*|out: runs/compare/pneumonia-ssl-$name|" "$@" \
+      "$SPEC" > "runs/compare/pneumonia-ssl-$name.yaml"
+  timed $T compare "runs/compare/pneumonia-ssl-$name.yaml" --quiet
 }
-grid_a() { mkdir -p runs/compare; half a "[10, 50, 100, 500]"; }
-grid_b() { mkdir -p runs/compare; half b "[all]"; }
+grid_early() { part early -e "/name: byol,/d"; }
+grid_byol() { part byol -e "/name: mnist-supervised,/d" -e "/name: simclr,/d" -e "/name: mae,/d" -e "/^  - scratch$/d"; }
 grid() {
   local full=runs/compare/pneumonia-ssl
   if [ ! -s "$full/results.jsonl" ]; then
     mkdir -p "$full"
-    cat runs/compare/pneumonia-ssl-{a,b}/results.jsonl > "$full/results.jsonl" 2>/dev/null || true
+    cat runs/compare/pneumonia-ssl-{early,byol}/results.jsonl > "$full/results.jsonl" 2>/dev/null || true
   fi
   timed $T compare "$SPEC" --quiet
 }
-for step in "${@:-simclr byol mae grid_a grid_b grid}"; do
+for step in "${@:-simclr byol mae grid_early grid_byol grid}"; do
   for s in $step; do "$s"; done
 done
