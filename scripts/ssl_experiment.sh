@@ -3,17 +3,18 @@
 # architecture of the supervised-MNIST checkpoint) and MAE (vit-tiny) pretrained on the 4,708 PneumoniaMNIST
 # training images (labels ignored by the objectives; the kNN monitor reads them), each for about 30 CPU-minutes
 # on one core, then the transfer grid of examples/compare_pneumonia_ssl.yaml (scratch, supervised-MNIST, SimCLR,
-# BYOL, MAE x kNN / linear probe (logistic regression) / fine-tuning x budgets 10/50/100/500/all x 3 seeds,
-# selected on val, reported on test). Re-running skips finished work (pretraining resumes, the grid skips finished runs).
+# BYOL, MAE x kNN / linear probe (logistic regression) / fine-tuning, selected on val, reported on test) at 10 and
+# 100 labels x 3 seeds, and at all labels with one seed. Re-running skips finished work (pretraining resumes, the
+# grid skips finished runs).
 #
 # Usage: [T="python -m transferlab"] OMP_NUM_THREADS=1 taskset -c 1 scripts/ssl_experiment.sh [STEP]...
-# STEP: simclr, byol, mae, grid_early, grid_byol, grid (no argument: everything in order, on one core). As run for
-# the results: `taskset -c 1 ... simclr byol grid_byol` and `taskset -c 0 ... mae grid_early`, then `grid`.
+# STEP: simclr, byol, mae, grid, grid_all (no argument: everything in order). As run for the results: each step
+# alone through /work/bin/oncore (one core, one thread), one after the other; ALL_SEEDS=3 grid_all adds seeds 1-2.
 # The supervised-MNIST checkpoint comes from scripts/images_experiment.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${T:-.venv/bin/transferlab}
-DATA=${DATA:-../shared/data}
+DATA=${DATA:-$(realpath ../shared/data)}  # absolute: --resume compares the --data a run was started with
 X="$DATA/pneumoniamnist/pneumoniamnist_reconstructed.npz"
 W=runs/ssl
 mkdir -p "$W"
@@ -30,29 +31,18 @@ byol() { timed $T pretrain --objective byol --model resnet-mini --steps "${BYOL_
            --out "$W/pneumonia-byol-resnet-mini" "${common[@]}"; }
 mae() { timed $T pretrain --objective mae --model vit-tiny --steps "${MAE_STEPS:-1800}" \
           --out "$W/pneumonia-mae-vit-tiny" "${common[@]}"; }
-# The grid in two parts, so that it can start before the slowest pretraining (BYOL) ends: grid_early runs every
-# cell but BYOL's (scratch, supervised MNIST, SimCLR, MAE) on one core; grid_byol runs BYOL's cells on the other once
-# its checkpoint exists (no scratch: scratch is shared and runs in grid_early). Both are the full spec with
-# checkpoints (and scratch) left out, so their runs have the full spec's fingerprints, and `grid` gathers their rows
-# into the full spec's directory, trains nothing more and writes one report (run alone, it trains what is missing).
+# The transfer grid, cut to the CPU time left on the shared machine (docs/results/ssl/README.md says what was cut):
+# grid runs examples/compare_pneumonia_ssl.yaml (every checkpoint and method at 10 and 100 labels, 3 seeds);
+# grid_all runs the same spec at all 4,708 labels with seed 0 only (runs/compare/pneumonia-ssl-all). Runs are
+# fingerprinted by their own settings, not by the spec's lists, so adding budgets or seeds later reuses these.
 SPEC=examples/compare_pneumonia_ssl.yaml
-part() {  # part NAME SED-EXPRESSIONS...: the full spec edited by sed, run into runs/compare/pneumonia-ssl-NAME
-  local name=$1; shift
+grid() { timed $T compare "$SPEC" --workers 1 --threads 1 --quiet; }
+grid_all() {
   mkdir -p runs/compare
-  sed -e "s|^name: .*|name: pneumonia-ssl-$name|" -e "s|^out: .*|out: runs/compare/pneumonia-ssl-$name|" "$@" \
-      "$SPEC" > "runs/compare/pneumonia-ssl-$name.yaml"
-  timed $T compare "runs/compare/pneumonia-ssl-$name.yaml" --quiet
+  sed -e "s|^name: .*|name: pneumonia-ssl-all|" -e "s|^out: .*|out: runs/compare/pneumonia-ssl-all|" \
+      -e "s|^budgets: .*|budgets: [all]|" -e "s|^seeds: .*|seeds: ${ALL_SEEDS:-1}|" "$SPEC" > runs/compare/pneumonia-ssl-all.yaml
+  timed $T compare runs/compare/pneumonia-ssl-all.yaml --workers 1 --threads 1 --quiet
 }
-grid_early() { part early -e "/name: byol,/d"; }
-grid_byol() { part byol -e "/name: mnist-supervised,/d" -e "/name: simclr,/d" -e "/name: mae,/d" -e "/^  - scratch$/d"; }
-grid() {
-  local full=runs/compare/pneumonia-ssl
-  if [ ! -s "$full/results.jsonl" ]; then
-    mkdir -p "$full"
-    cat runs/compare/pneumonia-ssl-{early,byol}/results.jsonl > "$full/results.jsonl" 2>/dev/null || true
-  fi
-  timed $T compare "$SPEC" --quiet
-}
-for step in "${@:-simclr byol mae grid_early grid_byol grid}"; do
+for step in "${@:-simclr byol mae grid grid_all}"; do
   for s in $step; do "$s"; done
 done
