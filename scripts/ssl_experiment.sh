@@ -35,7 +35,7 @@ mae() { timed $T pretrain --objective mae --model vit-tiny --steps "${MAE_STEPS:
 # grid runs examples/compare_pneumonia_ssl.yaml (every checkpoint and method at 10 and 100 labels, 3 seeds);
 # grid_all runs the same spec at all 4,708 labels with seed 0 only (runs/compare/pneumonia-ssl-all). Runs are
 # fingerprinted by their own settings, not by the spec's lists, so adding budgets or seeds later reuses these.
-SPEC=examples/compare_pneumonia_ssl.yaml
+SPEC=${SPEC:-examples/compare_pneumonia_ssl.yaml}
 grid() { timed $T compare "$SPEC" --workers 1 --threads 1 --quiet; }
 grid_all() {
   mkdir -p runs/compare

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import bars, bars_npz
 from transferlab.cli import main
 from transferlab.data.augment import Augment, augment_config
 from transferlab.data.batches import ExampleBatches, ImageExamples
@@ -28,29 +29,9 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def bars(n: int, seed: int, noise: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """A 2-class image task: a bright horizontal (0) or vertical (1) bar at a random place, on noise."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, noise, (n, 28, 28), dtype=np.uint8)
-    y = rng.integers(0, 2, n)
-    for i in range(n):
-        a, b = rng.integers(4, 20, 2)
-        if y[i] == 0:
-            x[i, a:a + 3, b:b + 8] = 230
-        else:
-            x[i, a:a + 8, b:b + 3] = 230
-    return x, y
-
-
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ssl") / "bars.npz"
-    arrays = {}
-    for split, n, seed in (("train", 96, 0), ("val", 32, 1), ("test", 32, 2)):
-        x, y = bars(n, seed)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None].astype(np.uint8)
-    np.savez(path, **arrays)
-    return path
+    return bars_npz(tmp_path_factory.mktemp("ssl") / "bars.npz", (96, 32, 32))
 
 
 def pretrain_cli(npz, out, objective: str, model: str, *extra: str) -> int:
@@ -157,11 +138,16 @@ def test_mae_masks_each_image_its_own_patches_from_the_seed():
         assert sorted(v.tolist() + m.tolist()) == list(range(49))
 
 
-def test_mae_encodes_exactly_the_visible_patches():
+def masked_batch():
+    """A tiny MAE, two random 28x28 images and their seeded masks (49 patches, 12 visible)."""
     torch.manual_seed(0)
     module = MaskedAutoencoder(tiny("vit"))
     pixels = torch.randn(2, 1, 28, 28)
-    batch = module.corruption()({"pixels": pixels}, torch.Generator().manual_seed(0))
+    return module, pixels, module.corruption()({"pixels": pixels}, torch.Generator().manual_seed(0))
+
+
+def test_mae_encodes_exactly_the_visible_patches():
+    module, pixels, batch = masked_batch()
     seen = []
     module.backbone.h[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
     module(batch)
@@ -172,10 +158,7 @@ def test_mae_encodes_exactly_the_visible_patches():
 
 
 def test_mae_loss_covers_only_the_masked_patches():
-    torch.manual_seed(0)
-    module = MaskedAutoencoder(tiny("vit"))
-    pixels = torch.randn(2, 1, 28, 28)
-    batch = module.corruption()({"pixels": pixels}, torch.Generator().manual_seed(0))
+    module, pixels, batch = masked_batch()
     rows = []
     module.heads["decoder"].pred.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[1]))
     with torch.no_grad():
