@@ -19,6 +19,38 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + " ." for _ in range(n)]
 
 
+def bars(n: int, seed: int, rgb: bool = False, noise: int = 60):
+    """A learnable 2-class image task: a bright horizontal (0) or vertical (1) bar at a random place, on noise
+    below ``noise``. Returns (images (n, 28, 28) uint8, or (n, 28, 28, 3) with ``rgb``; labels (n,))."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, noise, (n, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 2, n)
+    for i in range(n):
+        a, b = rng.integers(4, 20, 2)
+        if y[i] == 0:
+            x[i, a:a + 3, b:b + 8] = 230
+        else:
+            x[i, a:a + 8, b:b + 3] = 230
+    if rgb:
+        x = np.repeat(x[..., None], 3, axis=-1)
+    return x, y
+
+
+def bars_npz(path: Path, sizes: tuple[int, int, int]) -> Path:
+    """``bars`` written as a MedMNIST-style .npz at ``path``: train/val/test images and (n, 1) labels of the
+    given sizes (seeds 0, 1, 2). Returns the path."""
+    import numpy as np
+
+    arrays = {}
+    for seed, (split, n) in enumerate(zip(("train", "val", "test"), sizes)):
+        x, y = bars(n, seed)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None].astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
 # transformers (a test dependency) imports torchvision when it is installed; see transferlab.compat.
 from transferlab.compat import import_torchvision  # noqa: E402
 

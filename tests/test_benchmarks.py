@@ -21,6 +21,7 @@ def _load(name: str):
 
 throughput = _load("throughput")
 images = _load("images")
+self_supervised = _load("self_supervised")
 
 
 @pytest.mark.parametrize("workload", throughput.WORKLOADS)
@@ -40,6 +41,23 @@ def test_every_workload_runs_on_both_sides(workload):
         assert all(abs(loss[0] - math.log(outputs)) < 1.0 for loss in (ours, theirs))
         assert all(math.isfinite(x) for x in ours + theirs)
 
+
+def test_self_supervised_benchmark_runs_every_method_on_every_side():
+    """SimCLR, BYOL and MAE, ours and the plain steps (and MAE encoding all patches): a smoke test, not a timing."""
+    rows = self_supervised.bench(["simclr", "byol", "mae"], batch_size=4, steps=1, resnet="resnet-tiny",
+                                 vit="vit-tiny", threads=1)
+    sides = {(r["method"], r["side"]) for r in rows}
+    assert {("simclr", "plain fp32"), ("byol", "plain bf16"),
+            ("mae", "plain fp32 (encoder reads all patches)")} <= sides
+    assert all(any(s.startswith("ours") for m, s in sides if m == method) for method in ("simclr", "byol", "mae"))
+    for method in ("simclr", "byol", "mae"):
+        mine = [r for r in rows if r["method"] == method]
+        assert len(mine) == (5 if method == "mae" else 3)
+        assert all(r["images_per_s"] > 0 and math.isfinite(r["loss"]) for r in mine)
+        # same initial weights and batches: the first losses of every side agree (bf16 rounding aside)
+        first = [r["losses"][0] for r in mine if not r["variant"] == "all"]
+        assert max(first) - min(first) < 0.05 * abs(first[0]) + 0.02, (method, first)
+    assert "MAE encoding only the visible patches" in self_supervised.table(rows)
 
 @pytest.mark.parametrize("mode", [[], ["--lockstep"]], ids=["one-by-one", "lockstep"])
 def test_image_benchmark_reports_every_configuration(tmp_path, mode):

@@ -11,36 +11,15 @@ import pytest
 import torch
 
 import transferlab
+from conftest import bars, bars_npz
 from transferlab.cli import main
 from transferlab.errors import UserError
 from transferlab.training.checkpoint import _write_marker, load_weights
 
 
-def bars(n: int, seed: int, rgb: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A learnable 2-class image task: a bright horizontal (0) or vertical (1) bar at a random place, on noise."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-    y = rng.integers(0, 2, n)
-    for i in range(n):
-        a, b = rng.integers(4, 20, 2)
-        if y[i] == 0:
-            x[i, a:a + 3, b:b + 8] = 230
-        else:
-            x[i, a:a + 8, b:b + 3] = 230
-    if rgb:
-        x = np.repeat(x[..., None], 3, axis=-1)
-    return x, y
-
-
 @pytest.fixture(scope="module")
 def image_npz(tmp_path_factory):
-    path = tmp_path_factory.mktemp("images") / "bars.npz"
-    arrays = {}
-    for split, n, seed in (("train", 160, 0), ("val", 48, 1), ("test", 48, 2)):
-        x, y = bars(n, seed)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y[:, None].astype(np.uint8)
-    np.savez(path, **arrays)
-    return path
+    return bars_npz(tmp_path_factory.mktemp("images") / "bars.npz", (160, 48, 48))
 
 
 @pytest.fixture(scope="module")

@@ -204,6 +204,16 @@ def cmd_compare(a):
     run_compare(a.spec, a.out, progress=not a.quiet, executor=_executor(a), command=command_line(a.argv))
 
 
+def cmd_protocols(a):
+    from .experiments.protocols import run_protocols
+
+    settings = {k: v for k, v in (("epochs", a.epochs), ("lr", a.lr), ("batch_size", a.batch_size),
+                                  ("augment", a.augment)) if v is not None}
+    protocols = a.protocols or ["knn", "logistic-probe", "linear-probe", "finetune"]
+    run_protocols(a.model, a.train, a.dev, a.test, protocols, a.budgets, a.seeds, a.out, settings, a.image_size,
+                  progress=not a.quiet)
+
+
 def cmd_probe_senses(a):
     import json
 
@@ -293,10 +303,11 @@ def cmd_probe_vision_bias(a):
 def build_parser() -> argparse.ArgumentParser:
     # The training commands' options are generated from their settings dataclasses (cli_args.py): type, default,
     # unit, help and allowed values are declared once, there.
-    from .cli_args import Parser, add_settings
+    from .cli_args import Parser, _converter, add_settings
     from .data.labeled import ReadOptions
     from .experiments.executors import ExecutorConfig
     from .experiments.vision_bias import VisionBiasConfig
+    from .options import field_of, type_hints
     from .recipes.settings import FinetuneConfig, PretrainConfig, Seq2SeqConfig
 
     p = Parser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
@@ -493,6 +504,28 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
     add_settings(cmp, ExecutorConfig)
     cmp.set_defaults(func=cmd_compare)
+    pt = sub.add_parser("protocols", help="kNN, linear probes (logistic regression, a trained linear layer) and "
+                                          "fine-tuning of one checkpoint on any labeled set, selected on dev")
+    pt.add_argument("--model", required=True, help="checkpoint directory (RUN/final)")
+    pt.add_argument("--train", required=True, help="labeled training data; an .npz or directory with several splits "
+                                                   "may be given alone (dev = its val split, test = its test split)")
+    pt.add_argument("--dev", help="labeled data to select on (default: the val split of --train)")
+    pt.add_argument("--test", help="labeled data to report on (default with no --dev: the test split of --train)")
+    # no argparse default: the help would wrap the hyphenated list mid-name
+    pt.add_argument("--protocols", type=_csv, help="knn, logistic-probe, linear-probe (a trained linear layer), "
+                                                   "finetune, scratch (default: all but scratch)")
+    pt.add_argument("--budgets", type=_csv, default=["all"], help="label budgets, e.g. 10,100,all")
+    pt.add_argument("--seeds", type=int, default=1)
+    pt.add_argument("--epochs", type=float, help="trained protocols: epochs (default 10 for images)")
+    pt.add_argument("--lr", type=float, help="trained protocols: learning rate")
+    pt.add_argument("--batch-size", type=int, help="trained protocols: batch size")
+    pt.add_argument("--augment", help="trained protocols, images: an augmentation recipe (default none)")
+    # the pretraining setting's own converter: one definition of what an image size is
+    size = _converter(PretrainConfig, field_of(PretrainConfig, "image_size"), type_hints(PretrainConfig)["image_size"])
+    pt.add_argument("--image-size", type=size, metavar="H,W", help="images: resize every image to H,W while reading")
+    pt.add_argument("--out", help="output directory (default runs/protocols/NAME); re-running into it resumes")
+    pt.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
+    pt.set_defaults(func=cmd_protocols)
     ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")
     ps.add_argument("--model", required=True, help="any checkpoint directory (RUN/final)")
     ps.add_argument("--word", required=True)

@@ -114,6 +114,21 @@ AUGMENTATIONS: dict[str, dict] = {
     # the frame, the rotation for a tilted film; no flips (anatomy is not mirror-symmetric), no intensity jitter.
     "xray": {"crop_scale": (0.8, 1.0), "crop_ratio": (3 / 4, 4 / 3), "rotation": 10.0, "translate": 0.05,
              "hflip": False, "vflip": False, "brightness": 0.0, "contrast": 0.0, "blur": 0.0, "noise": 0.0},
+    # Self-supervised recipes for 28x28 grayscale medical images (lightly's and solo-learn's per-method transforms,
+    # without colour: the images are grayscale). Two views of one image must differ enough that matching them
+    # takes knowing what is in the picture: SimCLR found the random crop the one augmentation that matters most
+    # (Chen et al. 2020, figure 5), with colour distortion second, here intensity jitter (brightness, contrast),
+    # blur and sensor noise. The crop goes down to 35% of the area rather than ImageNet's 8%: a 28x28 X-ray cropped
+    # to 8% is a 8x8 patch of grey. Small rotations stand in for patient position; no flips (anatomy).
+    "simclr": {"crop_scale": (0.35, 1.0), "crop_ratio": (3 / 4, 4 / 3), "rotation": 10.0, "translate": 0.0,
+               "hflip": False, "vflip": False, "brightness": 0.4, "contrast": 0.4, "blur": 0.5, "noise": 0.02},
+    # BYOL's views are SimCLR's (its paper's own set differs from SimCLR's mostly in solarisation, which has no
+    # meaning for an X-ray, and in blurring one view more than the other).
+    "byol": {"crop_scale": (0.35, 1.0), "crop_ratio": (3 / 4, 4 / 3), "rotation": 10.0, "translate": 0.0,
+             "hflip": False, "vflip": False, "brightness": 0.4, "contrast": 0.4, "blur": 0.5, "noise": 0.02},
+    # MAE needs no view-matching invariance (masking is its corruption): a mild crop only, as its paper's.
+    "mae": {"crop_scale": (0.6, 1.0), "crop_ratio": (3 / 4, 4 / 3), "rotation": 0.0, "translate": 0.0,
+            "hflip": False, "vflip": False, "brightness": 0.0, "contrast": 0.0, "blur": 0.0, "noise": 0.0},
 }
 
 

@@ -95,37 +95,62 @@ class EncodedExamples:
                                None if self.labels is None else self.labels[np.asarray(idx)], self.pad_id)
 
 
+MAX_VIEWS = 16  # views per image a batch may ask for (their seeds are seed * MAX_VIEWS + view)
+CORRUPTION_STREAM = 2**40  # added to seed * MAX_VIEWS for the corruption's generator: no view's seed reaches it
+
+
 @dataclass
 class ImageExamples:
     """Labeled images kept as uint8 (N, H, W, C) (a memory-mapped array works: only a batch's rows are read),
     turned into normalised float (B, C, H, W) ``pixels`` per batch, augmented first when ``augment`` is set and
-    the batch comes with a seed (training batches; evaluation batches have none)."""
+    the batch comes with a seed (training batches; evaluation batches have none).
+
+    Self-supervised objectives ask for more. ``views=V`` (SimCLR, BYOL: 2) replaces ``pixels`` with ``views``
+    (V, B, C, H, W): V augmentations of each image, view v drawn from its own seed (``seed * MAX_VIEWS + v``), so
+    the views differ from each other and from step to step, yet the same batch seed gives the same views (a
+    resumed run sees what the uninterrupted one saw). ``corruption`` ((batch, torch.Generator) -> batch, e.g.
+    MAE's patch masking) runs on a seeded batch last, with a generator of its own derived from the seed
+    (``seed * MAX_VIEWS + CORRUPTION_STREAM``)."""
 
     images: np.ndarray
     labels: np.ndarray | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: Callable | None = None  # (uint8 (B, C, H, W), seed) -> uint8 (B, C, H, W)
+    views: int = 0  # 0: one batch of `pixels`; V >= 1: `views` (V, B, C, H, W)
+    corruption: Callable | None = None  # (batch dict, torch.Generator) -> batch dict
+
+    def __post_init__(self):
+        if not 0 <= self.views <= MAX_VIEWS:
+            raise ValueError(f"views={self.views}: between 0 (plain pixels) and {MAX_VIEWS}.")
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (x.float() / 255.0 - mean) / std
+
     def collate(self, idx, seed: int | None = None) -> dict:
         idx = np.asarray(idx, dtype=np.int64)
         x = torch.from_numpy(np.ascontiguousarray(self.images[idx])).permute(0, 3, 1, 2)  # (B, C, H, W) uint8
-        if self.augment is not None and seed is not None:
-            x = self.augment(x, seed)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        batch = {"pixels": (x.float() / 255.0 - mean) / std}
+        augment = self.augment if seed is not None else None
+        if self.views:
+            views = [augment(x, seed * MAX_VIEWS + v) if augment is not None else x for v in range(self.views)]
+            batch = {"views": self._normalise(torch.stack(views).flatten(0, 1)).unflatten(0, (self.views, len(idx)))}
+        else:
+            batch = {"pixels": self._normalise(augment(x, seed) if augment is not None else x)}
         if self.labels is not None:
             batch["labels"] = torch.from_numpy(self.labels[idx])
+        if self.corruption is not None and seed is not None:
+            batch = self.corruption(batch, torch.Generator().manual_seed(seed * MAX_VIEWS + CORRUPTION_STREAM))
         return batch
 
     def subset(self, idx) -> "ImageExamples":
         idx = np.asarray(list(idx), dtype=np.int64)
         return ImageExamples(self.images[idx], None if self.labels is None else self.labels[idx], self.mean,
-                             self.std, self.augment)
+                             self.std, self.augment, self.views, self.corruption)
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 from ..data.labeled import ReadOptions, label_warnings
 from ..data.sampling import stratified_sample
 from ..errors import UserError
-from ..evaluation.metrics import METRIC_TASK, METRICS, default_metrics
+from ..evaluation.metrics import METRIC_TASK, METRICS, compute_metrics, default_metrics
 from ..fsutil import ProvisionalDir
 from ..heads.heads import POOLINGS
 from ..options import SettingError, check_value, option
@@ -48,7 +48,14 @@ from .report import NO_CHECKPOINT
 from .spec import SpecReader, load_yaml
 
 DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora")
-METHODS = DEEP_METHODS + ("pipeline",)
+# kNN on the frozen backbone's features trains nothing (evaluation.protocols): the self-supervised literature's
+# second protocol beside the linear probe, and a lower bound on what the features hold without any fitting.
+# logistic-probe fits scikit-learn's logistic regression to the same frozen features (the other linear-probe recipe,
+# beside linear-probe's trained linear layer), its C chosen on dev from LOGISTIC_CS unless the spec sets one.
+METHODS = DEEP_METHODS + ("knn", "logistic-probe", "pipeline")
+FROZEN = ("knn", "logistic-probe")  # methods that read the frozen backbone's features and train no network
+UNTRAINED = FROZEN + ("pipeline",)  # methods that take none of the training settings
+LOGISTIC_CS = (0.01, 0.1, 1.0, 10.0)
 
 
 @dataclass
@@ -97,6 +104,8 @@ METHOD_DEFAULTS = {
     "linear-probe": {"lr": 1e-3},
     "gradual-unfreeze": {"lr_decay": 2.6},
     "lora": {"lr": 5e-4, "rank": 8, "alpha": 16.0, "dropout": 0.0},
+    "knn": {"k": 20, "temperature": 0.07},  # solo-learn's and lightly's weighted kNN
+    "logistic-probe": {"C": None},  # None: each of LOGISTIC_CS, the best on dev
     "pipeline": {"C": 1.0, "ngram_max": 2, "max_features": 100_000},
 }
 # The image pipeline is HOG (Dalal & Triggs 2005) + logistic regression; pixels_per_cell is a square cell's side.
@@ -114,9 +123,9 @@ IMAGE_TASK_KEYS = ("image_size", "path_col")
 # How a spec names the reading options, for the readers' messages.
 SPEC_FLAGS = {"text_cols": "task.text_cols", "label_col": "task.label_col", "header": "`header: false` under task",
               "format": "task.format", "encoding": "task.encoding", "skip_bad_rows": None, "label_names": None}
-FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C")
+FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C", "temperature")
 INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features",
-            "orientations", "pixels_per_cell", "cells_per_block", "eval_every_epochs", "eval_sample")
+            "orientations", "pixels_per_cell", "cells_per_block", "eval_every_epochs", "eval_sample", "k")
 
 
 # ------------------------------------------------------------------------------------------------ the spec
@@ -329,7 +338,7 @@ class CompareSpec(SpecReader):
                 check_value(settings, key, value, from_text=True)
             except SettingError as e:
                 raise self.error(path, e.problem) from None
-        if key in ("rank", "ngram_max", "max_features", "C") and value <= 0:
+        if key in ("rank", "ngram_max", "max_features", "C", "k", "temperature") and value <= 0:
             raise self.error(path, f"must be positive (got {value}).")
         if key == "lr_decay" and value < 1:
             raise self.error(path, f"must be at least 1 (got {value}): each lower layer group gets the LR divided "
@@ -372,9 +381,12 @@ class CompareSpec(SpecReader):
                 raise self.error(path, f"unknown method '{name}'. Choose one of: {', '.join(METHODS)}.")
             own = self._method_defaults(name)
             network_keys = tuple(defaults) + OPTIONAL_KEYS + tuple(own)
-            allowed = (tuple(own) if name == "pipeline" else network_keys) + ("label",)
+            allowed = (tuple(own) if name in UNTRAINED else network_keys) + ("label",)
             self._check_keys(overrides, path, allowed)
-            settings = {} if name == "pipeline" else dict(shared)
+            if name in FROZEN and self.train_set.task != "classification":
+                raise self.error(path, f"{name} is a classifier; {self.task['train']} is a {self.train_set.task} "
+                                       f"task. Drop {name}, or compare on a classification task.")
+            settings = {} if name in UNTRAINED else dict(shared)
             settings.update(own)
             for k, v in overrides.items():
                 if k != "label":
@@ -559,6 +571,8 @@ class Run:
         pass (no backward) and model set-up as 50 examples; the pipeline is nearly free."""
         if self.method.method == "pipeline":
             return 0.02 * self.budget_size
+        if self.method.method in FROZEN:  # one forward pass over the budget, dev and test
+            return 10 + 0.1 * (self.budget_size + 2 * self.dev_size)
         repeats, epochs = epoch_plan(self.method.settings, self.budget_size)
         return 50 + epochs * (repeats * self.budget_size + self.dev_size / 3)
 
@@ -618,6 +632,8 @@ def run_one(spec: CompareSpec, run: Run) -> dict:
         metrics, trained = _pipeline(spec, train, s, run.seed)
         extra = {"test": {k[5:]: v for k, v in metrics.items() if k.startswith("test_")}} if test is not None else {}
         epochs = [{"epoch": 1, **{k: v for k, v in metrics.items() if not k.startswith("test_")}}]
+    elif run.method.method in FROZEN:
+        epochs, trained, extra = _frozen(spec, run, train)
     else:
         epochs, trained, extra = _train_network(spec, run, train)
     best = int(np.argmax([e[task["metric"]] for e in epochs]))
@@ -646,6 +662,49 @@ def _pipeline(spec: CompareSpec, train, s: dict, seed: int) -> tuple[dict, int]:
     if spec.test_set is not None:
         metrics_dev.update({f"test_{k}": v for k, v in test.items()})
     return metrics_dev, trained
+
+
+def _frozen(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int, dict]:
+    """The frozen-feature protocols (``evaluation.protocols``) on the checkpoint's backbone: weighted kNN with the
+    budget's labeled examples as the bank, or logistic regression fitted to their features. No network trains.
+    Returns what ``_train_network`` does, with one row per candidate setting in place of epochs (the logistic
+    probe's C values; kNN has one), so the grid selects on dev as it selects a network's epoch."""
+    from ..evaluation.metrics import confusion_matrix
+    from ..evaluation.protocols import extract_features, knn_scores, logistic_probe
+
+    s, task, test = run.method.settings, spec.task, spec.test_set
+    model = from_pretrained(run.source.path, task=train.task, num_labels=train.num_labels,
+                            label_names=train.label_names, seed=run.seed, verbose=False,
+                            **image_adaptation(run.source.path, train))
+
+    def features(data):
+        return extract_features(model.module, model.inputs.examples(data, model.module.config, model.max_len))
+
+    scored = {"dev": spec.dev_set, **({"test": test} if test is not None else {})}
+    feats = {name: (features(data), np.asarray(data.labels)) for name, data in scored.items()}
+    bank, n_classes = features(train), train.num_labels
+    candidates = []  # (row settings, {split: metrics}, {split: predictions})
+    if run.method.method == "knn":
+        results, preds = {}, {}
+        for name, (f, y) in feats.items():
+            scores = knn_scores(bank, train.labels, f, n_classes, s["k"], s["temperature"])
+            preds[name] = scores.argmax(1).numpy()
+            results[name] = compute_metrics(task["metrics"], preds[name], y, scores.numpy())
+        candidates.append(({}, results, preds))
+        fitted = 0
+    else:
+        for C in ([s["C"]] if s["C"] is not None else LOGISTIC_CS):
+            results = logistic_probe(bank, train.labels, feats, n_classes, task["metrics"], C=C, seed=run.seed)
+            preds = {name: r.pop("_predictions") for name, r in results.items()}
+            candidates.append(({"C": C}, results, preds))
+        fitted = (bank.shape[1] + 1) * (n_classes if n_classes > 2 else 1)  # scikit-learn's coefficients
+    epochs = [{"epoch": i + 1, **setting, **results["dev"]} for i, (setting, results, _) in enumerate(candidates)]
+    _, results, preds = candidates[int(np.argmax([e[task["metric"]] for e in epochs]))]
+    evaluated = "test" if test is not None else "dev"
+    extra = {"confusion": confusion_matrix(preds[evaluated], feats[evaluated][1], n_classes).tolist()}
+    if test is not None:
+        extra["test"] = results["test"]
+    return epochs, fitted, extra
 
 
 def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int, dict]:

@@ -31,7 +31,8 @@ LOG_SCALE_METRICS = ("ppl",)
 TITLES = {"loss": "loss", "ppl": "perplexity (log scale)", "accuracy": "accuracy", "f1": "F1", "mcc": "MCC",
           "pearson": "Pearson r", "spearman": "Spearman ρ", "tokens_per_s": "throughput (tokens/s)",
           "images_per_s": "throughput (images/s)",
-          "lr": "learning rate"}
+          "lr": "learning rate", "knn_accuracy": "kNN accuracy (frozen features)",
+          "embedding_std": "embedding std (collapse: ~0)"}
 X_LABELS = {"step": "optimizer step", "epoch": "epoch", "time": "wall time (s)"}
 DPI = 120
 

@@ -56,8 +56,16 @@ def _pipeline_name(setup: dict) -> str:
 
 
 def entry_label(row: dict, setup: dict) -> str:
-    """The name of a line in tables and plots: the method, plus the checkpoint when several are compared."""
+    """The name of a line in tables and plots: the method, plus the checkpoint when several are compared. Scratch
+    runs once per architecture (under the first checkpoint of it), so it is named by the architecture instead, and
+    not at all when every checkpoint shares one."""
     if len(setup["checkpoints"]) > 1 and row["checkpoint"] != NO_CHECKPOINT:
+        if row["kind"] == "scratch":
+            if len({c["arch"] for c in setup["checkpoints"]}) == 1:
+                return row["method"]
+            source = next((c for c in setup["checkpoints"] if c["name"] == row["checkpoint"]), None)
+            if source is not None:
+                return f"{row['method']} ({source['summary'].split(',')[0]})"
         return f"{row['method']} ({row['checkpoint']})"
     return row["method"]
 
@@ -381,7 +389,7 @@ def plot_learning_curves(rows: list[dict], setup: dict, budget: str, out_png: Pa
     curves: dict[str, list[list[float]]] = {}
     xs: list[float] = []
     for r in rows:
-        if r["budget"] == budget and r["kind"] != "pipeline":
+        if r["budget"] == budget and r["kind"] not in ("pipeline", "knn"):  # neither trains over epochs
             curves.setdefault(entry_label(r, setup), []).append([e[metric] for e in r["epochs"]])
             xs = max(xs, [e["epoch"] for e in r["epochs"]], key=len)  # a run cut by max_steps ends mid-epoch
     if not curves:

@@ -10,10 +10,12 @@ from typing import Callable
 
 from ..errors import UserError
 from .classification import TASKS, SequenceClassifier
+from .contrastive import BYOL, SimCLR, byol_momentum, nt_xent
 from .clm import CausalLM, CLMCorruption
 from .denoising import NOISE_OPTIONS, BartCorruption, DenoisingLM, sentence_end_ids
 from .electra import Electra, ElectraCorruption
 from .elmo import BidirectionalLM
+from .mae import MaskedAutoencoder, PatchMasking
 from .mass import MassCorruption, MassLM
 from .mlm import MaskedLM, MLMCorruption, mask_tokens
 from .mpnet import MPNet, MPNetCorruption
@@ -121,20 +123,40 @@ SUPERVISED = "supervised"
 @dataclass(frozen=True)
 class ImageObjective:
     families: tuple[str, ...]  # image backbone families it trains
-    build: Callable  # (backbone, training ImageSet) -> task module
+    build: Callable  # (backbone, training ImageSet, **options) -> task module
     augment: str  # the augmentation recipe it trains with unless told otherwise (data.augment.AUGMENTATIONS)
     needs_labels: bool
+    # Settings it takes (PretrainConfig fields; None there means the module's default). A self-supervised module
+    # also says how many augmented views a batch needs (``views``), its corruption, its smallest sensible batch
+    # (``min_batch``) and the callbacks that update its extra state.
+    options: tuple[str, ...] = ()
+    module: type | None = None  # the module class config.json's task entry rebuilds (self-supervised objectives)
 
 
-def _supervised(backbone, data):
+def _supervised(backbone, data, **_):
     return SequenceClassifier(backbone, data.num_labels, label_names=data.label_names, kind=SUPERVISED)
+
+
+def _self_supervised(cls):
+    def build(backbone, data, **options):
+        return cls(backbone, **{k: v for k, v in options.items() if v is not None})
+    return build
 
 
 IMAGE_OBJECTIVES = {
     # ImageNet-style supervised pretraining on a big labeled source, then transfer (Yosinski et al. 2014; here
     # MNIST stands in for ImageNet). Its classifier head is dropped at transfer like any pretraining head.
     SUPERVISED: ImageObjective(("resnet", "vit"), _supervised, augment="xray", needs_labels=True),
+    # Self-supervised: labels, when the data has them, are ignored by the objective (the pretraining monitor's kNN
+    # uses them). Every pretraining-only part (projector, predictor, target network, decoder) sits under heads.
+    "simclr": ImageObjective(("resnet", "vit"), _self_supervised(SimCLR), augment="simclr", needs_labels=False,
+                             options=("temperature",), module=SimCLR),
+    "byol": ImageObjective(("resnet", "vit"), _self_supervised(BYOL), augment="byol", needs_labels=False,
+                           options=("momentum",), module=BYOL),
+    "mae": ImageObjective(("vit",), _self_supervised(MaskedAutoencoder), augment="mae", needs_labels=False,
+                          options=("mask_ratio", "decoder_layers"), module=MaskedAutoencoder),
 }
+SELF_SUPERVISED = tuple(name for name, o in IMAGE_OBJECTIVES.items() if o.module is not None)
 
 
 def objective_modality(name: str) -> str:
@@ -147,7 +169,8 @@ def objective_modality(name: str) -> str:
                     f"(text: {', '.join(OBJECTIVES)}; images: {', '.join(IMAGE_OBJECTIVES)}).")
 
 
-__all__ = ["OBJECTIVES", "IMAGE_OBJECTIVES", "ImageObjective", "SUPERVISED", "objective_modality", "TASKS",
+__all__ = ["OBJECTIVES", "IMAGE_OBJECTIVES", "ImageObjective", "SUPERVISED", "SELF_SUPERVISED", "SimCLR", "BYOL",
+           "MaskedAutoencoder", "PatchMasking", "nt_xent", "byol_momentum", "objective_modality", "TASKS",
            "SequenceClassifier", "MaskedLM", "CausalLM", "MLMCorruption", "CLMCorruption", "mask_tokens", "PermutationLM",
            "PLMCorruption", "MPNet", "MPNetCorruption", "Electra", "ElectraCorruption", "SkipGram",
            "SkipGramCorruption", "BidirectionalLM", "OBJECTIVE_NOISE", "DenoisingLM", "MassLM", "Seq2SeqLM",

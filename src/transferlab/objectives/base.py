@@ -54,6 +54,11 @@ class TaskModule(nn.Module):
         """What config.json needs, besides the backbone config, to rebuild this module."""
         return {"kind": self.kind}
 
+    def callbacks(self) -> list:
+        """Training-loop callbacks that update state this module keeps besides what the optimizer trains (BYOL's
+        moving-average target); the loop runs them. None for most modules."""
+        return []
+
 
 def require_family(backbone: nn.Module, objective: str, families: tuple[str, ...]) -> None:
     """Refuse a backbone an objective cannot train (e.g. permutation LM on a causal decoder)."""

@@ -8,7 +8,7 @@ the same run directory, resume and checkpoint rules.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,7 @@ from ..objectives import IMAGE_OBJECTIVES, OBJECTIVES, objective_modality
 from ..training.checkpoint import check_weights, load_config, load_weights
 from ..training.distributed import barrier, is_main, world
 from ..options import changed_settings
+from ..training.callbacks import ShowOnProgressBar
 from ..training.loop import RESUME_HINT, train
 from .settings import DEFAULT_PRESET, PretrainConfig  # noqa: F401  (PretrainConfig is imported from here too)
 
@@ -88,6 +89,7 @@ class _Setup:
     evaluate: Callable | None
     summary: str
     record: dict
+    shown: dict = field(default_factory=dict)  # evaluation metrics to show on the progress bar: key -> short name
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, callbacks=(),
@@ -119,8 +121,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
                   f"with {cfg.objective} on {setup.summary}", file=sys.stderr)
         record = {"objective": cfg.objective, "preset": None if cfg.init else cfg.model, "steps": cfg.steps,
                   **setup.record, **({"init": str(cfg.init)} if cfg.init else {})}
+        shown = [ShowOnProgressBar(setup.shown)] if setup.shown else []
         train(setup.module, data, cfg, evaluate=setup.evaluate, run_dir=out, inputs=setup.inputs,
-              extra_config={"pretraining": record}, resume=resuming, callbacks=callbacks, resume_hint=resume_hint,
+              extra_config={"pretraining": record}, resume=resuming, callbacks=[*shown, *callbacks], resume_hint=resume_hint,
               started=guard.commit)
     return out / "final"
 
@@ -171,6 +174,12 @@ def _text_setup(cfg: PretrainConfig) -> _Setup:
 
 # Held-out split of an image pretraining set, in order of preference (MNIST has test, MedMNIST val and test).
 EVAL_SPLITS = ("val", "test")
+# The self-supervised monitor's kNN bank: labeled training images, evenly spaced, at most this many (MNIST's 60k
+# would cost a minute per evaluation on one core; 10k keep it to seconds).
+MONITOR_BANK = 10_000
+MONITOR_SEED = 12345  # the views and masks of the held-out loss: the same at every evaluation
+OPTION_FLAGS = {"temperature": "--temperature", "momentum": "--momentum", "mask_ratio": "--mask-ratio",
+                "decoder_layers": "--decoder-layers"}
 
 
 def _image_setup(cfg: PretrainConfig) -> _Setup:
@@ -184,11 +193,12 @@ def _image_setup(cfg: PretrainConfig) -> _Setup:
 
     objective = IMAGE_OBJECTIVES[cfg.objective]
     text_only = {"corpus": cfg.corpus, "mask_prob": cfg.mask_prob, "noise": cfg.noise, "family": cfg.family,
-                 "decoder_layers": cfg.decoder_layers}
+                 "decoder_layers": cfg.decoder_layers if "decoder_layers" not in objective.options else None}
     given = [f"--{k.replace('_', '-')}" for k, v in text_only.items() if v]
     if given:
         raise UserError(f"{', '.join(given)} apply to text objectives; --objective {cfg.objective} reads a labeled "
                         f"image set (--data).")
+    _check_image_options(cfg, objective)
     if not cfg.data:
         raise UserError(f"--objective {cfg.objective} reads images: pass --data PATH (an MNIST idx directory, a "
                         f"MedMNIST .npz, a folder with a sub-folder per class, or a CSV of path,label).")
@@ -203,13 +213,33 @@ def _image_setup(cfg: PretrainConfig) -> _Setup:
     inputs = ImageInputs.fit(train_set)
     model_cfg = image_preset(cfg.model, in_channels=train_set.channels, image_size=train_set.size,
                              dropout=cfg.dropout)
+    if model_cfg.family not in objective.families:
+        raise UserError(f"--objective {cfg.objective} trains {' or '.join(objective.families)} backbones, but "
+                        f"--model {cfg.model} is a {model_cfg.family}. "
+                        + ("MAE masks patches of a Vision Transformer and encodes only the visible ones; a "
+                           "convolutional backbone has no patches to leave out. Use --model vit-tiny, vit-mini or "
+                           "vit-small, or --objective simclr / byol for a ResNet." if cfg.objective == "mae" else
+                           f"Choose a {objective.families[0]} preset."))
     torch.manual_seed(cfg.seed)
-    module = objective.build(build_backbone(model_cfg), train_set)
-    examples = inputs.examples(train_set, augment=augment)
-    evaluate = None
-    if heldout is not None:
-        n_eval = min(len(heldout), cfg.eval_batches * cfg.batch_size)
-        held = inputs.examples(heldout.subset(range(n_eval)))
+    options = {name: getattr(cfg, name) for name in objective.options}
+    module = objective.build(build_backbone(model_cfg), train_set, **options)
+    views = getattr(module, "views", 0)
+    if views and not augment.cfg.enabled:
+        raise UserError(f"--augment {cfg.augment}: {cfg.objective} learns by matching two augmented views of each "
+                        f"image, and with every augmentation off the two views are identical, so there is nothing "
+                        f"to learn. Use the objective's recipe (leave --augment out: '{objective.augment}') or "
+                        f"turn some augmentation on, e.g. --augment {objective.augment},blur=0.")
+    _check_min_batch(cfg, module)
+    corruption = module.corruption() if hasattr(module, "corruption") else None
+    examples = replace(inputs.examples(train_set, augment=augment), views=views, corruption=corruption)
+    evaluate, shown = None, {}
+    held_set = None if heldout is None else heldout.subset(range(min(len(heldout),
+                                                                     cfg.eval_batches * cfg.batch_size)))
+    if objective.module is not None:
+        evaluate = _ssl_monitor(cfg, inputs, train_set, held_set, augment, views, corruption)
+        shown = {"knn_accuracy": "knn", "embedding_std": "std"}
+    elif held_set is not None:
+        held = inputs.examples(held_set)
         metrics = default_image_metrics(train_set.num_labels)
 
         def evaluate(module):
@@ -218,13 +248,96 @@ def _image_setup(cfg: PretrainConfig) -> _Setup:
     def batches(micro: int, rank: int, world_size: int):
         return ExampleBatches(examples, micro * world_size, cfg.seed, rank, world_size)
 
+    classes = f"{train_set.num_labels} classes" if train_set.labels is not None else "unlabeled"
+    if objective.module is not None and train_set.labels is not None:
+        classes += ", labels used only by the monitor"
     summary = (f"{len(train_set):,} images of {train_set.size[0]}x{train_set.size[1]}x{train_set.channels} "
-               f"({train_set.num_labels} classes) from {cfg.data}; {cfg.steps} steps of {cfg.batch_size}; "
-               f"augmentation {augment.cfg.to_dict() if augment.cfg.enabled else 'off'}"
+               f"({classes}) from {cfg.data}; {cfg.steps} steps of {cfg.batch_size}"
+               + (f" x {views} views" if views else "")
+               + f"; augmentation {augment.cfg.to_dict() if augment.cfg.enabled else 'off'}"
                + (f"; evaluated on {heldout.source} ({min(len(heldout), cfg.eval_batches * cfg.batch_size)} images)"
-                  if heldout is not None else "; no held-out split found (val or test), so no evaluation"))
-    return _Setup(module, inputs, batches, evaluate, summary,
-                  {"data": str(cfg.data), "augment": augment.cfg.to_dict(), "image_size": list(train_set.size)})
+                  if heldout is not None else "; no held-out split found (val or test)"
+                  + ("" if objective.module is not None else ", so no evaluation")))
+    record = {"data": str(cfg.data), "augment": augment.cfg.to_dict(), "image_size": list(train_set.size)}
+    return _Setup(module, inputs, batches, evaluate, summary, record, shown)
+
+
+def _check_image_options(cfg: PretrainConfig, objective) -> None:
+    """Refuse a self-supervised setting the objective does not take (it would be silently ignored)."""
+    wrong = [flag for name, flag in OPTION_FLAGS.items()
+             if name != "decoder_layers" and getattr(cfg, name) is not None and name not in objective.options]
+    if wrong:
+        takes = {o: [n for n, ob in IMAGE_OBJECTIVES.items() if o in ob.options] for o in OPTION_FLAGS}
+        which = "; ".join(f"{OPTION_FLAGS[o]}: {', '.join(takes[o])}" for o in OPTION_FLAGS
+                          if OPTION_FLAGS[o] in wrong)
+        raise UserError(f"{', '.join(wrong)} do(es) not apply to --objective {cfg.objective} ({which}). Leave "
+                        f"{'it' if len(wrong) == 1 else 'them'} out.")
+
+
+def _check_min_batch(cfg: PretrainConfig, module) -> None:
+    """A batch too small for the objective's loss to mean anything (SimCLR's negatives) is a UserError."""
+    least = getattr(module, "min_batch", 1)
+    micro = cfg.batch_size // (cfg.grad_accum * world()[1])  # what one forward pass sees
+    if micro < least:
+        raise UserError(f"--batch-size {cfg.batch_size} gives {micro} images per forward pass (batch size / "
+                        f"--grad-accum / processes), too few for {cfg.objective}: "
+                        + ("its loss contrasts each view with the other views of the batch, 2(B - 1) negatives, "
+                           "and SimCLR's features get steadily worse as the batch shrinks (Chen et al. 2020). "
+                           if cfg.objective == "simclr" else "its BatchNorms need more than one image. ")
+                        + f"Use at least {least} images per pass (--batch-size {least * cfg.grad_accum * world()[1]} "
+                          f"or more; 256 or more is better).")
+
+
+def _ssl_monitor(cfg: PretrainConfig, inputs, train_set, held_set, augment, views: int, corruption) -> Callable:
+    """The self-supervised pretraining monitor: ``evaluate(module) -> metrics`` with
+
+    - ``loss``: the objective's loss on held-out images, their views or masks drawn from a fixed seed (the same at
+      every evaluation, so the curve moves only with the weights);
+    - ``knn_accuracy``: weighted kNN (k = 20, T = 0.07, cosine, as solo-learn and lightly) of the frozen, pooled
+      backbone features, with the labeled training images (unaugmented, at most MONITOR_BANK, evenly spaced) as
+      the bank and the held-out split as queries; leave-one-out within whichever of the two has labels when only
+      one has; left out when neither has;
+    - ``embedding_std``: the spread of the normalised held-out features (collapse shows as ~0).
+
+    Without a held-out split, the loss and the spread come from the first training images.
+    """
+    from ..evaluation.protocols import embedding_std, extract_features, knn_evaluate
+
+    bank = None
+    if train_set.labels is not None:
+        bank = train_set.subset(range(0, len(train_set), max(1, -(-len(train_set) // MONITOR_BANK))))
+    first = train_set.subset(range(min(len(train_set), cfg.eval_batches * cfg.batch_size)))
+    spread_set = held_set if held_set is not None else first
+    losses = replace(inputs.examples(spread_set, augment=augment), views=views, corruption=corruption)
+    batch_size = max(64, cfg.batch_size)
+
+    def evaluate(module):
+        device = next(module.parameters()).device
+        total, count = 0.0, 0
+        for i, start in enumerate(range(0, len(losses), cfg.batch_size)):
+            idx = range(start, min(start + cfg.batch_size, len(losses)))
+            if len(idx) < getattr(module, "min_batch", 1):
+                break  # a short last batch would pose another (easier) contrastive task
+            batch = {k: v.to(device) for k, v in losses.collate(idx, seed=MONITOR_SEED + i).items()}
+            total, count = total + float(module(batch)["loss"]) * len(idx), count + len(idx)
+        metrics = {"loss": total / count} if count else {}
+        spread = extract_features(module, inputs.examples(spread_set), batch_size)
+        labeled = spread_set is held_set and held_set.labels is not None
+        if bank is not None:
+            bank_features = extract_features(module, inputs.examples(bank), batch_size)
+            if labeled:
+                knn = knn_evaluate(bank_features, bank.labels, spread, held_set.labels, train_set.num_labels)
+            else:
+                knn = knn_evaluate(bank_features, bank.labels, bank_features, bank.labels, train_set.num_labels,
+                                   exclude_self=True)
+            metrics["knn_accuracy"] = knn["accuracy"]
+        elif labeled:
+            metrics["knn_accuracy"] = knn_evaluate(spread, held_set.labels, spread, held_set.labels,
+                                                   len(held_set.label_names), exclude_self=True)["accuracy"]
+        metrics["embedding_std"] = embedding_std(spread)
+        return metrics
+
+    return evaluate
 
 
 def _init_config(cfg: PretrainConfig, family: str, corpus: TokenCorpus) -> tuple[ModelConfig, dict]:

@@ -19,7 +19,7 @@ from ..options import Settings, option
 from ..training.settings import FinetuneSettings, TrainSettings
 
 # The preset a pretraining run uses when --model is not given, per modality.
-DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small"}
+DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small", "mae": "vit-mini"}  # MAE needs a ViT
 METHODS = ("finetune", "linear-probe", "gradual-unfreeze", "lora")  # transfer.methods.METHODS
 POOLINGS = ("cls", "mean", "last")  # heads.POOLINGS
 
@@ -51,10 +51,11 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
     objective: str = option("mlm", "text: mlm (BERT, encoder), clm (GPT, decoder), plm (XLNet), mpnet, electra "
                                    "(encoder), bart or mass (encoder-decoder), word2vec (word vectors), elmo "
                                    "(bidirectional LSTM); images: supervised (a classifier on the labels, e.g. MNIST "
-                                   "standing in for ImageNet)")
+                                   "standing in for ImageNet); self-supervised (labels ignored, read only by the kNN "
+                                   "monitor): simclr, byol (ResNet or ViT), mae (ViT)")
     model: str | None = option(None, "preset: text tiny, mini, small, medium, base; images resnet-tiny, resnet-mini, "
                                      "resnet-small, resnet18, vit-tiny, vit-mini, vit-small",
-                               default_text="tiny for text, resnet-small for images")
+                               default_text="tiny for text, resnet-small for images, vit-mini for mae")
     augment: str | None = option(None, "images: an augmentation recipe (none, light, xray) with KEY=VALUE "
                                        "overrides, e.g. xray,rotation=5,hflip=1 (flips are off by default: left and "
                                        "right matter on X-rays)", default_text="the objective's own")
@@ -80,8 +81,8 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
     # Encoder-decoder objectives (bart, mass): the family check, decoder depth, and corruption settings.
     family: str | None = option(None, "check the backbone family", choices=("encoder", "decoder", "encoder_decoder"),
                                 default_text="the one the objective needs")
-    decoder_layers: int | None = option(None, "bart/mass: decoder blocks", at_least=1,
-                                        default_text="as many as the encoder")
+    decoder_layers: int | None = option(None, "bart/mass: decoder blocks; mae: decoder blocks", at_least=1,
+                                        default_text="bart/mass: as many as the encoder; mae: 2")
     noise: dict | None = option(None, "bart: mask, delete, infill, permute, rotate rates and poisson_lambda, e.g. "
                                       "infill=0.3,permute=1; mass: span=0.5", parse=parse_noise,
                                 metavar="KEY=X[,KEY=X]", default_text="the objective's own")
@@ -91,6 +92,11 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
     init: str | None = option(None, "continue pretraining from this checkpoint (e.g. on your own domain's text): its "
                                     "architecture and tokenizer are kept, --model/--norm/--position/--lm-head unused",
                               metavar="DIR")
+    # Self-supervised image objectives; their ranges are checked by the objectives, whose messages say why.
+    temperature: float | None = option(None, "simclr: NT-Xent temperature", default_text="0.2")
+    momentum: float | None = option(None, "byol: the target network's base momentum, raised to 1.0 on a cosine "
+                                          "schedule", default_text="0.99")
+    mask_ratio: float | None = option(None, "mae: fraction of patches masked", default_text="0.75")
 
     def check(self) -> None:
         super().check()
@@ -98,7 +104,7 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
 
         kind = objective_modality(self.objective)  # a UserError naming --objective and listing them all
         if self.model is None:
-            self.model = DEFAULT_PRESET[kind]
+            self.model = DEFAULT_PRESET.get(self.objective, DEFAULT_PRESET[kind])
 
 
 @dataclass(kw_only=True)

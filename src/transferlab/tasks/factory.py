@@ -18,7 +18,7 @@ import torch
 from ..errors import UserError
 from ..inputs import load_inputs, modality
 from ..models import build_backbone, config_from_dict
-from ..objectives import OBJECTIVES, SUPERVISED
+from ..objectives import IMAGE_OBJECTIVES, OBJECTIVES, SELF_SUPERVISED, SUPERVISED
 from ..objectives.seq2seq_lm import Seq2SeqLM
 from ..training.checkpoint import check_weights, load_config, load_weights
 from ..objectives.classification import TASKS, SequenceClassifier
@@ -34,11 +34,13 @@ def build_task(backbone, task: dict):
         return OBJECTIVES[kind][1](backbone)
     if kind == Seq2SeqLM.kind:  # a fine-tuned seq2seq model: same module as bart/mass pretraining
         return Seq2SeqLM(backbone)
+    if kind in SELF_SUPERVISED:  # simclr, byol, mae: their settings are the rest of the entry
+        return IMAGE_OBJECTIVES[kind].module(backbone, **{k: v for k, v in task.items() if k != "kind"})
     if kind in TASKS or kind == SUPERVISED:
         problem = "classification" if kind == SUPERVISED else kind
         return SequenceClassifier(backbone, task.get("num_labels") or 2, problem, task.get("pooling"),
                                   task.get("label_names"), kind=kind)
-    known = ", ".join(list(OBJECTIVES) + list(HEAD_KINDS))
+    known = ", ".join(list(OBJECTIVES) + list(SELF_SUPERVISED) + list(HEAD_KINDS))
     raise UserError(f"unknown task '{kind}'; choose one of {known}.")
 
 

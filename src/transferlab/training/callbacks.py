@@ -139,3 +139,16 @@ class MetricsLog(Callback):
     def on_fit_end(self, state):
         if self.tb is not None:
             self.tb.close()
+
+
+class ShowOnProgressBar(Callback):
+    """Put the latest value of some evaluation metrics on the progress bar (e.g. a pretraining monitor's kNN
+    accuracy and embedding spread), beside the loss and throughput the loop shows."""
+
+    def __init__(self, keys: dict[str, str]):
+        self.keys = keys  # metric -> its short name on the bar
+
+    def on_eval_end(self, state, metrics):
+        for key, short in self.keys.items():
+            if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key]):
+                state.postfix[short] = f"{metrics[key]:.3f}"

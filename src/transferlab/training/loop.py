@@ -46,6 +46,7 @@ class TrainState:
     last_loss: float = float("nan")  # loss of the latest optimizer step
     skipped_batches: int = 0  # steps whose batch gave a NaN/inf and was skipped (on_nan="skip")
     history: list = field(default_factory=list)  # eval rows: {"step", "epoch", metrics...}
+    postfix: dict = field(default_factory=dict)  # what callbacks add to the progress bar (a monitor's kNN accuracy)
 
     @property
     def epoch(self) -> float:
@@ -105,7 +106,9 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
     rate_key = f"{module.unit}_per_s"  # tokens_per_s, images_per_s, ...
     eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)
     log_every = cfg.log_every or (max(1, per_epoch // 4) if per_epoch else 10)
-    callbacks = list(callbacks)
+    # A module with state besides its trained weights (BYOL's moving-average target) supplies the callbacks that
+    # update it, so the loop never needs to know which objective it runs.
+    callbacks = [*getattr(unwrap(module), "callbacks", list)(), *callbacks]
     log = None
     if run_dir is not None and is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -246,7 +249,7 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
                         **({"skipped_batches": state.skipped_batches} if state.skipped_batches else {}),
                         **({"fault": fault} if fault else {})}
                 bar.set_postfix({"loss": f"{logs['loss']:.4f}", "lr": f"{logs['lr']:.2e}",
-                                 f"{module.unit}/s": f"{logs[rate_key]:,.0f}"})
+                                 f"{module.unit}/s": f"{logs[rate_key]:,.0f}", **state.postfix})
                 if lines:
                     print(_log_line(state, logs, rate_key, module.unit, time.perf_counter() - run_start, first_step),
                           file=sys.stderr, flush=True)
