@@ -66,7 +66,7 @@ def cmd_pretrain(a):
                          save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
                          progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan, distributed=a.distributed)
     cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
-    cfg.init = a.init
+    cfg.init, cfg.mel = a.init, a.mel
     final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
     if is_main():
         print(f"wrote {final}")
@@ -299,12 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("pretrain", help="pretrain a backbone: self-supervised on text, supervised on labeled images")
     r.add_argument("--corpus", help="text objectives: a directory written by `corpus prepare`")
     r.add_argument("--data", help="image objectives: labeled images (MNIST idx directory, MedMNIST .npz, a folder with "
-                                  "a sub-folder per class, or a CSV of path,label)")
+                                  "a sub-folder per class, or a CSV of path,label); audio objectives: a folder of "
+                                  "WAV/FLAC clips (labels, if any, are ignored)")
     r.add_argument("--objective", default="mlm", help="text: mlm (BERT, encoder) or clm (GPT, decoder); plm (XLNet), "
                    "mpnet, electra (encoder); bart or mass (encoder-decoder); word2vec (word vectors); elmo "
-                   "(bidirectional LSTM). images: supervised (a classifier on the labels, e.g. MNIST for ImageNet)")
+                   "(bidirectional LSTM). images: supervised (a classifier on the labels, e.g. MNIST for ImageNet). "
+                   "audio: masked-frames (speech BERT: reconstruct masked spans of log-mel frames) or apc (speech GPT: "
+                   "predict the frames 40 ms ahead, causal)")
     r.add_argument("--model", help="preset: text tiny (default), mini, small, medium, base; images resnet-tiny, "
-                                   "resnet-mini, resnet-small (default), resnet18, vit-tiny, vit-mini, vit-small")
+                                   "resnet-mini, resnet-small (default), resnet18, vit-tiny, vit-mini, vit-small; "
+                                   "audio audio-tiny, audio-mini (default), audio-small")
     _image_options(r)
     r.add_argument("--steps", type=int, default=1000)
     r.add_argument("--out", required=True, help="run directory")
@@ -336,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--decoder-layers", type=int, help="bart/mass: decoder blocks (default: as many as the encoder)")
     r.add_argument("--noise", type=_noise,
                    help="bart: mask,delete,infill,permute,rotate rates and poisson_lambda, e.g. infill=0.3,permute=1; "
-                        "mass: span=0.5")
+                        "mass: span=0.5; masked-frames: span=4 (positions of 40 ms); apc: shift=1 (positions ahead)")
+    r.add_argument("--mel", help="audio: log-mel settings as KEY=VALUE overrides of sample_rate=16000, window=400, "
+                                 "hop=160, n_mels=80, f_min=0, f_max (default: half the sample rate)")
     r.add_argument("--on-nan", choices=["stop", "skip"], default="stop",
                    help="on a NaN/inf loss: stop (keeping the last good checkpoint) or skip the batch, counted in "
                         "metrics.jsonl; more than 10 bad batches in a row still stop")

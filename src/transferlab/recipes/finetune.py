@@ -52,6 +52,18 @@ class FinetuneConfig:
 def _read(path: str, split: str, cfg: FinetuneConfig, modality: str, task: str | None, label_names):
     """A split of the task's data, read the way the checkpoint's modality reads it."""
     check_data_modality(path, modality, "--train" if split == "train" else f"--{split}")
+    if modality == "audio":
+        from ..data.audio import read_audio
+        from ..inputs import load_inputs
+        from ..training.checkpoint import load_config
+
+        if cfg.text_cols or cfg.augment or cfg.image_size:
+            raise UserError("--text-cols, --augment and --image-size apply to text and image models; this "
+                            "checkpoint reads audio (its mel settings come with it).")
+        source = cfg.like if cfg.init == "scratch" else cfg.init
+        settings = load_inputs(source, load_config(source)).settings
+        return read_audio(path, split, settings=settings, label_names=label_names, label_col=cfg.label_col,
+                          progress=cfg.progress)
     if modality == "image":
         from ..data.images import read_images
 

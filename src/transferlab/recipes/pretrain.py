@@ -1,8 +1,9 @@
 """Pretraining: data + objective + preset -> a run directory with step checkpoints and final/.
 
 Text objectives (masked LM, causal LM, ...) read a prepared token corpus (``corpus``); image objectives (supervised
-pretraining on a big labeled source) read a labeled image set (``data``). Both then run the one training loop with
-the same run directory, resume and checkpoint rules.
+pretraining on a big labeled source) read a labeled image set (``data``); audio objectives (masked frames, APC) read
+a folder of clips (``data``, set up in ``recipes/audio.py``). All then run the one training loop with the same run
+directory, resume and checkpoint rules.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class PretrainConfig:
     # Gururangan et al. 2020). Its architecture and tokenizer are kept (model, lm_head, norm and position are then
     # not used); heads of the same objective are kept too, others start fresh.
     init: str | None = None
+    # Audio objectives: mel settings as KEY=VALUE overrides (sample_rate, window, hop, n_mels, f_min, f_max); None:
+    # 16 kHz, 25 ms windows every 10 ms, 80 mel bins (data.audio.MelSettings).
+    mel: str | None = None
 
     def __post_init__(self):
         kind = objective_modality(self.objective)
@@ -83,7 +87,7 @@ class PretrainConfig:
             self.image_size = tuple(self.image_size)
 
 
-DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small"}
+DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small", "audio": "audio-mini"}
 
 # Fields that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
@@ -158,7 +162,15 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
                         f"({world_size} x {cfg.grad_accum}).")
     # Everything is read, built and checked before the run directory is touched: a bad setting must not leave a
     # run.json behind.
-    setup = _text_setup(cfg) if objective_modality(cfg.objective) == "text" else _image_setup(cfg)
+    kind = objective_modality(cfg.objective)
+    if cfg.mel and kind != "audio":
+        raise UserError(f"--mel sets how audio becomes log-mel features; --objective {cfg.objective} reads {kind}.")
+    if kind == "audio":
+        from .audio import audio_setup
+
+        setup = audio_setup(cfg)
+    else:
+        setup = _text_setup(cfg) if kind == "text" else _image_setup(cfg)
     resuming = _check_run_dir(cfg, resume, overwrite)
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     out = Path(cfg.out)
