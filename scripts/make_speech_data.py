@@ -198,8 +198,9 @@ def main(argv=None) -> int:
         (tmp / "README.md").write_text(
             "# Synthetic spoken words (espeak-ng)\n\n" + __doc__.split("\n\n", 1)[1].split("Usage")[0]
             + f"\n## This copy\n\nMade by `python scripts/make_speech_data.py {' '.join(sys.argv[1:])}` in "
-            f"{time.time() - start:.0f} s.\n\n- unlabeled: {len(texts)} sentences, {seconds['unlabeled'] / 3600:.2f} h, "
-            f"{a.unlabeled_speakers} speakers\n- digits: {sum(counts.values())} clips, {seconds['digits'] / 3600:.2f} h; "
+            f"{time.time() - start:.0f} s.\n\n- unlabeled: {len(texts)} sentences, "
+            f"{seconds['unlabeled'] / 3600:.2f} h, {a.unlabeled_speakers} speakers\n- digits: {sum(counts.values())} "
+            f"clips, {seconds['digits'] / 3600:.2f} h; "
             f"train {counts['train']} ({a.train_speakers} speakers), dev {counts['dev']} ({a.dev_speakers}), test "
             f"{counts['test']} ({a.test_speakers}); {a.reps} recordings of each digit per speaker\n")
         if out.exists():

@@ -2,8 +2,8 @@
 rules are the common part there).
 
 Reads a folder of clips (unlabeled, or class folders whose labels are ignored) into log-mel features once, fits the
-normalisation on them, holds out a fixed 2% of the clips (at most 500) for the evaluation loss, and trains on random
-crops of ``seq_len`` frames, corrupted by the objective (``objectives.AUDIO_OBJECTIVES``).
+normalisation on them, holds out a fixed 2% of the clips (at least one of ten or more, at most 500) for the evaluation
+loss, and trains on random crops of ``seq_len`` frames, corrupted by the objective (``objectives.AUDIO_OBJECTIVES``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def audio_setup(cfg):
     corruption = objective.corruption(cfg.mask_prob, noise)
     data = read_audio(cfg.data, "train", settings=settings, require_labels=False, progress=cfg.progress)
     order = np.random.default_rng(0).permutation(len(data))  # the same held-out clips for every seed
-    n_held = min(MAX_HELDOUT, int(len(data) * HELDOUT_FRACTION)) if len(data) >= 10 else 0
+    n_held = min(MAX_HELDOUT, max(1, int(len(data) * HELDOUT_FRACTION))) if len(data) >= 10 else 0
     heldout, train = data.subset(np.sort(order[:n_held])), data.subset(np.sort(order[n_held:]))
     inputs = AudioInputs.fit(train)
     model_cfg = audio_preset(cfg.model, n_mels=settings.n_mels, dropout=cfg.dropout, causal=objective.causal)
