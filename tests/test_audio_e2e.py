@@ -125,7 +125,7 @@ def test_keras_style_model_on_waveforms_learns_the_words(masked_ckpt):
     assert history.history["loss"][-1] < history.history["loss"][0]
     probs = model.predict(x[45:], return_probs=True)
     assert probs.shape == (15, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    # clips at another sample rate are resampled to the model's (8 kHz here), clips longer than max_frames cropped
+    # a waveform in memory is taken at the model's rate (8 kHz here) unless AudioSet.from_waveforms is told another
     assert model.predict([word("ba", rng)[::2]], batch_size=1).shape == (1,)
 
 
