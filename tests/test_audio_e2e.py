@@ -150,6 +150,24 @@ def test_audio_compare_grid_runs_in_seconds(masked_ckpt, speech, tmp_path):
     assert again["ran"] == 0
 
 
+def test_worker_processes_give_the_rows_of_the_in_process_audio_grid(masked_ckpt, speech, tmp_path):
+    # A worker re-reads the splits from the spec's paths with the checkpoint's mel settings (8 kHz, 40 bins here):
+    # the same rows as in one process, to the last digit.
+    from transferlab.experiments.compare import run_compare
+    from transferlab.experiments.executors import ExecutorConfig
+
+    words = speech / "words"
+    spec = {"name": "words", "checkpoints": [str(masked_ckpt)],
+            "task": {"train": str(words / "train"), "dev": str(words / "dev"), "test": str(words / "test")},
+            "methods": ["finetune", "pipeline"], "budgets": [6], "seeds": 2, "train": {"epochs": 1, "batch_size": 8}}
+    rows = {}
+    for workers in (1, 2):
+        result = run_compare(spec, tmp_path / f"w{workers}", progress=False,
+                             executor=ExecutorConfig(workers=workers, threads=1))
+        rows[workers] = [{k: v for k, v in r.items() if k != "wall_s"} for r in result["rows"]]
+    assert len(rows[1]) == 4 and rows[2] == rows[1]
+
+
 def test_bad_audio_stops_the_run_before_anything_is_written(speech, tmp_path, capsys):
     bad = tmp_path / "bad"
     for i in range(3):
