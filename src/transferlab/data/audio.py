@@ -540,7 +540,7 @@ def audio_files(folder: Path, recursive: bool = True) -> list[Path]:
 
 
 def _folder_listing(root: Path, split: str, label_names, require_labels):
-    from .images import _shown, _split_folder
+    from .images import _split_folder, folder_classes
 
     root = _split_folder(root, split)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -558,15 +558,7 @@ def _folder_listing(root: Path, split: str, label_names, require_labels):
     if loose:
         print(f"{root}: ignored {len(loose)} clip(s) directly in the folder (not in a class sub-folder).",
               file=sys.stderr)
-    if label_names is not None:
-        for d in subdirs:
-            if d.name not in label_names:
-                raise UserError(f"class folder '{d}' is not among the known classes {_shown(label_names)} (the "
-                                f"model's classes, in id order). Remove or rename the folder, or pass a label set "
-                                f"that includes '{d.name}'.")
-        names = list(label_names)
-    else:
-        names = [d.name for d in subdirs]
+    names = folder_classes(subdirs, label_names)
     ids = {name: k for k, name in enumerate(names)}
     files, labels = [], []
     for d in subdirs:
@@ -581,74 +573,14 @@ def _folder_listing(root: Path, split: str, label_names, require_labels):
 
 def _csv_listing(path: Path, path_col, label_col, label_names, require_labels):
     """(files, labels or None, label names, "file:line" of each row, row lines) of a CSV of path,label."""
-    from .images import LABEL_COLUMN_CANDIDATES, _pick_column, _shown
-    from .labeled import _class_ids, _csv_records, _decode_lines
+    from .images import csv_listing
 
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read '{path}': {e.strerror or e}. Check the path and its permissions.") from None
-    lines, bad_lines = _decode_lines(raw)
-    records = list(_csv_records(lines))
-    if not records:
-        raise UserError(f"'{path}' is empty. Expected a header row (e.g. path,label) and one row per clip.")
-    start, _, header = records[0]
-    if isinstance(header, str) or start in bad_lines:
-        raise UserError(f"{path}:{start}: cannot read the header row. Fix the file's first line.")
-    columns = [c.strip() for c in header]
-    pi = _pick_column(path, columns, path_col, AUDIO_PATH_COLUMNS, "path_col (--path-col)", required=True)
-    li = _pick_column(path, columns, label_col, LABEL_COLUMN_CANDIDATES, "label_col (--label-col)",
-                      required=require_labels)
-    if li is not None and li == pi:
-        raise UserError(f"'{path}': column '{columns[pi]}' is used both for paths and for labels. Pass different "
-                        f"path_col and label_col.")
-    if len(records) == 1:
-        raise UserError(f"'{path}' has a header row but no data rows. Check that you passed the right file.")
-    files, rows, raw_labels = [], [], []
-    for start, end, rec in records[1:]:
-        where = f"{path}:{start}"
-        if any(line in bad_lines for line in range(start, end + 1)):
-            raise UserError(f"{where}: the line is not valid UTF-8. Re-save the file as UTF-8.")
-        if isinstance(rec, str) or len(rec) != len(columns):
-            raise UserError(f"{where}: expected {len(columns)} comma-separated fields (as the header row). Quote "
-                            f"paths that contain commas.")
-        cell = rec[pi].strip()
-        clip = Path(cell).expanduser()
-        clip = clip if clip.is_absolute() else path.parent / clip
-        if not cell or not clip.is_file():
-            raise UserError(f"{where}: clip '{cell}' not found (looked for '{clip}'; relative paths are relative to "
-                            f"the CSV's folder). Fix the path or delete the row.")
-        label = rec[li].strip() if li is not None else None
-        if li is not None and not label and require_labels:
-            raise UserError(f"{where}: empty label in column '{columns[li]}'. Fill it in, or delete the row.")
-        files.append(clip)
-        rows.append(start)
-        raw_labels.append(label or None)
-    labels, names = None, label_names
-    if li is not None and all(v is not None for v in raw_labels):
-        if label_names is None:
-            names, ids, _ = _class_ids(raw_labels, rows, None)
-        else:
-            index = {name: k for k, name in enumerate(label_names)}
-            for value, row in zip(raw_labels, rows):
-                if value not in index:
-                    raise UserError(f"{path}:{row}: label '{value}' is not among the known classes "
-                                    f"{_shown(label_names)} (the model's classes, in id order). Fix the label, or "
-                                    f"pass the full label set.")
-            names, ids = list(label_names), [index[v] for v in raw_labels]
-        labels = np.asarray(ids, dtype=np.int64)
+    files, labels, names, rows = csv_listing(path, path_col, label_col, label_names, require_labels,
+                                             AUDIO_PATH_COLUMNS, "clip")
     return files, labels, names, [f"{path}:{row}" for row in rows], rows
 
 
 # --------------------------------------------------------------------------------------------------- features + cache
-
-
-def _file_identity(path: Path) -> list:
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise UserError(f"cannot read '{path}': {e.strerror or e}. Check the path and its permissions.") from None
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def cache_root(cache_dir=None) -> Path:
@@ -662,6 +594,8 @@ def _features(files: list[Path], where: list[str], settings: MelSettings, cache_
               progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """(features (F, n_mels) float16, lengths (N,)) of ``files``: from the cache when a complete entry exists,
     else computed (into the cache when the set is large or ``cache_dir`` is given, else in memory)."""
+    from .images import _file_identity
+
     identities = [_file_identity(p) for p in files]
     cached = cache_dir is not None or sum(i[1] for i in identities) > CACHE_MIN_BYTES
     if not cached:
