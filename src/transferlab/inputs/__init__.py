@@ -50,7 +50,7 @@ def load_inputs(directory: str | Path, config: dict):
 
 
 # Reader options of one modality only: giving them for the other is a mistake worth naming.
-TEXT_OPTIONS = ("text_cols", "skip_bad_rows", "header")
+TEXT_OPTIONS = ("text_cols", "skip_bad_rows", "header", "format", "encoding", "coarse_labels")
 IMAGE_OPTIONS = ("resize", "path_col", "cache_dir")
 AUDIO_OPTIONS = ("path_col", "cache_dir")
 MODALITY_OPTIONS = {"text": TEXT_OPTIONS, "image": IMAGE_OPTIONS, "audio": AUDIO_OPTIONS}
@@ -70,8 +70,9 @@ def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names
     if split is None:
         split = "dev" if kind == "text" else "test"
     mine = MODALITY_OPTIONS[kind]
-    others = {k for m, keys in MODALITY_OPTIONS.items() if m != kind for k in keys} - set(mine)
-    wrong = [k for k in sorted(others) if options.get(k)]
+    others = list(dict.fromkeys(k for m, keys in MODALITY_OPTIONS.items() if m != kind for k in keys if k not in mine))
+    # header=False is a given option too (its default is True)
+    wrong = [k for k in others if options.get(k) or (k == "header" and options.get(k) is False)]
     if wrong:
         owner = next(m for m, keys in MODALITY_OPTIONS.items() if wrong[0] in keys)
         raise UserError(f"{', '.join(wrong)} apply to {owner} data; this model reads {kind}.")
@@ -101,7 +102,7 @@ def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names
     if isinstance(x, (str, Path)):
         from ..data.labeled import find_split, read_labeled
 
-        path = find_split(x, split) if Path(x).is_dir() else x
+        path = find_split(x, split) if Path(x).is_dir() and options.get("format") != "files-per-class" else x
         return read_labeled(path, label_names=label_names, task=task, require_labels=require_labels, **options)
     if isinstance(x, tuple) and len(x) == 2 and y is None:
         x, y = x
