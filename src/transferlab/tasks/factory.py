@@ -18,7 +18,7 @@ import torch
 from ..errors import UserError
 from ..inputs import load_inputs, modality
 from ..models import build_backbone, config_from_dict
-from ..objectives import IMAGE_OBJECTIVES, OBJECTIVES, SELF_SUPERVISED, SUPERVISED
+from ..objectives import AUDIO_OBJECTIVES, IMAGE_OBJECTIVES, OBJECTIVES, SELF_SUPERVISED, SUPERVISED
 from ..objectives.seq2seq_lm import Seq2SeqLM
 from ..training.checkpoint import check_weights, load_config, load_weights
 from ..objectives.classification import TASKS, SequenceClassifier
@@ -32,6 +32,8 @@ def build_task(backbone, task: dict):
     kind = task.get("kind")
     if kind in OBJECTIVES:
         return OBJECTIVES[kind][1](backbone)
+    if kind in AUDIO_OBJECTIVES:  # its settings (APC's shift) are recorded beside the kind
+        return AUDIO_OBJECTIVES[kind].module(backbone, **{k: v for k, v in task.items() if k != "kind"})
     if kind == Seq2SeqLM.kind:  # a fine-tuned seq2seq model: same module as bart/mass pretraining
         return Seq2SeqLM(backbone)
     if kind in SELF_SUPERVISED:  # simclr, byol, mae: their settings are the rest of the entry
@@ -40,7 +42,7 @@ def build_task(backbone, task: dict):
         problem = "classification" if kind == SUPERVISED else kind
         return SequenceClassifier(backbone, task.get("num_labels") or 2, problem, task.get("pooling"),
                                   task.get("label_names"), kind=kind)
-    known = ", ".join(list(OBJECTIVES) + list(SELF_SUPERVISED) + list(HEAD_KINDS))
+    known = ", ".join(list(OBJECTIVES) + list(SELF_SUPERVISED) + list(AUDIO_OBJECTIVES) + list(HEAD_KINDS))
     raise UserError(f"unknown task '{kind}'; choose one of {known}.")
 
 

@@ -15,9 +15,10 @@ from ..errors import UserError
 from ..tasks.factory import HEAD_KINDS, INITS, TransferReport, load_model, transfer_module
 
 # Dropout while fine-tuning, per modality, when the caller does not choose: pretraining here runs without it
-# (short CPU runs underfit), fine-tuning a text transformer wants BERT's 0.1; image backbones keep the
-# checkpoint's own (their head dropout, 0 by default, as ResNet and ViT fine-tuning recipes have it).
-FINETUNE_DROPOUT = {"text": 0.1}
+# (short CPU runs underfit), fine-tuning a text transformer wants BERT's 0.1, and so does an audio transformer
+# (HuBERT's and AST's fine-tuning recipes); image backbones keep the checkpoint's own (their head dropout, 0 by
+# default, as ResNet and ViT fine-tuning recipes have it).
+FINETUNE_DROPOUT = {"text": 0.1, "audio": 0.1}
 
 __all__ = ["INITS", "TransferReport", "build_transfer", "load_model"]
 
