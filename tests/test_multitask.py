@@ -453,3 +453,27 @@ def test_bad_specs_name_the_line_and_the_fix_before_training(pretrained_dir, tex
     err = capsys.readouterr().err
     assert match in err and "spec.yaml:" in err and f": {line_of}: " in err, err
     assert not (tmp_path / "out" / "results.jsonl").exists(), "nothing trained"
+
+
+# ------------------------------------------------------------------------------------------------ intermediate
+
+
+def test_compare_runs_intermediate_task_transfer_beside_direct_and_scratch(pretrained_dir, labeled_files, text_tasks,
+                                                                          tmp_path):
+    from transferlab.experiments.compare import run_compare
+
+    train, dev = labeled_files
+    spec = {"name": "inter", "checkpoints": [str(pretrained_dir)],
+            "task": {"train": str(train), "dev": str(dev)},
+            "methods": ["scratch", "finetune",
+                        {"intermediate": {"source": {"train": str(text_tasks / "length"), "task": "regression"},
+                                          "source_epochs": 1, "source_max": 32}}],
+            "budgets": [40], "seeds": 1, "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "max_len": 32}}
+    result = run_compare(spec, out=tmp_path / "cmp", progress=False)
+    kinds = {r["kind"] for r in result["rows"]}
+    assert kinds == {"scratch", "finetune", "intermediate"}
+    inter = next(s for s in result["summary"] if s["kind"] == "intermediate")
+    assert inter["gain"] is not None, "compared with scratch like every transfer method"
+    bad = dict(spec, methods=[{"intermediate": {"source": {"train": str(tmp_path / "nope.tsv")}}}])
+    with pytest.raises(UserError, match=r"methods\.0\.intermediate\.source\.train"):
+        run_compare(bad, out=tmp_path / "bad", progress=False)

@@ -204,7 +204,7 @@ def cmd_multitask(a):
 def cmd_assess(a):
     from .experiments.assess import assess
 
-    assess(a.task, a.checkpoints, against=a.against, out=a.out, progress=not a.quiet)
+    assess(a.task, a.checkpoints, against=a.against, out=a.out, progress=not a.quiet, max_train=a.max_train)
 
 
 def cmd_probe_senses(a):
@@ -561,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "weights)")
     asx.add_argument("--against", help="a compare grid's results.jsonl (or JSON {name: score}): adds the fine-tuned "
                                        "scores and the Kendall tau of each ranking against them")
+    asx.add_argument("--max-train", type=int, help="training examples whose features are scored (a stratified "
+                                                   "sample; default: the spec's max_train, else 2000)")
     asx.add_argument("--out", help="write assess.json and assess.md here")
     asx.add_argument("--quiet", action="store_true")
     asx.set_defaults(func=cmd_assess)

@@ -324,10 +324,11 @@ def fine_tuned_scores(path: str | Path, names: list[str]) -> dict[str, float]:
 
 
 def assess(spec: str | Path | dict, checkpoints: list[str], against: str | Path | None = None,
-           out: str | Path | None = None, progress: bool = True) -> dict:
+           out: str | Path | None = None, progress: bool = True, max_train: int | None = None) -> dict:
     """Score every candidate checkpoint for the spec's task; rank them; with ``against``, compare each ranking
-    with the fine-tuned one (Kendall τ). Returns {"rows", "tau", "table", "task"}; with ``out``, writes
-    assess.json and assess.md there."""
+    with the fine-tuned one (Kendall τ). ``max_train``: training examples scored (default: the spec's
+    ``max_train``, else 2000; a stratified, seeded sample). Returns {"rows", "tau", "table", "task"}; with
+    ``out``, writes assess.json and assess.md there."""
     from ..tasks.factory import checkpoint_modality
 
     task = AssessTask.parse(spec)
@@ -347,7 +348,9 @@ def assess(spec: str | Path | dict, checkpoints: list[str], against: str | Path 
                         f"ranks checkpoints of the task's kind of input only.")
     modality = next(iter(kinds.values()))
     train, dev = task.read(modality)
-    train = _subsample(train, task.max_train)
+    if max_train is not None and max_train < 2:
+        raise UserError(f"--max-train must be at least 2, got {max_train}.")
+    train = _subsample(train, max_train or task.max_train)
     metric = task.task["metric"]
     rows = []
     for name, directory, init in candidates:

@@ -39,7 +39,7 @@ from .grid import RESULTS, run_grid
 from .report import NO_CHECKPOINT
 from .spec import SpecReader, load_yaml
 
-DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora")
+DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora", "intermediate")
 METHODS = DEEP_METHODS + ("pipeline",)
 # 100 labels at batch 32 for 3 epochs are 12 optimizer steps, too few to learn anything, and 67k labels for 3 epochs
 # take hours on a CPU: a fixed epoch count would measure under- or over-training rather than the value of labels.
@@ -60,6 +60,9 @@ METHOD_DEFAULTS = {
     "linear-probe": {"lr": 1e-3},
     "gradual-unfreeze": {"lr_decay": 2.6},
     "lora": {"lr": 5e-4, "rank": 8, "alpha": 16.0, "dropout": 0.0},
+    # Intermediate-task transfer (Phang et al. 2018's STILTs; Pruksachatkun et al. 2020): fine-tune on a labeled
+    # source task first (`source:` its train file and columns), then fine-tune that model on the target.
+    "intermediate": {"source": None, "source_epochs": 1.0, "source_lr": 0.0, "source_max": 0},
     "pipeline": {"C": 1.0, "ngram_max": 2, "max_features": 100_000},
 }
 # The image pipeline is HOG (Dalal & Triggs 2005) + logistic regression; pixels_per_cell is a square cell's side.
@@ -71,9 +74,10 @@ TOP_KEYS = ("name", "checkpoints", "task", "methods", "budgets", "seeds", "train
 TASK_KEYS = ("train", "dev", "test", "text_cols", "label_col", "task", "metric", "metrics", "image_size", "path_col")
 TEXT_TASK_KEYS = ("text_cols",)
 IMAGE_TASK_KEYS = ("image_size", "path_col")
-FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C")
+FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C", "source_epochs", "source_lr")
 INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features",
-            "orientations", "pixels_per_cell", "cells_per_block")
+            "orientations", "pixels_per_cell", "cells_per_block", "source_max")
+SOURCE_KEYS = ("train", "text_cols", "label_col", "task", "image_size", "path_col")
 
 
 # ------------------------------------------------------------------------------------------------ the spec
@@ -266,7 +270,29 @@ class CompareSpec(SpecReader):
                 raise self.error(path, str(e)) from None
         if key in ("orientations", "pixels_per_cell", "cells_per_block") and value < 1:
             raise self.error(path, f"must be positive (got {value}).")
+        if key == "source_epochs" and value <= 0:
+            raise self.error(path, f"must be positive (got {value}).")
+        if key in ("source_lr", "source_max") and value < 0:
+            raise self.error(path, f"must not be negative (got {value}; 0 means the target's lr / every example).")
+        if key == "source":
+            value = self._source_task(path, value)
         return value
+
+    def _source_task(self, path: tuple, source) -> dict:
+        """An intermediate method's source task, read once now so a bad file or column stops the grid here."""
+        if not isinstance(source, dict) or not source.get("train"):
+            raise self.error(path, "the intermediate task: `source: {train: FILE, ...}` (and text_cols, label_col, "
+                                   "task as for the target).")
+        self._check_keys(source, path, SOURCE_KEYS)
+        found = data_modality(source["train"]) if Path(str(source["train"])).exists() else None
+        if found is not None and found != self.modality:
+            raise self.error(path + ("train",), f"holds {found} data but the grid's checkpoints read {self.modality}.")
+        try:
+            data = read_source_task(source, self.modality)
+        except UserError as e:
+            raise self.error(path + ("train",), str(e)) from None
+        # Its file's content joins the run's fingerprint, as the target's files do.
+        return {**source, "file": _file_id(data.source)}
 
     def _parse_methods(self, methods, train_defaults) -> None:
         defaults = IMAGE_TRAIN_DEFAULTS if self.modality == "image" else TRAIN_DEFAULTS
@@ -291,6 +317,9 @@ class CompareSpec(SpecReader):
                                        "(`- lora: {rank: 4}`).")
             if name not in METHODS:
                 raise self.error(path, f"unknown method '{name}'. Choose one of: {', '.join(METHODS)}.")
+            if name == "intermediate" and not overrides.get("source"):
+                raise self.error(path, "intermediate needs its source task: `- intermediate: {source: {train: FILE}}`"
+                                       " (e.g. STS-B before MRPC).")
             own = self._method_defaults(name)
             network_keys = tuple(defaults) + OPTIONAL_KEYS + tuple(own)
             allowed = (tuple(own) if name == "pipeline" else network_keys) + ("label",)
@@ -568,6 +597,14 @@ def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int,
 
     s, task, test = run.method.settings, spec.task, spec.test_set
     init = "scratch" if run.method.method == "scratch" else "pretrained"
+    if run.method.method == "intermediate":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="intermediate-") as tmp:
+            through = _intermediate(run.source.path, s, spec.modality, run.seed, Path(tmp) / "model")
+            return _train_network(spec, Run(run.checkpoint, MethodSpec(run.method.label, "finetune", s), run.budget,
+                                            run.budget_size, run.seed, Checkpoint(run.source.name, str(through),
+                                            run.source.arch, "", "", ""), run.fingerprint, run.dev_size), train)
     model = from_pretrained(run.source.path, task=train.task, num_labels=train.num_labels,
                             label_names=train.label_names, init=init, seed=run.seed, max_len=s.get("max_len", 128),
                             pooling=s.get("pooling"), verbose=False, **image_adaptation(run.source.path, train))
@@ -594,6 +631,37 @@ def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int,
         preds = model.predict(evaluated)
         extra["confusion"] = confusion_matrix(preds, evaluated.labels, train.num_labels).tolist()
     return epochs, max(history["trainable_params"]), extra
+
+
+def read_source_task(source: dict, modality: str):
+    """The training split of an intermediate method's source task."""
+    if modality == "image":
+        from ..data.images import read_images
+
+        size = source.get("image_size")
+        size = (size, size) if isinstance(size, int) else tuple(size) if size else None
+        return read_images(source["train"], "train", resize=size, label_col=source.get("label_col"),
+                           path_col=source.get("path_col"))
+    from ..data.labeled import find_split, read_labeled
+
+    return read_labeled(find_split(source["train"], "train"), text_cols=source.get("text_cols"),
+                        label_col=source.get("label_col"), task=source.get("task"))
+
+
+def _intermediate(checkpoint: str, s: dict, modality: str, seed: int, out: Path) -> Path:
+    """Fine-tune ``checkpoint`` on the source task (a fresh head, all of its labels or ``source_max`` of them),
+    save it to ``out``; the target run then transfers from there, dropping the source head."""
+    data = read_source_task(s["source"], modality)
+    if s.get("source_max") and s["source_max"] < len(data):
+        data = data.subset(stratified_sample(data.labels, s["source_max"], seed, data.task))
+    model = from_pretrained(checkpoint, task=data.task, num_labels=data.num_labels, label_names=data.label_names,
+                            seed=seed, max_len=s.get("max_len", 128), pooling=s.get("pooling"), verbose=False,
+                            **image_adaptation(checkpoint, data))
+    model.compile(lr=s.get("source_lr") or s["lr"], weight_decay=s["weight_decay"], warmup=s["warmup"],
+                  schedule=s["schedule"], precision=s["precision"])
+    model.fit(data, epochs=s["source_epochs"], batch_size=s["batch_size"], seed=seed, verbose=False)
+    model.save(out)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the grid

@@ -152,7 +152,7 @@ class MultitaskSpec(SpecReader):
         if found is not None and found != self.modality:
             raise self.error(path, f"'{file}' holds {found} data but the checkpoint reads {self.modality}; one "
                                    f"backbone reads one kind of input. Put {found} tasks in a spec of their own, with "
-                                   f"a {found} checkpoint.")
+                                   f"a checkpoint that reads {found}.")
 
     def _tasks(self, tasks, shared) -> list[dict]:
         if not tasks or not isinstance(tasks, list):
