@@ -477,3 +477,20 @@ def test_compare_runs_intermediate_task_transfer_beside_direct_and_scratch(pretr
     bad = dict(spec, methods=[{"intermediate": {"source": {"train": str(tmp_path / "nope.tsv")}}}])
     with pytest.raises(UserError, match=r"methods\.0\.intermediate\.source\.train"):
         run_compare(bad, out=tmp_path / "bad", progress=False)
+
+
+def test_image_csv_with_label_columns_reads_images_and_masks(tmp_path):
+    from PIL import Image
+
+    rows = ["path,has_bar,count"]
+    for i, (bar, count) in enumerate([("1", "2"), ("?", "1"), ("0", ""), ("1", "3")]):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{bar},{count}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    src = read_task_source(tmp_path / "train.csv", [{"name": "bar", "kind": "classification", "columns": ["has_bar"]},
+                                                    {"name": "count", "kind": "regression", "columns": ["count"]}],
+                           modality="image")
+    assert src.modality == "image" and src.data.images.shape == (4, 8, 8, 1)
+    assert int(src.data.images[3].max()) == 120, "rows stay in file order"
+    np.testing.assert_array_equal(src.tasks["bar"].values, [1, -1, 0, 1])
+    np.testing.assert_array_equal(src.tasks["count"].present, [True, True, False, True])
