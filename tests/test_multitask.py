@@ -403,6 +403,27 @@ def test_a_tiny_multitask_spec_runs_end_to_end(pretrained_dir, text_tasks, tmp_p
     assert len((out / "results.jsonl").read_text().splitlines()) == 8
 
 
+def test_a_worker_process_gives_the_rows_of_this_process_from_relative_paths(pretrained_dir, text_tasks, tmp_path,
+                                                                             monkeypatch):
+    import shutil
+
+    from transferlab.experiments.executors import ExecutorConfig
+    from transferlab.experiments.multitask import run_multitask
+
+    shutil.copytree(text_tasks / "animal", tmp_path / "animal")
+    monkeypatch.chdir(tmp_path)  # the spec names its data relative to here, as a user's spec does
+    spec = {"name": "rel", "checkpoint": str(pretrained_dir), "seeds": 1, "weighting": "equal",
+            "tasks": [{"name": "animal", "train": "animal", "dev": "animal"}],
+            "train": {"steps": 2, "batch_size": 8, "lr": 1e-3}}
+    here = run_multitask(dict(spec), "here", progress=False, executor=ExecutorConfig(workers=1, threads=1))
+    pool = run_multitask(dict(spec), "pool", progress=False, executor=ExecutorConfig(workers=2, threads=1))
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+    assert pool["ran"] == 2 and strip(pool["rows"]) == strip(here["rows"])
+
+
 def test_shared_file_with_missing_labels_runs_and_drop_incomplete_drops(pretrained_dir, text_tasks):
     from transferlab.recipes.multitask import MultitaskConfig, train_multitask
 

@@ -189,16 +189,22 @@ def cmd_demo(a):
     run_demo(a.out, seeds=a.seeds, quick=a.quick, overwrite=a.overwrite)
 
 
+def _executor(a):
+    from .experiments.executors import ExecutorConfig
+
+    return ExecutorConfig(executor=a.executor, workers=a.workers, threads=a.threads, address=a.address)
+
+
 def cmd_compare(a):
     from .experiments.compare import run_compare
 
-    run_compare(a.spec, a.out, progress=not a.quiet)
+    run_compare(a.spec, a.out, progress=not a.quiet, executor=_executor(a))
 
 
 def cmd_multitask(a):
     from .experiments.multitask import run_multitask
 
-    run_multitask(a.spec, a.out, progress=not a.quiet)
+    run_multitask(a.spec, a.out, progress=not a.quiet, executor=_executor(a))
 
 
 def cmd_assess(a):
@@ -267,7 +273,7 @@ def cmd_icl_scaling(a):
                         shots=a.shots, limit=a.limit, data_root=a.data_root, overflow=a.overflow, steps=a.steps,
                         seq_len=a.seq_len, batch_size=a.batch_size, lr=a.lr, seed=a.seed, precision=a.precision,
                         progress=not a.quiet)
-    run_icl_scaling(cfg, overwrite=a.overwrite)
+    run_icl_scaling(cfg, overwrite=a.overwrite, executor=_executor(a))
     print(f"wrote {Path(a.out) / 'scaling.png'}")
 
 
@@ -279,6 +285,19 @@ def cmd_probe_bias(a):
                      max_new_tokens=a.max_new_tokens, top_words=a.top_words, sentence_pairs=a.sentence_pairs,
                      seed=a.seed, occupations=a.occupations)
     run_bias_probe(a.model, cfg, a.out, overwrite=a.overwrite)
+
+
+def cmd_probe_vision_bias(a):
+    from .experiments.vision_bias import VisionBiasConfig, run_vision_bias
+
+    cfg = VisionBiasConfig(data=a.data, out=a.out, skew=a.skew, styles=tuple(a.styles), model=a.model, steps=a.steps,
+                           batch_size=a.batch_size, lr=a.lr, augment=a.augment, source_size=a.source_size,
+                           target=a.target, target_labels=a.target_labels, transfer_steps=a.transfer_steps,
+                           transfer_batch_size=a.transfer_batch_size, probe_lr=a.probe_lr,
+                           finetune_lr=a.finetune_lr, seeds=a.seeds, precision=a.precision, progress=not a.quiet)
+    result = run_vision_bias(cfg, overwrite=a.overwrite)
+    print("\n".join(result["conclusion"]))
+    print(f"wrote {Path(a.out) / 'vision_bias.md'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -504,10 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--precision", default="auto")
     sc.add_argument("--overwrite", action="store_true")
     sc.add_argument("--quiet", action="store_true")
+    _executor_options(sc)
     sc.set_defaults(func=cmd_icl_scaling)
 
-    pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, word senses").add_subparsers(
-        dest="probe_command", required=True)
+    pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, vision bias, word "
+                                      "senses").add_subparsers(dest="probe_command", required=True)
     pb = pr.add_parser("bias", help="gender bias: paired prompts, occupation templates, stereotype sentence pairs")
     pb.add_argument("--model", required=True, help="pretrained checkpoint (causal LM: all probes; masked LM: (c))")
     pb.add_argument("--pair", action="append", help="'PROMPT A|PROMPT B' (repeatable), added to the defaults")
@@ -521,6 +541,35 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--out", help="write bias.json, bias.md and bias.png here")
     pb.add_argument("--overwrite", action="store_true")
     pb.set_defaults(func=cmd_probe_bias)
+
+    pv = pr.add_parser("vision-bias", help="images: transfer from a source skewed towards one stroke style vs a "
+                                           "balanced one, accuracy per style on a balanced target task",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pv.add_argument("--data", required=True, help="a labeled image set with train (source) and test (target) splits, "
+                                                  "e.g. ../shared/data/mnist")
+    pv.add_argument("--out", required=True, help="writes vision_bias.json/.md/.png and runs/ here; running again "
+                                                 "with the same settings resumes")
+    pv.add_argument("--skew", type=float, default=0.95, help="share of style A in the skewed source, in [0.5, 1)")
+    pv.add_argument("--styles", type=_csv, default=["thick", "thin"],
+                    help="style A (the skewed majority),style B: thin, thick, inverted, plain")
+    pv.add_argument("--model", default="resnet-tiny", help="image preset pretrained on each source")
+    pv.add_argument("--steps", type=int, default=500, help="pretraining steps per source and seed")
+    pv.add_argument("--batch-size", type=int, default=128, help="pretraining batch")
+    pv.add_argument("--lr", type=float, default=2e-3, help="pretraining learning rate")
+    pv.add_argument("--augment", default="light", help="pretraining augmentation recipe (with KEY=VALUE overrides)")
+    pv.add_argument("--source-size", type=int, help="source images, a seeded subset (default: the whole train split)")
+    pv.add_argument("--target", choices=["parity", "low"], default="parity",
+                    help="the target task: class id even/odd, or lower/upper half of the classes (digit < 5)")
+    pv.add_argument("--target-labels", type=int, default=400, help="labeled target images to train the new head")
+    pv.add_argument("--transfer-steps", type=int, default=300)
+    pv.add_argument("--transfer-batch-size", type=int, default=64)
+    pv.add_argument("--probe-lr", type=float, default=1e-2, help="learning rate of the linear probe")
+    pv.add_argument("--finetune-lr", type=float, default=1e-3, help="learning rate of full fine-tuning")
+    pv.add_argument("--seeds", type=int, default=3)
+    pv.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    pv.add_argument("--overwrite", action="store_true", help="start again instead of resuming --out")
+    pv.add_argument("--quiet", action="store_true", help="no progress bars")
+    pv.set_defaults(func=cmd_probe_vision_bias)
 
     cv = sub.add_parser("convert", help="Hugging Face checkpoints (BERT, RoBERTa, GPT-2, BART) in and out")
     way = cv.add_mutually_exclusive_group(required=True)
@@ -543,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="output directory (default: the spec's `out:`, else runs/compare/NAME); "
                                    "re-running into it resumes")
     cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
+    _executor_options(cmp)
     cmp.set_defaults(func=cmd_compare)
 
     mt = sub.add_parser("multitask", help="tasks trained jointly on one backbone vs each alone, from a YAML spec: "
@@ -551,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--out", help="output directory (default: the spec's `out:`, else runs/multitask/NAME); "
                                   "re-running into it resumes")
     mt.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
+    _executor_options(mt)
     mt.set_defaults(func=cmd_multitask)
 
     asx = sub.add_parser("assess", help="rank checkpoints for a labeled task from frozen features (LogME, kNN, "
@@ -581,6 +632,23 @@ def _common_train(p):
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _executor_options(p):
+    # experiments.executors.ExecutorConfig validates these (the CLI imports no torch)
+    p.add_argument("--workers", default="auto",
+                   help="runs at a time: N worker processes on this machine (1: one after another in this "
+                        "process), or with --executor ray the most runs in flight; default auto: as many as the "
+                        "cores and memory allow, at most the runs left")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: the cores divided among the "
+                                               "workers; 1 with Ray). Rows are identical across executors at the "
+                                               "same thread count")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: worker processes on this machine; ray: Ray tasks on a cluster")
+    p.add_argument("--address", help="with --executor ray: the cluster's HOST:PORT (`ray start --head` prints it), "
+                                     "ray://HOST:PORT or auto; default: start a local Ray in this process. The "
+                                     "workers read data and checkpoints from the same paths, so every node must "
+                                     "see them")
 
 
 def _distributed(p):

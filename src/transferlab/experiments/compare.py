@@ -16,11 +16,13 @@ network run keeps the weights of its best dev epoch and the report's headline is
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ from ..training.checkpoint import load_config
 from ..training.optim import SCHEDULES
 from ..transfer import from_pretrained
 from . import report
+from .executors import ExecutorConfig
 from .grid import RESULTS, run_grid
 from .report import NO_CHECKPOINT
 from .spec import SpecReader, load_yaml
@@ -118,6 +121,7 @@ class CompareSpec(SpecReader):
     test_set: object = field(repr=False, default=None)
     lines: dict = field(repr=False, default_factory=dict)
     budget_sizes: dict = field(default_factory=dict)  # budget name -> number of training examples
+    task_entry: dict = field(repr=False, default_factory=dict)  # the spec's `task:` as written (workers re-read it)
 
     @classmethod
     def parse(cls, spec: str | Path | dict) -> "CompareSpec":
@@ -184,6 +188,7 @@ class CompareSpec(SpecReader):
         if self.modality == "image" and kind not in (None, "classification"):
             raise self.error(("task", "task"), f"image tasks are classification (got '{kind}').")
         train, dev, test = self._read_splits(task, text_cols, kind)
+        self.task_entry = dict(task)
         metrics = task.get("metrics") or []
         if isinstance(metrics, str):
             metrics = [m.strip() for m in metrics.split(",")]
@@ -444,10 +449,7 @@ class CompareSpec(SpecReader):
         for c in self.checkpoints:
             scratch_for.setdefault(c.arch, c)
         runs = []
-        files = [_file_id(self.train_set.source), _file_id(self.dev_set.source)]
-        if self.test_set is not None:
-            files.append(_file_id(self.test_set.source))
-        data_id = _sha256_text(json.dumps([self.task, *files], sort_keys=True))
+        data_id = _sha256_text(json.dumps([self.task, *self.data_files()], sort_keys=True))
         for budget in self.budgets:
             for seed in self.seeds:
                 for m in self.methods:
@@ -465,6 +467,18 @@ class CompareSpec(SpecReader):
                         runs.append(Run(c.name if c else NO_CHECKPOINT, m, budget, self.budget_sizes[budget], seed,
                                         c, fingerprint, len(self.dev_set)))
         return runs
+
+    def data_files(self) -> list[list]:
+        """[path, sha256] of the files the splits were read from (train, dev, then test if any)."""
+        return [_file_id(d.source) for d in (self.train_set, self.dev_set, self.test_set) if d is not None]
+
+    def paths(self) -> list[str]:
+        """Every file and directory a run reads, absolute: the data as the spec names it, the files the splits
+        were read from, and the checkpoint directories."""
+        named = [self.task_entry[k] for k in ("train", "dev", "test") if self.task_entry.get(k)]
+        sources = [d.source for d in (self.train_set, self.dev_set, self.test_set) if d is not None]
+        found = [*named, *sources, *(c.path for c in self.checkpoints)]
+        return list(dict.fromkeys(os.path.abspath(str(p)) for p in found))
 
     def describe(self) -> dict:
         """The setup, as plain data for results and reports."""
@@ -664,6 +678,67 @@ def _intermediate(checkpoint: str, s: dict, modality: str, seed: int, out: Path)
     return out
 
 
+# ------------------------------------------------------------------------------------------------ in a worker
+
+# Data sets a worker process has read, by CompareWork.token: read once per process, however many runs it does.
+_WORKER_DATA: dict[str, tuple] = {}
+
+
+class CompareWork:
+    """``run_one`` for a grid's executor: callable on a ``Run``, and picklable without the data sets.
+
+    In this process it runs on the spec as parsed. Sent to a worker process (or a Ray node) it travels without
+    the train/dev/test sets, and the worker reads them again from the paths the spec names (relative ones from
+    the directory the grid was started in), once per process, checking that their contents are still what the
+    grid was planned on. Re-reading costs a fraction of a second once per worker (docs/performance.md) and sends
+    no data over the wire, which on a cluster is the point.
+    """
+
+    def __init__(self, spec: CompareSpec):
+        self.spec = spec
+        self.cwd = os.getcwd()
+        self.files = [sha for _, sha in spec.data_files()]
+        self.token = _sha256_text(json.dumps([self.cwd, spec.task_entry, self.files], sort_keys=True, default=str))
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["spec"] = replace(self.spec, train_set=None, dev_set=None, test_set=None)
+        return state
+
+    def __call__(self, run: Run) -> dict:
+        if self.spec.train_set is not None:
+            return run_one(self.spec, run)
+        if run.source is not None:
+            run = replace(run, source=replace(run.source, path=self._path(run.source.path)))
+        if run.method.method == "intermediate":  # its source task's file, relative to where the grid started
+            source = run.method.settings["source"]
+            source = {**source, "train": self._path(str(source["train"]))}
+            run = replace(run, method=replace(run.method, settings={**run.method.settings, "source": source}))
+        return run_one(self._spec_with_data(), run)
+
+    def _path(self, path: str) -> str:
+        return os.path.join(self.cwd, path)  # an absolute path stays as it is
+
+    def _spec_with_data(self) -> CompareSpec:
+        if self.token not in _WORKER_DATA:
+            spec = self.spec
+            entry = {k: (self._path(str(v)) if k in ("train", "dev", "test") and v else v)
+                     for k, v in spec.task_entry.items()}
+            text_cols = entry.get("text_cols")
+            splits = spec._read_splits(entry, [text_cols] if isinstance(text_cols, str) else text_cols,
+                                       entry.get("task"))
+            for data, sha in zip([d for d in splits if d is not None], self.files):
+                if _sha256(Path(data.source)) != sha:
+                    raise UserError(f"{data.source} changed while the grid ran (its contents differ from what "
+                                    f"the grid was planned on). Restore it, or start the grid again: runs of the "
+                                    f"new contents get new fingerprints.")
+            _WORKER_DATA.clear()  # one grid's data per process
+            _WORKER_DATA[self.token] = splits
+        with_data = copy.copy(self.spec)
+        with_data.train_set, with_data.dev_set, with_data.test_set = _WORKER_DATA[self.token]
+        return with_data
+
+
 # ------------------------------------------------------------------------------------------------ the grid
 
 
@@ -672,13 +747,15 @@ def default_out(spec: CompareSpec) -> Path:
 
 
 def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, executor: ExecutorConfig | None = None) -> dict:
     """Run (or resume) a comparison grid and write its results, summary, plots and report.
 
     Args:
         spec_or_path: a YAML spec path, the same data as a dict, or a parsed ``CompareSpec``.
         out: the output directory (default: the spec's ``out:``, else runs/compare/NAME).
         progress: show the runs-done / ETA bar and a line per finished run.
+        executor: where the runs execute (local worker processes, Ray); None: one after another in this
+            process. The rows are the same either way at the same thread count per run.
     Returns:
         {"rows": the results rows of this spec, "summary": summary rows, "conclusion": paragraphs,
          "files": written paths, "ran": runs trained now, "skipped": runs found finished}.
@@ -701,9 +778,16 @@ def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path |
                 f"{row['metric']} {value:.4f} ({row['wall_s']:.1f} s)")
 
     # The old report no longer describes the results once new runs land: removed before the first new run.
-    grid = run_grid(plan, lambda run: run_one(spec, run), results_path, progress=progress, describe=describe,
+    grid = run_grid(plan, CompareWork(spec), results_path, progress=progress, describe=describe,
                     row_key=lambda row: (row["checkpoint"], row["method"], row["budget"], row["seed"]),
-                    on_resume=lambda: report.remove_outputs(out))
+                    on_resume=lambda: report.remove_outputs(out), executor=executor, paths=spec.paths())
+    if grid["failed"]:
+        failed = grid["failed"]
+        listed = "; ".join(f"{f['label']} (log: {f['log']})" for f in failed[:5])
+        raise UserError(f"{len(failed)} of {len(plan)} runs failed: {listed}{' ...' if len(failed) > 5 else ''}. "
+                        f"The {len(grid['rows'])} finished runs are kept in {results_path}; no report was written, "
+                        f"since it would leave the failed runs out. Read the logs, then run the same command "
+                        f"again: it runs only what is missing.")
     rows = grid["rows"]
     written = report.write_all(out, spec.describe(), rows)
     if progress:

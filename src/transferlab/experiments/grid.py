@@ -6,19 +6,27 @@ with a ``key`` (its place in the grid), a ``fingerprint`` (a hash of everything 
 A finished run's row is there when a grid is started again with the same settings (same key and fingerprint), so
 it is not run again: an interrupted grid resumes where it stopped. A row is written only when its run has finished
 (fsynced), so an interrupted run simply starts over; a torn last line from a crash is dropped.
+
+Where the runs execute is the ``executor``'s business (``executors.py``: this process, local worker processes, or a
+Ray cluster); the rows are written here, by the driver alone, whichever worker finished them. A run that fails
+(an exception, or its worker died twice) is reported with its log under ``logs/`` beside the results and left out
+of them, so the next invocation runs it again; the other runs go on. A user mistake (``UserError``) stops the grid.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
 from ..fsutil import write_text
+from .executors import ExecutorConfig, Sequential
 
 RESULTS = "results.jsonl"
 
@@ -51,45 +59,140 @@ def append_result(path: Path, row: dict) -> None:
 
 def run_grid(plan: list, run_one: Callable[[object], dict], results_path: Path, row_key: Callable[[dict], tuple],
              progress: bool = True, describe: Callable[[object, dict], str] | None = None,
-             on_resume: Callable[[], None] | None = None) -> dict:
+             on_resume: Callable[[], None] | None = None, executor: ExecutorConfig | None = None,
+             paths: Sequence[str] = ()) -> dict:
     """Run every run of ``plan`` whose row is not in ``results_path`` yet.
 
     Args:
-        plan: the runs, in the order to run them.
-        run_one: run -> its results row (must hold the run's ``fingerprint``).
+        plan: the runs, in the order to start them.
+        run_one: run -> its results row (must hold the run's ``fingerprint``). With worker processes or Ray it is
+            pickled once and sent to every worker: keep big data out of it (read it in the worker instead).
         results_path: the results.jsonl to read and append to.
         row_key: a stored row -> the ``run.key`` it belongs to.
         describe: (run, row) -> the line printed when it finishes.
         on_resume: called once before the first new run (e.g. to remove a report the new rows will outdate).
+        executor: where the runs execute; None: one after another in this process, with torch's thread count.
+        paths: files and directories every worker reads, checked before any run starts.
     Returns:
-        {"rows": the rows of ``plan`` in plan order, "ran": runs done now, "skipped": runs found finished}.
+        {"rows": the finished rows of ``plan`` in plan order, "ran": runs finished now, "skipped": runs found
+         finished, "failed": [{"key", "label", "log"}] of runs that failed now, "threads": per run}.
     """
     done = {row_key(row) + (row["fingerprint"],): row for row in read_results(results_path)}
     todo = [r for r in plan if r.key + (r.fingerprint,) not in done]
-    pending = {id(r) for r in todo}
     ignored = len(done) - (len(plan) - len(todo))
-    if todo and on_resume is not None:
-        on_resume()
     say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else (lambda msg: None)
     if done:
         say(f"resuming {results_path.parent}: {len(plan) - len(todo)} of {len(plan)} runs already finished"
             + (f"; {ignored} rows from other settings are kept in {results_path.name} but left out" if ignored
                else ""))
-    # The bar advances by estimated cost, so the ETA weighs a 67k-example run above a 100-example one.
-    bar = tqdm(total=sum(r.cost() for r in plan), initial=sum(r.cost() for r in plan if id(r) not in pending),
-               disable=not progress, file=sys.stderr, dynamic_ncols=True,
-               bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-    finished = len(plan) - len(todo)
-    for run in todo:
-        bar.set_description_str(f"runs {finished}/{len(plan)} (now {run.label})")
-        row = run_one(run)
-        append_result(results_path, row)
-        done[run.key + (run.fingerprint,)] = row
-        finished += 1
-        bar.update(run.cost())
-        if describe is not None:
-            say(describe(run, row))
-    bar.set_description_str(f"runs {finished}/{len(plan)}")
-    bar.close()
-    return {"rows": [done[r.key + (r.fingerprint,)] for r in plan], "ran": len(todo),
-            "skipped": len(plan) - len(todo)}
+    if executor is None:
+        import torch
+
+        runner, notes = Sequential(torch.get_num_threads()), []
+    else:
+        runner, notes = executor.build(len(todo))
+    failed = []
+    if todo:
+        with runner:
+            for note in notes:
+                say(note)
+            say(f"{len(todo)} run{'s' if len(todo) > 1 else ''}: {runner.describe()}")
+            runner.check(paths)  # before anything changes: a worker that cannot read the data fails no run
+            if on_resume is not None:
+                on_resume()
+            _drive(runner, run_one, plan, todo, done, failed, results_path, progress, describe, say)
+    return {"rows": [done[r.key + (r.fingerprint,)] for r in plan if r.key + (r.fingerprint,) in done],
+            "ran": len(todo) - len(failed), "skipped": len(plan) - len(todo), "failed": failed,
+            "threads": runner.threads}
+
+
+class _Bar:
+    """Runs done / running / failed, the share of the estimated cost done, and an ETA from measured run times."""
+
+    def __init__(self, plan: list, todo: list, slots: int, progress: bool):
+        self.total, self.slots = len(plan), slots
+        self.finished, self.running, self.failed = len(plan) - len(todo), 0, 0
+        self.left = {id(r): r.cost() for r in todo}
+        self.rates: list[float] = []  # measured this session: each run's seconds per unit of estimated cost
+        self.eta, self.eta_at = None, 0.0
+        # The bar advances by estimated cost, so a 67k-example run weighs more than a 100-example one.
+        total = sum(r.cost() for r in plan)
+        self.bar = tqdm(total=total, initial=total - sum(self.left.values()),
+                        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]")
+        self.show()
+
+    def update(self, kind: str, run=None, wall_s: float = 0.0) -> None:
+        if kind == "start":
+            self.running += 1
+        elif kind in ("done", "failed", "retry"):
+            self.running -= 1
+            if kind != "retry":
+                cost = self.left.pop(id(run))
+                self.bar.update(cost)
+                self.finished += kind == "done"
+                self.failed += kind == "failed"
+                if kind == "done" and wall_s > 0 and cost > 0:
+                    self.rates.append(wall_s / cost)
+        if kind != "tick" and self.rates:
+            # The median rate: a worker's first run also pays its imports, which a mean would spread over the
+            # rest. Work left is divided over the runs that can go at once; runs in flight count whole.
+            rate = statistics.median(self.rates)
+            parallel = max(1, min(self.slots, len(self.left)))
+            self.eta, self.eta_at = sum(self.left.values()) * rate / parallel, time.monotonic()
+        self.show()
+
+    def show(self) -> None:
+        parts = [f"runs {self.finished}/{self.total}", f"{self.running} running"]
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        self.bar.set_description_str(", ".join(parts), refresh=False)
+        if self.eta is None:
+            eta = "ETA after the first run" if self.left else ""
+        else:
+            eta = f"ETA {tqdm.format_interval(max(0.0, self.eta - (time.monotonic() - self.eta_at)))}"
+        self.bar.set_postfix_str(eta, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _drive(runner, run_one, plan, todo, done, failed, results_path, progress, describe, say) -> None:
+    """Consume the executor's events: write each finished row (here only), log failures, keep the bar current."""
+    bar = _Bar(plan, todo, runner.slots, progress)
+    events = runner.execute(run_one, todo)
+    try:
+        for event in events:
+            run = event.run
+            if event.kind == "done":
+                row = {**event.row, "threads": runner.threads}
+                append_result(results_path, row)
+                done[run.key + (run.fingerprint,)] = row
+            elif event.kind in ("failed", "retry"):
+                log = results_path.parent / "logs" / f"{_slug(run.key)}.log"
+                log.parent.mkdir(exist_ok=True)
+                log.write_text(event.log, encoding="utf-8")
+                if event.kind == "failed":
+                    failed.append({"key": list(run.key), "label": run.label, "log": str(log)})
+            bar.update(event.kind, run, event.wall_s)
+            if event.kind == "done" and describe is not None:
+                say(describe(run, done[run.key + (run.fingerprint,)]))
+            elif event.kind == "retry":
+                say(f"  {run.label}: its worker died; running it once more (log: {log})")
+            elif event.kind == "failed":
+                say(f"  {run.label}: FAILED (log: {log}); the other runs go on")
+    except KeyboardInterrupt:
+        events.close()  # stops the workers before the message, so nothing runs on after it
+        bar.close()
+        say(f"stopped: {bar.finished} of {len(plan)} runs are finished and kept in {results_path}; the runs in "
+            f"flight were dropped. Run the same command again to resume.")
+        raise
+    finally:
+        events.close()
+        bar.close()
+
+
+def _slug(key: tuple) -> str:
+    """A file name for a run's key, e.g. ("mlm", "lora", "100", 0) -> "mlm_lora_100_0"."""
+    return "_".join("".join(c if c.isalnum() or c in "-." else "-" for c in str(k)) for k in key)

@@ -9,7 +9,9 @@ learning. On natural text at CPU scale, expect flat curves near chance on the ha
 
 from __future__ import annotations
 
-import sys
+import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from ..errors import UserError
 from ..evaluation.generate import load_causal_lm, trained_window
 from ..evaluation.icl import evaluate_icl, load_task, parse_shots, write_pattern_corpus
 from ..fsutil import clear_output_dir, write_json
+from .executors import ExecutorConfig
+from .grid import run_grid
 from .plots import _colours, _figure, _save
 
 
@@ -59,43 +63,116 @@ def _synthetic_corpus(out: Path, cfg: ScalingConfig) -> str:
     return str(prepare_corpus([text], tokenizer, out / "corpus", heldout_fraction=0.02, progress=False))
 
 
-def _pretrain_family(out: Path, cfg: ScalingConfig) -> list[str]:
-    from ..recipes.pretrain import PretrainConfig, pretrain
+@dataclass
+class FamilyRun:
+    """One model of the family: a preset to pretrain (``size``) or an existing ``checkpoint``, then evaluated."""
 
-    corpus = cfg.corpus or _synthetic_corpus(out, cfg)
-    finals = []
-    for size in cfg.sizes:
-        finals.append(str(pretrain(PretrainConfig(
-            corpus=corpus, out=str(out / "models" / size), objective="clm", model=size, steps=cfg.steps,
-            seq_len=cfg.seq_len, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, precision=cfg.precision,
-            progress=cfg.progress, eval_batches=2))))
-    return finals
+    name: str
+    size: str | None
+    checkpoint: str | None
+    fingerprint: str
+    weight: float = 1.0
+
+    @property
+    def key(self) -> tuple:
+        return (self.name,)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({'pretrain + evaluate' if self.size else 'evaluate'})"
+
+    def cost(self) -> float:
+        return self.weight
 
 
-def run_icl_scaling(cfg: ScalingConfig, overwrite: bool = False) -> dict:
+class FamilyWork:
+    """Pretrains (or takes) one model and evaluates it: ``run_one`` of the family grid, picklable for worker
+    processes. The tasks travel with it (a few hundred documents); paths are resolved against the directory the
+    command was started in, and ``checkpoint`` in a row stays as that directory names it."""
+
+    def __init__(self, cfg: ScalingConfig, corpus: str | None, tasks: list, shots: list[int]):
+        self.cfg, self.corpus, self.tasks, self.shots = cfg, corpus, tasks, shots
+        self.cwd = os.getcwd()
+
+    def __call__(self, run: FamilyRun) -> dict:
+        from ..recipes.pretrain import PretrainConfig, pretrain
+
+        cfg = self.cfg
+        checkpoint = run.checkpoint
+        if run.size is not None:
+            checkpoint = str(Path(cfg.out) / "models" / run.size / "final")
+            pretrain(PretrainConfig(
+                corpus=os.path.join(self.cwd, self.corpus), out=os.path.join(self.cwd, cfg.out, "models", run.size),
+                objective="clm", model=run.size, steps=cfg.steps, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+                lr=cfg.lr, seed=cfg.seed, precision=cfg.precision, progress=False, eval_batches=2))
+        where = os.path.join(self.cwd, checkpoint)
+        module, tokenizer = load_causal_lm(where)
+        params = sum(p.numel() for p in module.backbone.parameters())
+        results, _ = evaluate_icl(module, tokenizer, self.tasks, self.shots, cfg.overflow, progress=False,
+                                  window=trained_window(where))
+        return {"name": run.name, "checkpoint": checkpoint, "params": params, "results": results,
+                "fingerprint": run.fingerprint}
+
+
+def _family(cfg: ScalingConfig) -> list[FamilyRun]:
+    """The models to pretrain or take, biggest first: they take longest, so a pool starts them first."""
+    from ..models.config import PRESETS
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress", "sizes", "checkpoints")}
+    runs = []
+    for ckpt in cfg.checkpoints or []:
+        name = Path(ckpt).parent.name if Path(ckpt).name == "final" else Path(ckpt).name
+        runs.append(FamilyRun(name, None, str(ckpt), _fingerprint([settings, os.path.abspath(ckpt)])))
+    for size in [] if cfg.checkpoints else cfg.sizes:
+        if size not in PRESETS:
+            raise UserError(f"--sizes: unknown preset '{size}'; choose from {', '.join(PRESETS)}.")
+        # Pretraining dominates: cost ~ parameters per token (12 L d^2) for the ETA and the order.
+        weight = 12 * PRESETS[size]["n_layer"] * PRESETS[size]["d_model"] ** 2
+        runs.append(FamilyRun(size, size, None, _fingerprint([settings, size]), weight))
+    names = [r.name for r in runs]
+    for name in names:
+        if names.count(name) > 1:
+            raise UserError(f"two models of the family are called '{name}'; name the checkpoint directories "
+                            f"apart (or list each preset once).")
+    return sorted(runs, key=lambda r: -r.weight)
+
+
+def _fingerprint(parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_icl_scaling(cfg: ScalingConfig, overwrite: bool = False, executor: ExecutorConfig | None = None) -> dict:
     """Pretrain (or take) the family, evaluate every model at every shot count, write table + plot.
 
+    Args:
+        cfg: the family, tasks and pretraining settings.
+        overwrite: replace an existing ``cfg.out``.
+        executor: where the models are pretrained and evaluated (each independently: worker processes, Ray);
+            None: one after another in this process.
     Returns:
         {"models": [{"name", "checkpoint", "params", "results": {task: {shots: metrics}}}], ...}
     """
     shots = parse_shots(cfg.shots)
     if not cfg.checkpoints and not cfg.sizes:
         raise UserError("icl-scaling needs --sizes (presets to pretrain) or --checkpoints (existing models).")
+    family = _family(cfg)
     out = clear_output_dir(cfg.out, overwrite, "icl-scaling")
     out.mkdir(parents=True, exist_ok=True)
     # load the tasks first: a bad task file should fail before minutes of pretraining
     tasks = [load_task(t, cfg.data_root, cfg.limit) for t in cfg.tasks]
-    checkpoints = list(cfg.checkpoints or _pretrain_family(out, cfg))
-    models = []
-    for ckpt in checkpoints:
-        module, tokenizer = load_causal_lm(ckpt)
-        params = sum(p.numel() for p in module.backbone.parameters())
-        name = Path(ckpt).parent.name if Path(ckpt).name == "final" else Path(ckpt).name
-        if cfg.progress:
-            print(f"{name}: {params / 1e6:.2f}M parameters", file=sys.stderr)
-        results, _ = evaluate_icl(module, tokenizer, tasks, shots, cfg.overflow, progress=cfg.progress,
-                                  window=trained_window(ckpt))
-        models.append({"name": name, "checkpoint": ckpt, "params": params, "results": results})
+    corpus = None if cfg.checkpoints else (cfg.corpus or _synthetic_corpus(out, cfg))
+    paths = [os.path.abspath(p) for p in [*(cfg.checkpoints or []), *([corpus] if corpus else []), out]]
+
+    def describe(run: FamilyRun, row: dict) -> str:
+        return f"{row['name']}: {row['params'] / 1e6:.2f}M parameters"
+
+    grid = run_grid(family, FamilyWork(cfg, corpus, tasks, shots), out / "family.jsonl", row_key=lambda r: (r["name"],),
+                    progress=cfg.progress, describe=describe, executor=executor, paths=paths)
+    if grid["failed"]:
+        listed = "; ".join(f"{f['label']} (log: {f['log']})" for f in grid["failed"])
+        raise UserError(f"{len(grid['failed'])} of {len(family)} models failed: {listed}. No table or plot was "
+                        f"written. Read the logs; then run again with --overwrite.")
+    models = [{k: v for k, v in row.items() if k not in ("fingerprint", "threads")} for row in grid["rows"]]
     models.sort(key=lambda m: m["params"])
     summary = {"config": asdict(cfg), "models": models}
     write_json(out / "results.json", summary)

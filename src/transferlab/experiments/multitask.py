@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -344,8 +345,18 @@ class MultitaskSpec(SpecReader):
         return runs
 
     def _run(self, variant, task, cfg, ckpt_id) -> MultitaskRun:
+        # the fingerprint sees the paths as the spec wrote them; the run reads them absolute, so a worker process
+        # (or a Ray node with the same file system) started elsewhere reads the same files
         fingerprint = _hash(json.dumps([asdict(cfg), self.data_id, ckpt_id], sort_keys=True, default=str))[:16]
-        return MultitaskRun(variant, task, cfg.seed, cfg, fingerprint)
+        return MultitaskRun(variant, task, cfg.seed, _absolute(cfg), fingerprint)
+
+    def paths(self) -> list[str]:
+        """Every file and directory a run reads, absolute: the checkpoint and the tasks' data files."""
+        cfg = _absolute(self.base)
+        found = [cfg.init if cfg.init != "scratch" else cfg.like]
+        for entry in [*cfg.tasks, cfg.data or {}]:
+            found += [entry[k] for k in ("train", "dev", "test") if entry.get(k)]
+        return list(dict.fromkeys(found))
 
     def describe(self) -> dict:
         return {"name": self.name, "spec": self.source, "modality": self.modality,
@@ -356,6 +367,16 @@ class MultitaskSpec(SpecReader):
                 "sampling": self.base.sampling, "temperature": self.base.temperature,
                 "sampling_weights": self.base.sampling_weights,
                 "train": {k: getattr(self.base, k) for k in TRAIN_DEFAULTS}}
+
+
+def _absolute(cfg: MultitaskConfig) -> MultitaskConfig:
+    """``cfg`` with its checkpoint and data paths made absolute (from this process's working directory)."""
+    def files(entry: dict) -> dict:
+        return {k: (os.path.abspath(str(v)) if k in ("train", "dev", "test") and v else v) for k, v in entry.items()}
+
+    return replace(cfg, init=cfg.init if cfg.init == "scratch" else os.path.abspath(cfg.init),
+                   like=os.path.abspath(cfg.like) if cfg.like else None, tasks=[files(t) for t in cfg.tasks],
+                   data=files(cfg.data) if cfg.data else None)
 
 
 def _hash(text: str) -> str:
@@ -529,9 +550,14 @@ def summary_csv(summary: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def run_multitask(spec_or_path, out: str | Path | None = None, progress: bool = True) -> dict:
+def run_multitask(spec_or_path, out: str | Path | None = None, progress: bool = True, executor=None) -> dict:
     """Run (or resume) a multi-task spec and write results.jsonl, summary.csv and report.md.
 
+    Args:
+        spec_or_path: a spec file, a dict, or a parsed ``MultitaskSpec``.
+        out: the output directory (default: the spec's ``out:``, else runs/multitask/NAME).
+        progress: print progress and the report.
+        executor: an ``experiments.executors.ExecutorConfig`` (worker processes, Ray); None: this process.
     Returns:
         {"rows", "summary", "conclusion", "files", "ran", "skipped"}.
     """
@@ -551,8 +577,15 @@ def run_multitask(spec_or_path, out: str | Path | None = None, progress: bool = 
         for name in (SUMMARY, REPORT_MD):
             (out / name).unlink(missing_ok=True)
 
-    grid = run_grid(spec.plan(), run_one, results_path, row_key=lambda r: (r["variant"], r["task"] or "", r["seed"]),
-                    progress=progress, describe=describe, on_resume=stale)
+    plan = spec.plan()
+    grid = run_grid(plan, run_one, results_path, row_key=lambda r: (r["variant"], r["task"] or "", r["seed"]),
+                    progress=progress, describe=describe, on_resume=stale, executor=executor, paths=spec.paths())
+    if grid["failed"]:
+        listed = "; ".join(f"{f['label']} (log: {f['log']})" for f in grid["failed"][:5])
+        raise UserError(f"{len(grid['failed'])} of {len(plan)} runs failed: {listed}. The {len(grid['rows'])} "
+                        f"finished runs are kept in {results_path}; no report was written, since it would leave "
+                        f"the failed runs out. Read the logs, then run the same command again: it runs only what "
+                        f"is missing.")
     setup = spec.describe()
     summary = summarize(grid["rows"], setup)
     paragraphs = conclusions(summary, setup)

@@ -150,24 +150,38 @@ class Attention(nn.Module):
             q, k = rope_q.apply(q), rope_k.apply(k)
         if cache is not None:  # incremental decoding: attend to the cached past and the new positions
             k, v = cache.append(k, v)
-        if self.training and self.dropout > 0 and x.device.type == "cpu":
-            y = self._attend_with_dropout(q, k, v, mask, is_causal and mask is None)
+        if x.device.type == "cpu" and (self.training and self.dropout > 0 or _math_is_faster(q, k, mask)):
+            y = self._attend_math(q, k, v, mask, is_causal and mask is None)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
                                                dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.proj(y)
 
-    def _attend_with_dropout(self, q, k, v, mask, is_causal: bool) -> torch.Tensor:
-        """What SDPA computes on CPU once dropout is on (its math path: scores, softmax, dropout, values), with the
-        cheaper dropout mask. (B, nh, T, hs) q and (B, nh, S, hs) k, v -> (B, nh, T, hs)."""
+    def _attend_math(self, q, k, v, mask, is_causal: bool) -> torch.Tensor:
+        """SDPA's math path (scores, softmax, dropout when training, values), with the cheaper dropout mask.
+        (B, nh, T, hs) q and (B, nh, S, hs) k, v -> (B, nh, T, hs)."""
         scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, nh, T, S)
         if is_causal:  # top-left aligned, as SDPA's is_causal
             mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        weights = dropout(scores.softmax(-1), self.dropout, True)
+        weights = dropout(scores.softmax(-1), self.dropout, self.training)
         return weights @ v
+
+
+# Up to this many query x key positions, unmasked bf16 attention on CPU runs the math path (batched matmuls +
+# softmax) rather than SDPA's flash kernel, whose bf16 backward is slow on this CPU. One thread on the Zen 4 CPU,
+# forward + backward, head size 64 (a throwaway timing): 128x3 heads of 49 x 49 (vit-mini on 28x28) 86 ms flash
+# against 33 math; 32x4 of 128 x 128 107 against 34; 8x4 of 512 x 512 175 against 79. The math path keeps the
+# (B, nh, T, S) probabilities for backward, so long sequences keep flash's memory. Padding masks keep SDPA too
+# (its handling of a fully masked row is its own).
+MATH_ATTENTION_MAX = 256 * 256
+
+
+def _math_is_faster(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """Unmasked bf16 attention short enough that the math path beats the CPU flash kernel (measured above)."""
+    return q.dtype == torch.bfloat16 and mask is None and q.shape[-2] * k.shape[-2] <= MATH_ATTENTION_MAX
 
 
 class MLP(nn.Module):

@@ -6,8 +6,14 @@ ImageNet's stem (7x7 stride-2 conv + max-pool) shrinks a 28x28 image to 7x7 befo
 torchvision's ResNet (``conv1``, ``bn1``, ``layer1.0.conv1``, ``downsample``) so its trunk weights map one to one.
 
 The trunk returns its last feature map flattened to (B, H'·W', C): the mean-pooling head is then global average
-pooling, as in ResNet's own classifier. Reshapes go through ``flatten``/``transpose`` rather than ``view``, so the
-model runs in ``torch.channels_last`` memory format and under bf16 autocast.
+pooling, as in ResNet's own classifier.
+
+The convolutions run in ``torch.channels_last`` (NHWC) memory format: the weights are stored that way from
+construction and the input is converted in ``forward``. oneDNN's CPU convolutions work in NHWC, so an NCHW model
+pays a reorder around every convolution; channels-last made a bf16 training step of resnet-mini / resnet-small
+about 15-20% faster on the Zen 4 CPU (``benchmarks/images.py``, docs/performance.md). Only the layout changes:
+the same numbers up to float rounding, ``state_dict`` keys and shapes unchanged, and checkpoints are written
+contiguous. Reshapes go through ``flatten``/``transpose`` rather than ``view``, which is valid in both layouts.
 """
 
 from __future__ import annotations
@@ -79,6 +85,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(ImageBackbone):
+    # The layout the convolutions run in (see the module docstring); torch.contiguous_format gives plain NCHW.
+    memory_format = torch.channels_last
+
     def __init__(self, cfg: ResNetConfig):
         super().__init__()
         self.config = cfg
@@ -92,6 +101,7 @@ class ResNet(ImageBackbone):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             c_in = width
         self._init_weights()
+        self.to(memory_format=self.memory_format)  # the conv weights; 1-D BatchNorm parameters have no layout
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -115,10 +125,11 @@ class ResNet(ImageBackbone):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, C, H, W) -> hidden (B, H'·W', widths[-1]), H' = H / 2^(stages - 1) rounded up."""
         self.check_pixels(pixels)
-        x = F.relu(self.bn1(self.conv1(pixels)), inplace=True)
+        x = pixels.contiguous(memory_format=self.memory_format)  # no copy for one channel: NCHW is NHWC then
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
         for stage in self.stages:
             x = stage(x)
-        # (B, C, H', W') -> (B, H'W', C); a view both for NCHW and channels_last (where it is also contiguous)
+        # (B, C, H', W') -> (B, H'W', C): a view in either layout, and contiguous in channels-last
         return x.flatten(2).transpose(1, 2)
 
     def adapt_weights(self, weights: dict[str, torch.Tensor], source: dict, where: str

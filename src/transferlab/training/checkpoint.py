@@ -172,6 +172,7 @@ def load_trainer_state(directory: str | Path, optimizer=None, scheduler=None, lo
             raise UserError(f"'{ts / 'optimizer.pt'}' does not fit this model's optimizer ({e}). The checkpoint "
                             f"comes from a different model or optimizer; resume with the options it was made with.") \
                 from None
+        match_parameter_layout(optimizer)
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
     try:
@@ -183,6 +184,21 @@ def load_trainer_state(directory: str | Path, optimizer=None, scheduler=None, lo
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
     return state
+
+
+def match_parameter_layout(optimizer) -> None:
+    """Give every optimizer state tensor its parameter's memory layout.
+
+    A loaded state keeps the layout it was saved in, and the fused CPU AdamW walks a parameter and its moments as
+    flat memory: moments saved contiguous (e.g. by a run from before the ResNet kept its weights channels-last)
+    would silently update the wrong elements of a channels-last weight. Sharded (DTensor) state is left as it is.
+    """
+    for p, state in optimizer.state.items():
+        if hasattr(p, "placements"):  # a DTensor shard: FSDP placed its state itself
+            continue
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def step_checkpoints(run_dir: str | Path, report: bool = False) -> list[Path]:

@@ -159,6 +159,11 @@ class TransferModel:
                              schedule=schedule, warmup=warmup, precision=precision, clip=clip)
         return self
 
+    @property
+    def _precision(self) -> str:
+        """evaluate/predict compute in the precision the model was compiled to train in ("auto" by default)."""
+        return (self.compiled or {}).get("precision", "auto")
+
     def default_metrics(self) -> list[str]:
         return default_metrics(self.problem, self.module.num_labels, self.inputs.modality)
 
@@ -223,7 +228,7 @@ class TransferModel:
 
         def evaluate(_):
             fn = None if user_loss is None else (lambda logits, labels: _call_loss(user_loss, logits, labels))
-            return evaluate_classifier(self.module, dev, c["metrics"], loss_fn=fn)
+            return evaluate_classifier(self.module, dev, c["metrics"], loss_fn=fn, precision=c["precision"])
 
         cfg = TrainConfig(epochs=epochs, precision=c["precision"], clip=c["clip"], seed=seed, progress=verbose,
                           device=device, log_every=max(1, train_data.steps_per_epoch // 4), distributed=distributed)
@@ -249,13 +254,13 @@ class TransferModel:
         if data.labels is None:
             raise UserError(f"{data.source} has no labels to evaluate against; use predict instead.")
         self.module.eval()
-        return evaluate_classifier(self.module, self._encode(data), metrics, batch_size)
+        return evaluate_classifier(self.module, self._encode(data), metrics, batch_size, precision=self._precision)
 
     def predict(self, x, batch_size: int = 64, return_probs: bool = False) -> np.ndarray:
         """Class ids (or regression values); with ``return_probs`` the softmax probabilities."""
         data = self._labeled(x, split=None)
         self.module.eval()
-        logits = predict_logits(self.module, self._encode(data), batch_size)
+        logits = predict_logits(self.module, self._encode(data), batch_size, self._precision)
         if return_probs and self.problem == "classification":
             return torch.softmax(logits, -1).numpy()
         return self.module.predictions(logits).numpy()
