@@ -587,22 +587,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    cmp = sub.add_parser("compare", help="methods x label budgets x seeds from a YAML spec, with a report")
-    cmp.add_argument("spec", help="YAML spec (see examples/compare_sst2.yaml)")
-    cmp.add_argument("--out", help="output directory (default: the spec's `out:`, else runs/compare/NAME); "
-                                   "re-running into it resumes")
-    cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
-    _executor_options(cmp)
-    cmp.set_defaults(func=cmd_compare)
-
-    mt = sub.add_parser("multitask", help="tasks trained jointly on one backbone vs each alone, from a YAML spec: "
-                                          "per-task metrics, Δm, negative transfer flagged")
-    mt.add_argument("spec", help="YAML spec (see examples/multitask_glue.yaml)")
-    mt.add_argument("--out", help="output directory (default: the spec's `out:`, else runs/multitask/NAME); "
-                                  "re-running into it resumes")
-    mt.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
-    _executor_options(mt)
-    mt.set_defaults(func=cmd_multitask)
+    _spec_grid_parser(sub, "compare", cmd_compare, "methods x label budgets x seeds from a YAML spec, with a report",
+                      "examples/compare_sst2.yaml", "table")
+    _spec_grid_parser(sub, "multitask", cmd_multitask, "tasks trained jointly on one backbone vs each alone, from a "
+                      "YAML spec: per-task metrics, Δm, negative transfer flagged", "examples/multitask_glue.yaml",
+                      "report")
 
     asx = sub.add_parser("assess", help="rank checkpoints for a labeled task from frozen features (LogME, kNN, "
                                         "linear probe), without fine-tuning them")
@@ -632,6 +621,17 @@ def _common_train(p):
     p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _spec_grid_parser(sub, name: str, func, help: str, example: str, printed: str) -> None:
+    """A subcommand that runs (or resumes) a YAML spec's grid into runs/NAME/SPEC_NAME."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("spec", help=f"YAML spec (see {example})")
+    p.add_argument("--out", help=f"output directory (default: the spec's `out:`, else runs/{name}/NAME); "
+                                 f"re-running into it resumes")
+    p.add_argument("--quiet", action="store_true", help=f"no progress bar, no printed {printed}")
+    _executor_options(p)
+    p.set_defaults(func=func)
 
 
 def _executor_options(p):

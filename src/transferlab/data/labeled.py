@@ -187,18 +187,7 @@ def read_labeled(
     if isinstance(text_cols, str):
         text_cols = [c.strip() for c in text_cols.split(",") if c.strip()]
 
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read labeled file '{path}': {e.strerror or e}. Check the path and its "
-                        f"permissions.") from None
-    if path.name.lower().endswith(".gz"):  # e.g. muse_en-fr.tsv.gz: read as the format before .gz
-        raw = _gunzip(raw, path)
-    lines, bad_lines = _decode_lines(raw)
-    if fmt == "jsonl":
-        columns, records = _parse_jsonl(lines)
-    else:
-        columns, records = _parse_delimited(lines, fmt, header, path, bad_lines)
+    columns, records, lines, bad_lines = read_records(path, fmt, header)
     if not records:
         raise UserError(f"'{path}' has no data rows" + (" after its header row" if header and columns else "")
                         + ". Check that you passed the right file.")
@@ -277,6 +266,28 @@ def read_labeled(
 
 
 # --------------------------------------------------------------------------------------------------- reading
+
+
+def read_records(path: Path, fmt: str, header: bool) -> tuple[list[str] | None, list, list[str], dict[int, str]]:
+    """Decode and split a labeled file (``fmt`` from ``_check_file``; .gz read as the format before it).
+
+    Returns:
+        (column names or None, [(first line, last line, record)], the decoded lines, {line number: why} of the
+        lines that did not decode).
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read labeled file '{path}': {e.strerror or e}. Check the path and its "
+                        f"permissions.") from None
+    if path.name.lower().endswith(".gz"):  # e.g. muse_en-fr.tsv.gz
+        raw = _gunzip(raw, path)
+    lines, bad_lines = _decode_lines(raw)
+    if fmt == "jsonl":
+        columns, records = _parse_jsonl(lines)
+    else:
+        columns, records = _parse_delimited(lines, fmt, header, path, bad_lines)
+    return columns, records, lines, bad_lines
 
 
 def _check_file(path: Path) -> str:

@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..evaluation.metrics import compute_metrics, default_metrics
 from ..fsutil import write_text
 from .report import markdown_table
-from .spec import SpecReader, load_yaml
+from .spec import SpecReader, read_spec
 
 TASK_KEYS = ("train", "dev", "test", "text_cols", "label_col", "task", "metric", "metrics", "image_size", "path_col")
 # A compare spec works as an assess spec (its task: is read, the rest ignored).
@@ -173,11 +173,8 @@ class AssessTask(SpecReader):
 
     @classmethod
     def parse(cls, spec: str | Path | dict) -> "AssessTask":
-        if isinstance(spec, dict):
-            data, lines, source = spec, {}, "spec"
-        else:
-            data, lines = load_yaml(spec, ("task", "max_train"), "examples/assess_pneumonia.yaml")
-            source = str(spec)
+        data, lines, source = read_spec(spec, ("task", "max_train"),
+                                        "examples/compare_pneumonia.yaml: a compare spec works")
         self = cls(source, {}, lines)
         self._check_keys(data, (), TOP_KEYS)
         task = data.get("task")

@@ -34,13 +34,12 @@ from ..heads.heads import POOLINGS
 from ..inputs import data_modality, modality
 from ..tasks.factory import image_adaptation
 from ..training.checkpoint import load_config
-from ..training.optim import SCHEDULES
 from ..transfer import from_pretrained
 from . import report
 from .executors import ExecutorConfig
 from .grid import RESULTS, run_grid
 from .report import NO_CHECKPOINT
-from .spec import SpecReader, load_yaml
+from .spec import SpecReader, read_spec
 
 DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora", "intermediate")
 METHODS = DEEP_METHODS + ("pipeline",)
@@ -126,11 +125,7 @@ class CompareSpec(SpecReader):
     @classmethod
     def parse(cls, spec: str | Path | dict) -> "CompareSpec":
         """Validate everything a grid needs before anything trains: files, checkpoints, methods, budgets."""
-        if isinstance(spec, dict):
-            data, lines, source = spec, {}, "spec"
-        else:
-            data, lines = load_yaml(spec, TOP_KEYS, "examples/compare_sst2.yaml")
-            source = str(spec)
+        data, lines, source = read_spec(spec, TOP_KEYS, "examples/compare_sst2.yaml")
         self = cls(source=source, name="", checkpoints=[], task={}, methods=[], budgets=[], seeds=[], out=None,
                    lines=lines)
         self._check_keys(data, (), TOP_KEYS)
@@ -263,16 +258,7 @@ class CompareSpec(SpecReader):
         if key == "pooling" and value not in POOLINGS:
             raise self.error(path, f"unknown pooling '{value}'; choose {', '.join(POOLINGS)} (cls: the first token, "
                                    f"BERT's; mean: the average of the real tokens; last: the last real token, GPT's).")
-        if key == "schedule":
-            if value not in SCHEDULES:
-                raise self.error(path, f"unknown schedule '{value}'; choose one of {', '.join(SCHEDULES)}.")
-        if key == "augment":
-            from ..data.augment import augment_config
-
-            try:
-                augment_config(value)
-            except UserError as e:
-                raise self.error(path, str(e)) from None
+        self._check_training_choice(path, key, value)
         if key in ("orientations", "pixels_per_cell", "cells_per_block") and value < 1:
             raise self.error(path, f"must be positive (got {value}).")
         if key == "source_epochs" and value <= 0:

@@ -35,10 +35,9 @@ from ..inputs import data_modality
 from ..recipes.multitask import MultitaskConfig, read_sources
 from ..tasks.factory import checkpoint_modality
 from ..tasks.weighting import WEIGHTINGS
-from ..training.optim import SCHEDULES
 from .grid import RESULTS, run_grid
 from .report import markdown_table
-from .spec import SpecReader, load_yaml
+from .spec import SpecReader, read_spec
 
 TOP_KEYS = ("name", "checkpoint", "init", "like", "data", "tasks", "sampling", "weighting", "baselines", "train",
             "seeds", "out")
@@ -92,11 +91,7 @@ class MultitaskSpec(SpecReader):
 
     @classmethod
     def parse(cls, spec: str | Path | dict) -> "MultitaskSpec":
-        if isinstance(spec, dict):
-            data, lines, source = spec, {}, "spec"
-        else:
-            data, lines = load_yaml(spec, TOP_KEYS, "examples/multitask_glue.yaml")
-            source = str(spec)
+        data, lines, source = read_spec(spec, TOP_KEYS, "examples/multitask_glue.yaml")
         self = cls(source=source, lines=lines)
         self._check_keys(data, (), TOP_KEYS)
         self.name = str(data.get("name") or (Path(source).stem if source != "spec" else "multitask"))
@@ -219,15 +214,8 @@ class MultitaskSpec(SpecReader):
                 if v < 0 or (k in ("lr", "weighting_lr") and v == 0):
                     raise self.error(path, f"must be {'positive' if k in ('lr', 'weighting_lr') else 'non-negative'} "
                                            f"(got {v}).")
-            elif k == "schedule" and v not in SCHEDULES:
-                raise self.error(path, f"unknown schedule '{v}'; choose one of {', '.join(SCHEDULES)}.")
-            elif k == "augment":
-                from ..data.augment import augment_config
-
-                try:
-                    augment_config(v)
-                except UserError as e:
-                    raise self.error(path, str(e)) from None
+            else:
+                self._check_training_choice(path, k, v)
             out[k] = v
         return out
 
@@ -256,7 +244,8 @@ class MultitaskSpec(SpecReader):
                 raise self.error(("sampling", "weights"), "weights apply to `strategy: weighted`.")
             if not isinstance(weights, dict):
                 raise self.error(("sampling", "weights") if weights is not None else ("sampling",),
-                                 f"`strategy: weighted` needs `weights:` with one number per task ({', '.join(names)}).")
+                                 f"`strategy: weighted` needs `weights:` with one number per task "
+                                 f"({', '.join(names)}).")
             for k, v in weights.items():
                 if k not in names:
                     raise self.error(("sampling", "weights", k), f"'{k}' is not a task; the tasks are "
