@@ -43,10 +43,12 @@ def evaluated(setup: dict) -> str:
     return "test" if "test" in setup["task"] else "dev"
 
 
-def headline(row: dict, setup: dict) -> float:
-    """A run's headline value: its test metric when the grid has a test split, else its last-epoch dev metric."""
-    metric = setup["task"]["metric"]
-    return row["test"][metric] if evaluated(setup) == "test" else row["final"][metric]
+def headline(row: dict, setup: dict, metric: str | None = None) -> float:
+    """A run's headline value: its test metric when the grid has a test split, else its last-epoch dev metric.
+    ``metric`` picks another of the task's metrics than the headline one (NaN where a run did not record it)."""
+    metric = metric or setup["task"]["metric"]
+    scores = row["test"] if evaluated(setup) == "test" else row["final"]
+    return float(scores.get(metric, float("nan")))
 
 
 def _pipeline_name(setup: dict) -> str:
@@ -85,7 +87,9 @@ def summarize(rows: list[dict], setup: dict) -> list[dict]:
                "best_epoch_mean": float(np.mean([r["best"][metric] for r in rs])),
                "gain": None, "gain_std": None, "scratch_mean": None, "scratch_std": None,
                "trained_params": int(np.max([r["trained_params"] for r in rs])),
-               "wall_s": float(np.mean([r["wall_s"] for r in rs]))}
+               "wall_s": float(np.mean([r["wall_s"] for r in rs])),
+               "also": {m: (float(np.mean(v)), _std(v)) for m in setup["task"].get("metrics", [])[1:]
+                        if not np.isnan(v := [headline(r, setup, m) for r in rs]).any()}}
         if base is not None and rs[0]["kind"] != "scratch":
             by_seed = {r["seed"]: headline(r, setup) for r in base}
             diffs = [headline(r, setup) - by_seed[r["seed"]] for r in rs if r["seed"] in by_seed]
@@ -232,6 +236,13 @@ def _gain_cell(s: dict | None, seeds: int) -> str:
     return f"{s['gain']:+.3f} ± {s['gain_std']:.3f}{mark}"
 
 
+def _also_cell(s: dict | None, metric: str) -> str:
+    if s is None or metric not in s["also"]:
+        return "—"
+    mean, std = s["also"][metric]
+    return f"{mean:.3f} ± {std:.3f}"
+
+
 def tables(summary: list[dict], setup: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for the headline table, the gain table, and the cost table."""
     budgets = setup["budgets"]
@@ -248,6 +259,10 @@ def tables(summary: list[dict], setup: dict) -> list[tuple[str, list[str], list[
     out = [(f"{what.format(metric)} (mean ± std over {seeds} seeds), by label budget", head, main)]
     if gain:
         out.append((f"Gain over scratch (paired by seed; ✓ = more than twice the seed spread)", head, gain))
+    for other in setup["task"].get("metrics", [])[1:]:  # the task's other metrics, e.g. ROC AUC beside accuracy
+        cells = [[e] + [_also_cell(at.get((e, b)), other) for b in budgets] for e in entries]
+        if any(c != "—" for row in cells for c in row[1:]):
+            out.append((f"{what.format(other)} (mean ± std over {seeds} seeds)", head, cells))
     out.append(("Trained parameters and seconds per run", ["method", "trained params"] + head[1:], cost))
     return out
 

@@ -234,8 +234,10 @@ class TransferModel:
                           device=device, log_every=max(1, train_data.steps_per_epoch // 4), distributed=distributed)
         recorder = _EpochHistory(history, train_data.steps_per_epoch)
         extra = {"label_names": self.module.label_names, "max_len": self.max_len}
+        # the method's callbacks come last: at the end of training the user's (e.g. EarlyStopping restoring the best
+        # weights) must see the module they trained, before LoRA's adapters are merged into it
         train(module, train_data, cfg, evaluate=evaluate if dev is not None else None, run_dir=run_dir,
-              inputs=self.inputs, extra_config=extra, callbacks=[recorder, *method_callbacks, *(callbacks or [])],
+              inputs=self.inputs, extra_config=extra, callbacks=[recorder, *(callbacks or []), *method_callbacks],
               optimizer=optimizer, scheduler=scheduler, resume=resume)
         return history
 
