@@ -255,6 +255,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     # seed-major order: stopping early leaves whole seeds, not a grid with holes in every seed
     plan = [Run(a.experiment, s, seed) for seed in range(a.seeds) for s in EXPERIMENTS[a.experiment][1]]
+    if a.experiment == "capacity":  # narrowest first, every seed of a width before the next: whole widths, cheap first
+        plan.sort(key=lambda run: run.setting["width"])
     run_grid(plan, run_row, out / "results.jsonl",
              row_key=lambda r: (r["experiment"], json.dumps(r["setting"], sort_keys=True), r["seed"]),
              describe=lambda run, row: f"  {run.label}: {json.dumps({k: v for k, v in row.items() if k in ('auc', 'target_auc', 'train_examples', 'wall_s')})}")
