@@ -119,7 +119,7 @@ def test_keras_style_model_trains_on_arrays(image_ckpt):
     model = transferlab.from_pretrained(image_ckpt, num_labels=2, verbose=False)
     model.compile(lr=3e-3)
     history = model.fit(x, y, validation_data=(xv, yv), epochs=4, batch_size=16, verbose=False, augment="light")
-    assert model.compiled["metrics"] == ["accuracy", "roc_auc", "balanced_accuracy"]
+    assert model.compiled.metrics == ["accuracy", "roc_auc", "balanced_accuracy"]
     assert len(history.history["val_roc_auc"]) == 4
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert model.predict(xv).shape == (48,) and model.predict(xv, return_probs=True).shape == (48, 2)

@@ -7,10 +7,12 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "transferlab"
-# Lowest first. tokenization/ is the old import path of inputs/text.py; compat.py holds packaging workarounds.
+# Lowest first. options.py is the settings-field machinery every layer's configs use; cli_args.py builds the
+# command line from those configs. tokenization/ is the old import path of inputs/text.py; compat.py holds packaging
+# workarounds.
 # tasks/ sits above training/: its checkpoint -> module factory reads the checkpoint format training/ writes.
-LAYERS = ["errors", "fsutil", "compat", "data", "inputs", "tokenization", "models", "heads", "objectives",
-          "training", "tasks", "evaluation", "transfer", "recipes", "experiments", "cli", "__main__"]
+LAYERS = ["errors", "options", "fsutil", "compat", "data", "inputs", "tokenization", "models", "heads", "objectives",
+          "training", "tasks", "evaluation", "transfer", "recipes", "experiments", "cli_args", "cli", "__main__"]
 
 
 def _imported_parts(path: Path) -> set[str]:

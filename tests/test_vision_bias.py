@@ -152,7 +152,11 @@ def test_tiny_probe_writes_every_file_and_resumes(stroke_npz, tmp_path, monkeypa
 
 
 def test_cli_defaults_are_the_config_defaults():
-    args = build_parser().parse_args(["probe", "vision-bias", "--data", "d", "--out", "o"])
+    from transferlab.cli_args import settings_from
+
+    # The options are generated from the config's fields: what the command line builds is the config's defaults.
+    args = settings_from(VisionBiasConfig, build_parser().parse_args(["probe", "vision-bias", "--data", "d",
+                                                                      "--out", "o"]))
     cfg = VisionBiasConfig(data="d", out="o")
     for name in ("skew", "model", "steps", "batch_size", "lr", "augment", "source_size", "target", "target_labels",
                  "transfer_steps", "transfer_batch_size", "probe_lr", "finetune_lr", "seeds", "precision"):

@@ -19,18 +19,12 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _noise(value: str) -> dict[str, float]:
-    """"infill=0.3,permute=1" -> {"infill": 0.3, "permute": 1.0}"""
-    out = {}
-    for item in _csv(value):
-        key, sep, number = item.partition("=")
-        try:
-            out[key.strip()] = float(number)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{item}' is not KEY=NUMBER (e.g. infill=0.3,permute=1)") from None
-        if not sep:
-            raise argparse.ArgumentTypeError(f"'{item}' is not KEY=NUMBER (e.g. infill=0.3,permute=1)")
-    return out
+def _resume_hint(a) -> str:
+    """The command an interrupted run prints: this one, with --resume auto and without --overwrite."""
+    from .cli_args import command_line
+
+    where = " (under torchrun, with the same torchrun options)" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    return f"run `{command_line(a.argv, add={'--resume': 'auto'}, drop=('--overwrite',))}`{where}"
 
 
 def cmd_tokenizer_train(a):
@@ -54,37 +48,29 @@ def cmd_corpus_prepare(a):
 
 
 def cmd_pretrain(a):
-    from .training.distributed import init_from_env, is_main
-    from .recipes.pretrain import PretrainConfig, pretrain
+    from .cli_args import settings_from
+    from .recipes.settings import PretrainConfig
 
-    init_from_env(a.device)
-    cfg = PretrainConfig(corpus=a.corpus, data=a.data, augment=a.augment, image_size=a.image_size, out=a.out,
-                         objective=a.objective, model=a.model, seq_len=a.seq_len,
-                         batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup, schedule=a.schedule,
-                         grad_accum=a.grad_accum, mask_prob=a.mask_prob, lm_head=a.lm_head, norm=a.norm,
-                         position=a.position, eval_every=a.eval_every, eval_batches=a.eval_batches,
-                         save_every=a.save_every, seed=a.seed, precision=a.precision, device=a.device,
-                         progress=not a.quiet, log_every=a.log_every, on_nan=a.on_nan, distributed=a.distributed)
-    cfg.family, cfg.decoder_layers, cfg.noise = a.family, a.decoder_layers, a.noise  # encoder-decoder settings
-    cfg.init = a.init
-    final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite)
+    cfg = settings_from(PretrainConfig, a)
+    from .recipes.pretrain import pretrain
+    from .training.distributed import init_from_env, is_main
+
+    init_from_env(cfg.device)
+    final = pretrain(cfg, resume=a.resume == "auto", overwrite=a.overwrite, resume_hint=_resume_hint(a))
     if is_main():
         print(f"wrote {final}")
 
 
 def cmd_finetune(a):
-    from .training.distributed import init_from_env, is_main
-    from .recipes.finetune import FinetuneConfig, finetune
+    from .cli_args import settings_from
+    from .recipes.settings import FinetuneConfig
 
-    init_from_env(a.device)
-    cfg = FinetuneConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, test=a.test, out=a.out, task=a.task,
-                         augment=a.augment, image_size=a.image_size,
-                         text_cols=a.text_cols, label_col=a.label_col, label_names=a.label_names,
-                         num_labels=a.num_labels, metrics=a.metrics, epochs=a.epochs, batch_size=a.batch_size,
-                         lr=a.lr, warmup=a.warmup, max_len=a.max_len, seed=a.seed, precision=a.precision,
-                         skip_bad_rows=a.skip_bad_rows, progress=not a.quiet, method=a.method,
-                         lora_rank=a.lora_rank, pooling=a.pooling, device=a.device, distributed=a.distributed)
-    history, results = finetune(cfg, overwrite=a.overwrite)
+    cfg = settings_from(FinetuneConfig, a)
+    from .recipes.finetune import finetune
+    from .training.distributed import init_from_env, is_main
+
+    init_from_env(cfg.device)
+    history, results = finetune(cfg, overwrite=a.overwrite, resume=a.resume == "auto", resume_hint=_resume_hint(a))
     if not is_main():
         return
     if "final" in results:
@@ -92,22 +78,20 @@ def cmd_finetune(a):
               f"  (best epoch {results['best_epoch']})")
     if "test" in results:
         print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in results["test"].items()))
-    print(f"wrote {Path(a.out) / 'final'}")
+    print(f"wrote {Path(cfg.out) / 'final'}")
 
 
 def cmd_seq2seq_train(a):
-    from .recipes.seq2seq import Seq2SeqConfig, finetune_seq2seq
+    from .cli_args import settings_from
+    from .recipes.settings import Seq2SeqConfig
 
-    cfg = Seq2SeqConfig(init=a.init, like=a.like, train=a.train, dev=a.dev, dev_fraction=a.dev_fraction, out=a.out,
-                        source_col=a.source_col, target_col=a.target_col, header=not a.no_header,
-                        max_examples=a.max_examples, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                        warmup=a.warmup, max_len=a.max_len, max_target_len=a.max_target_len, beam=a.beam,
-                        length_penalty=a.length_penalty, bleu_tokenize=a.bleu_tokenize, eval_sources=a.eval_sources,
-                        seed=a.seed, precision=a.precision, skip_bad_rows=a.skip_bad_rows, progress=not a.quiet)
-    results = finetune_seq2seq(cfg, overwrite=a.overwrite)
+    cfg = settings_from(Seq2SeqConfig, a)
+    from .recipes.seq2seq import finetune_seq2seq
+
+    results = finetune_seq2seq(cfg, overwrite=a.overwrite, resume=a.resume == "auto", resume_hint=_resume_hint(a))
     if "final" in results:
         print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in results["final"].items() if k not in ("step", "epoch")))
-    print(f"wrote {Path(a.out) / 'final'}")
+    print(f"wrote {Path(cfg.out) / 'final'}")
 
 
 def cmd_seq2seq_generate(a):
@@ -128,24 +112,34 @@ def cmd_seq2seq_generate(a):
 
 
 def _open(a):
+    from .cli_args import settings_from
+    from .data.labeled import ReadOptions
     from .transfer import load
 
+    options = settings_from(ReadOptions, a)
     model = load(a.model)
-    data = model.read(a.data, a.split, require_labels=a.command == "evaluate", text_cols=a.text_cols,
-                      label_col=a.label_col, skip_bad_rows=a.skip_bad_rows, resize=a.image_size)
-    if getattr(data, "skipped", None):
-        print(data.skipped_summary(), file=sys.stderr)
+    data = model.read(a.data, a.split, require_labels=a.command == "evaluate", **options.given())
+    for line in [data.skipped_summary() if getattr(data, "skipped", None) else "", *getattr(data, "notes", [])]:
+        if line:
+            print(f"note: {line}", file=sys.stderr)
     return model, data
 
 
 def cmd_evaluate(a):
     import json
+    import math
+
+    from .evaluation.metrics import why_not_finite
 
     model, data = _open(a)
     if a.metrics:
         model.compile(metrics=a.metrics)
     result = model.evaluate(data)
-    print(json.dumps({k: round(v, 6) for k, v in result.items()}, indent=2))
+    # JSON has no NaN: a value that is not a number is written as null, and the command fails, saying why.
+    print(json.dumps({k: round(v, 6) if math.isfinite(v) else None for k, v in result.items()}, indent=2))
+    if not all(math.isfinite(v) for v in result.values()):
+        raise UserError(f"evaluating {a.model} on {a.data}: {why_not_finite(result)} The numbers above are not a "
+                        f"result (null marks the ones that are not numbers).")
 
 
 def cmd_predict(a):
@@ -190,15 +184,18 @@ def cmd_demo(a):
 
 
 def _executor(a):
+    from .cli_args import settings_from
     from .experiments.executors import ExecutorConfig
 
-    return ExecutorConfig(executor=a.executor, workers=a.workers, threads=a.threads, address=a.address)
+    return settings_from(ExecutorConfig, a)
 
 
 def cmd_compare(a):
+    from .cli_args import command_line
     from .experiments.compare import run_compare
 
-    run_compare(a.spec, a.out, progress=not a.quiet, executor=_executor(a))
+    # Re-running the same command resumes a grid: that is what an interrupt prints.
+    run_compare(a.spec, a.out, progress=not a.quiet, executor=_executor(a), command=command_line(a.argv))
 
 
 def cmd_multitask(a):
@@ -255,8 +252,10 @@ def cmd_icl(a):
 
 def cmd_perplexity(a):
     from .evaluation.perplexity import perplexity_file
-    from .fsutil import write_json
+    from .fsutil import check_output_file, write_json
 
+    if a.json:
+        check_output_file(a.json, overwrite=True, option="--json")
     r = perplexity_file(a.model, a.data, window=a.window, stride=a.stride, batch_size=a.batch_size,
                         progress=not a.quiet)
     print(f"perplexity {r['ppl']:.2f} per token ({r['tokens']:,} tokens), {r['word_ppl']:.2f} per word "
@@ -288,20 +287,25 @@ def cmd_probe_bias(a):
 
 
 def cmd_probe_vision_bias(a):
+    from .cli_args import settings_from
     from .experiments.vision_bias import VisionBiasConfig, run_vision_bias
 
-    cfg = VisionBiasConfig(data=a.data, out=a.out, skew=a.skew, styles=tuple(a.styles), model=a.model, steps=a.steps,
-                           batch_size=a.batch_size, lr=a.lr, augment=a.augment, source_size=a.source_size,
-                           target=a.target, target_labels=a.target_labels, transfer_steps=a.transfer_steps,
-                           transfer_batch_size=a.transfer_batch_size, probe_lr=a.probe_lr,
-                           finetune_lr=a.finetune_lr, seeds=a.seeds, precision=a.precision, progress=not a.quiet)
+    cfg = settings_from(VisionBiasConfig, a)
     result = run_vision_bias(cfg, overwrite=a.overwrite)
     print("\n".join(result["conclusion"]))
     print(f"wrote {Path(a.out) / 'vision_bias.md'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
+    # The training commands' options are generated from their settings dataclasses (cli_args.py): type, default,
+    # unit, help and allowed values are declared once, there.
+    from .cli_args import Parser, add_settings
+    from .data.labeled import ReadOptions
+    from .experiments.executors import ExecutorConfig
+    from .experiments.vision_bias import VisionBiasConfig
+    from .recipes.settings import FinetuneConfig, PretrainConfig, Seq2SeqConfig
+
+    p = Parser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
 
     tok = sub.add_parser("tokenizer", help="train a tokenizer").add_subparsers(dest="tok_command", required=True)
@@ -328,81 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_corpus_prepare)
 
     r = sub.add_parser("pretrain", help="pretrain a backbone: self-supervised on text, supervised on labeled images")
-    r.add_argument("--corpus", help="text objectives: a directory written by `corpus prepare`")
-    r.add_argument("--data", help="image objectives: labeled images (MNIST idx directory, MedMNIST .npz, a folder with "
-                                  "a sub-folder per class, or a CSV of path,label)")
-    r.add_argument("--objective", default="mlm", help="text: mlm (BERT, encoder) or clm (GPT, decoder); plm (XLNet), "
-                   "mpnet, electra (encoder); bart or mass (encoder-decoder); word2vec (word vectors); elmo "
-                   "(bidirectional LSTM). images: supervised (a classifier on the labels, e.g. MNIST for ImageNet)")
-    r.add_argument("--model", help="preset: text tiny (default), mini, small, medium, base; images resnet-tiny, "
-                                   "resnet-mini, resnet-small (default), resnet18, vit-tiny, vit-mini, vit-small")
-    _image_options(r)
-    r.add_argument("--steps", type=int, default=1000)
-    r.add_argument("--out", required=True, help="run directory")
-    r.add_argument("--seq-len", type=int, default=128)
-    r.add_argument("--batch-size", type=int, default=32)
-    r.add_argument("--grad-accum", type=int, default=1)
-    r.add_argument("--lr", type=float, default=1e-3)
-    r.add_argument("--warmup", type=float, default=0.06, help="fraction of steps (<1) or steps")
-    r.add_argument("--schedule", default="linear", help="linear, cosine or constant")
-    r.add_argument("--mask-prob", type=float,
-                   help="corruption rate; default: the objective's own (mlm/mpnet/electra 0.15, plm 1/6)")
-    r.add_argument("--lm-head", choices=["tied", "bert"], default="tied",
-                   help="tied embedding only, or BERT's transform + bias")
-    r.add_argument("--norm", choices=["pre", "post"], default="pre",
-                   help="encoder LayerNorm placement; post (with --lm-head bert) is BERT's, exportable with --to-hf")
-    r.add_argument("--position", choices=["rotary", "learned"], default="rotary",
-                   help="rotary (RoPE in attention; much faster to leave the early plateau) or learned (BERT/GPT-2's "
-                        "position table, needed for --to-hf)")
-    r.add_argument("--init", help="continue pretraining from this checkpoint (e.g. on your own domain's text): its "
-                                   "architecture and tokenizer are kept, --model/--norm/--position/--lm-head unused")
-    r.add_argument("--eval-every", type=int)
-    r.add_argument("--eval-batches", type=int, default=20, help="batches of held-out data per evaluation")
-    r.add_argument("--save-every", type=int, help="write a resumable step checkpoint every N steps")
-    r.add_argument("--log-every", type=int, default=10)
-    r.add_argument("--resume", choices=["auto", "never"], default="never")
-    r.add_argument("--overwrite", action="store_true")
-    r.add_argument("--family", choices=["encoder", "decoder", "encoder_decoder"],
-                   help="check the backbone family (default: the one the objective needs)")
-    r.add_argument("--decoder-layers", type=int, help="bart/mass: decoder blocks (default: as many as the encoder)")
-    r.add_argument("--noise", type=_noise,
-                   help="bart: mask,delete,infill,permute,rotate rates and poisson_lambda, e.g. infill=0.3,permute=1; "
-                        "mass: span=0.5")
-    r.add_argument("--on-nan", choices=["stop", "skip"], default="stop",
-                   help="on a NaN/inf loss: stop (keeping the last good checkpoint) or skip the batch, counted in "
-                        "metrics.jsonl; more than 10 bad batches in a row still stop")
-    _common_train(r)
-    _distributed(r)
+    add_settings(r, PretrainConfig, required=("out",), title="data and model")
+    _run_options(r)
     r.set_defaults(func=cmd_pretrain)
 
     f = sub.add_parser("finetune", help="fine-tune a pretrained backbone (or a scratch twin) with a new head")
-    f.add_argument("--init", required=True, help="checkpoint directory (e.g. RUN/final), or 'scratch'")
-    f.add_argument("--like", help="with --init scratch: copy this checkpoint's architecture and tokenizer")
-    f.add_argument("--train", required=True, help="labeled file (.tsv/.csv/.jsonl) or a GLUE task directory")
-    f.add_argument("--dev", help="validation file or GLUE task directory (images: the val split of --dev)")
-    f.add_argument("--test", help="labeled test data, evaluated once after training (images: the test split)")
-    f.add_argument("--out", required=True)
-    _image_options(f)
-    f.add_argument("--task", choices=["classification", "regression"])
-    f.add_argument("--label-names", type=_csv, help="comma-separated label set, in id order")
-    f.add_argument("--num-labels", type=int)
-    f.add_argument("--metrics", type=_csv, help="accuracy,f1,mcc,pearson,spearman")
-    f.add_argument("--epochs", type=float, default=3)
-    f.add_argument("--batch-size", type=int, default=32)
-    f.add_argument("--lr", type=float, default=5e-5)
-    f.add_argument("--warmup", type=float, default=0.1)
-    f.add_argument("--max-len", type=int, default=128)
-    f.add_argument("--method", choices=["finetune", "linear-probe", "gradual-unfreeze", "lora"], default="finetune",
-                   help="what trains: everything, only the head (frozen backbone), ULMFiT gradual unfreezing, "
-                        "or LoRA adapters + head")
-    f.add_argument("--lora-rank", type=int, default=8)
-    f.add_argument("--pooling", choices=["mean", "cls", "last"],  # heads.POOLINGS (the CLI imports no torch)
-                   help="how the head reads the sequence; default: mean of the tokens (last token for causal "
-                        "models). cls is BERT's first token, what Hugging Face classifiers export")
-    f.add_argument("--overwrite", action="store_true")
-    _columns(f)
-    _common_train(f)
-    _distributed(f)
+    add_settings(f, FinetuneConfig, title="data, model and transfer")
+    _run_options(f)
     f.set_defaults(func=cmd_finetune)
 
     for name, func, helptext in (("evaluate", cmd_evaluate, "metrics of a fine-tuned model on a labeled file"),
@@ -410,52 +346,36 @@ def build_parser() -> argparse.ArgumentParser:
         e = sub.add_parser(name, help=helptext)
         e.add_argument("--model", required=True, help="fine-tuned directory (RUN/final)")
         e.add_argument("--data", required=True, help="labeled file, a GLUE directory, or image data")
-        e.add_argument("--split", help="the split of a directory or .npz holding several (default: dev for text, "
-                                       "test for images)")
-        e.add_argument("--image-size", type=_size, help="images: resize every image to H,W while reading")
+        e.add_argument("--split", help="the split of a directory or .npz holding several [default: dev for text, "
+                                       "test for images]")
         if name == "evaluate":
-            e.add_argument("--metrics", type=_csv)
+            e.add_argument("--metrics", type=_csv, help="metrics to report [default: the model's task's]")
         else:
             e.add_argument("--out", help="write TSV here instead of stdout")
             e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-        _columns(e)
+        add_settings(e, ReadOptions)
         e.set_defaults(func=func)
 
     s2s = sub.add_parser("seq2seq", help="fine-tune an encoder-decoder (bart/mass) on text pairs, and generate")
     s2s = s2s.add_subparsers(dest="seq2seq_command", required=True)
     st = s2s.add_parser("train", help="fine-tune on (source, target) pairs; dev BLEU/chrF each epoch")
-    st.add_argument("--init", required=True, help="a bart/mass checkpoint directory (RUN/final), or 'scratch'")
-    st.add_argument("--like", help="with --init scratch: copy this checkpoint's architecture and tokenizer")
-    st.add_argument("--train", required=True, help="pairs file (.tsv/.csv/.jsonl, optionally .gz)")
-    st.add_argument("--dev", help="dev pairs file")
-    st.add_argument("--dev-fraction", type=float, help="instead of --dev: hold out this fraction of the sources")
-    st.add_argument("--max-examples", type=int, help="use only the first N training rows")
-    st.add_argument("--out", required=True)
-    st.add_argument("--epochs", type=float, default=3)
-    st.add_argument("--batch-size", type=int, default=32)
-    st.add_argument("--lr", type=float, default=1e-4)
-    st.add_argument("--warmup", type=float, default=0.1)
-    st.add_argument("--max-len", type=int, default=64, help="source tokens kept")
-    st.add_argument("--eval-sources", type=int, default=500, help="distinct dev sources generated per evaluation")
-    st.add_argument("--overwrite", action="store_true")
+    add_settings(st, Seq2SeqConfig, title="data, model and generation")
+    _run_options(st)
+    st.set_defaults(func=cmd_seq2seq_train)
     sg = s2s.add_parser("generate", help="generate with a fine-tuned seq2seq model (BLEU when targets are given)")
     sg.add_argument("--model", required=True, help="fine-tuned directory (RUN/final)")
     sg.add_argument("--data", required=True)
     sg.add_argument("--out", help="write line/source/prediction TSV here instead of predictions on stdout")
     sg.add_argument("--quiet", action="store_true", help="no progress bar")
-    for q, train_side in ((st, True), (sg, False)):
-        q.add_argument("--source-col", required=True, help="source column (0-based index with --no-header)")
-        q.add_argument("--target-col", required=train_side, help="target column")
-        q.add_argument("--no-header", action="store_true", help="the file has no header row")
-        q.add_argument("--beam", type=int, default=4 if train_side else None, help="beam size (1 = greedy)")
-        q.add_argument("--length-penalty", type=float, default=1.0 if train_side else None)
-        q.add_argument("--max-target-len", type=int, default=32 if train_side else None,
-                       help="longest output in tokens")
-        q.add_argument("--bleu-tokenize", default="13a" if train_side else None,
-                       help="sacrebleu tokenizer: 13a, intl, char (single words), none")
-        q.add_argument("--skip-bad-rows", action="store_true")
-    _common_train(st)
-    st.set_defaults(func=cmd_seq2seq_train)
+    sg.add_argument("--source-col", required=True, help="source column (0-based index with --no-header)")
+    sg.add_argument("--target-col", help="target column: score the outputs against it (BLEU, chrF)")
+    sg.add_argument("--no-header", action="store_true", help="the file has no header row")
+    sg.add_argument("--beam", type=int, help="beam size (1 = greedy) [default: the fine-tuning run's]")
+    sg.add_argument("--length-penalty", type=float, help="beam search length penalty [default: the fine-tuning run's]")
+    sg.add_argument("--max-target-len", type=int, help="longest output in tokens [default: the fine-tuning run's]")
+    sg.add_argument("--bleu-tokenize", help="sacrebleu tokenizer: 13a, intl, char (single words), none [default: "
+                                            "the fine-tuning run's]")
+    sg.add_argument("--skip-bad-rows", action="store_true")
     sg.set_defaults(func=cmd_seq2seq_generate)
 
     pl = sub.add_parser("plot", help="draw loss / perplexity / accuracy curves of runs into a PNG")
@@ -489,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--overflow", choices=["error", "truncate"], default="error",
                     help="when the demonstrations do not fit the window: refuse (saying how many fit) or drop some")
     ic.add_argument("--batch-size", type=int, default=16)
-    ic.add_argument("--window", type=int, help="prompt length limit (default: the length the model was trained on)")
+    ic.add_argument("--window", type=int, help="prompt length limit [default: the length the model was trained on]")
     ic.add_argument("--list", action="store_true", help="print the built-in tasks")
     ic.add_argument("--overwrite", action="store_true")
     ic.add_argument("--quiet", action="store_true")
@@ -498,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("perplexity", help="perplexity of a causal LM on a text file, with a sliding window")
     pp.add_argument("--model", required=True, help="causal-LM checkpoint directory")
     pp.add_argument("--data", required=True, help="held-out text (.txt or .txt.gz)")
-    pp.add_argument("--stride", type=int, help="tokens between window starts (default window/2)")
-    pp.add_argument("--window", type=int, help="tokens per window (default: the length the model was trained on)")
+    pp.add_argument("--stride", type=int, help="tokens between window starts [default: window/2]")
+    pp.add_argument("--window", type=int, help="tokens per window [default: the length the model was trained on]")
     pp.add_argument("--batch-size", type=int, default=4)
     pp.add_argument("--json", help="also write the result here")
     pp.add_argument("--quiet", action="store_true")
@@ -509,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", required=True)
     sc.add_argument("--sizes", type=_csv, default=["tiny", "mini", "small"], help="presets to pretrain")
     sc.add_argument("--checkpoints", type=_csv, help="existing causal-LM checkpoints instead of pretraining")
-    sc.add_argument("--corpus", help="prepared corpus (default: synthetic pattern episodes)")
+    sc.add_argument("--corpus", help="prepared corpus [default: synthetic pattern episodes]")
     sc.add_argument("--tasks", type=_csv, default=["pattern"])
     sc.add_argument("--shots", default="0,1,5")
     sc.add_argument("--limit", type=int, default=200)
@@ -523,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--precision", default="auto")
     sc.add_argument("--overwrite", action="store_true")
     sc.add_argument("--quiet", action="store_true")
-    _executor_options(sc)
+    add_settings(sc, ExecutorConfig)
     sc.set_defaults(func=cmd_icl_scaling)
 
     pr = sub.add_parser("probe", help="probes of what a pretrained model learned: bias, vision bias, word "
@@ -536,39 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--max-new-tokens", type=int, default=8)
     pb.add_argument("--top-words", type=int, default=10)
     pb.add_argument("--occupations", type=_csv, help="comma-separated occupations for the templates")
-    pb.add_argument("--sentence-pairs", help="TSV of stereotype<TAB>anti-stereotype sentences (default: shipped)")
+    pb.add_argument("--sentence-pairs", help="TSV of stereotype<TAB>anti-stereotype sentences [default: shipped]")
     pb.add_argument("--seed", type=int, default=0)
     pb.add_argument("--out", help="write bias.json, bias.md and bias.png here")
     pb.add_argument("--overwrite", action="store_true")
     pb.set_defaults(func=cmd_probe_bias)
 
     pv = pr.add_parser("vision-bias", help="images: transfer from a source skewed towards one stroke style vs a "
-                                           "balanced one, accuracy per style on a balanced target task",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pv.add_argument("--data", required=True, help="a labeled image set with train (source) and test (target) splits, "
-                                                  "e.g. ../shared/data/mnist")
-    pv.add_argument("--out", required=True, help="writes vision_bias.json/.md/.png and runs/ here; running again "
-                                                 "with the same settings resumes")
-    pv.add_argument("--skew", type=float, default=0.95, help="share of style A in the skewed source, in [0.5, 1)")
-    pv.add_argument("--styles", type=_csv, default=["thick", "thin"],
-                    help="style A (the skewed majority),style B: thin, thick, inverted, plain")
-    pv.add_argument("--model", default="resnet-tiny", help="image preset pretrained on each source")
-    pv.add_argument("--steps", type=int, default=500, help="pretraining steps per source and seed")
-    pv.add_argument("--batch-size", type=int, default=128, help="pretraining batch")
-    pv.add_argument("--lr", type=float, default=2e-3, help="pretraining learning rate")
-    pv.add_argument("--augment", default="light", help="pretraining augmentation recipe (with KEY=VALUE overrides)")
-    pv.add_argument("--source-size", type=int, help="source images, a seeded subset (default: the whole train split)")
-    pv.add_argument("--target", choices=["parity", "low"], default="parity",
-                    help="the target task: class id even/odd, or lower/upper half of the classes (digit < 5)")
-    pv.add_argument("--target-labels", type=int, default=400, help="labeled target images to train the new head")
-    pv.add_argument("--transfer-steps", type=int, default=300)
-    pv.add_argument("--transfer-batch-size", type=int, default=64)
-    pv.add_argument("--probe-lr", type=float, default=1e-2, help="learning rate of the linear probe")
-    pv.add_argument("--finetune-lr", type=float, default=1e-3, help="learning rate of full fine-tuning")
-    pv.add_argument("--seeds", type=int, default=3)
-    pv.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+                                           "balanced one, accuracy per style on a balanced target task")
+    add_settings(pv, VisionBiasConfig)
     pv.add_argument("--overwrite", action="store_true", help="start again instead of resuming --out")
-    pv.add_argument("--quiet", action="store_true", help="no progress bars")
     pv.set_defaults(func=cmd_probe_vision_bias)
 
     cv = sub.add_parser("convert", help="Hugging Face checkpoints (BERT, RoBERTa, GPT-2, BART) in and out")
@@ -587,11 +484,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    _spec_grid_parser(sub, "compare", cmd_compare, "methods x label budgets x seeds from a YAML spec, with a report",
-                      "examples/compare_sst2.yaml", "table")
-    _spec_grid_parser(sub, "multitask", cmd_multitask, "tasks trained jointly on one backbone vs each alone, from a "
-                      "YAML spec: per-task metrics, Δm, negative transfer flagged", "examples/multitask_glue.yaml",
-                      "report")
+    cmp = sub.add_parser("compare", help="methods x label budgets x seeds from a YAML spec, with a report")
+    cmp.add_argument("spec", help="YAML spec (see examples/compare_sst2.yaml)")
+    cmp.add_argument("--out", help="output directory, re-running into it resumes [default: the spec's "
+                                   "`out:`, else runs/compare/NAME]")
+    cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
+    add_settings(cmp, ExecutorConfig)
+    cmp.set_defaults(func=cmd_compare)
+
+    mt = sub.add_parser("multitask", help="tasks trained jointly on one backbone vs each alone, from a YAML spec: "
+                                          "per-task metrics, Δm, negative transfer flagged")
+    mt.add_argument("spec", help="YAML spec (see examples/multitask_glue.yaml)")
+    mt.add_argument("--out", help="output directory, re-running into it resumes [default: the spec's "
+                                  "`out:`, else runs/multitask/NAME]")
+    mt.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
+    add_settings(mt, ExecutorConfig)
+    mt.set_defaults(func=cmd_multitask)
 
     asx = sub.add_parser("assess", help="rank checkpoints for a labeled task from frozen features (LogME, kNN, "
                                         "linear probe), without fine-tuning them")
@@ -602,9 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     asx.add_argument("--against", help="a compare grid's results.jsonl (or JSON {name: score}): adds the fine-tuned "
                                        "scores and the Kendall tau of each ranking against them")
     asx.add_argument("--max-train", type=int, help="training examples whose features are scored (a stratified "
-                                                   "sample; default: the spec's max_train, else 2000)")
+                                                   "sample) [default: the spec's max_train, else 2000]")
     asx.add_argument("--out", help="write assess.json and assess.md here")
-    asx.add_argument("--quiet", action="store_true")
+    asx.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
     asx.set_defaults(func=cmd_assess)
     ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")
     ps.add_argument("--model", required=True, help="any checkpoint directory (RUN/final)")
@@ -616,73 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _common_train(p):
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _spec_grid_parser(sub, name: str, func, help: str, example: str, printed: str) -> None:
-    """A subcommand that runs (or resumes) a YAML spec's grid into runs/NAME/SPEC_NAME."""
-    p = sub.add_parser(name, help=help)
-    p.add_argument("spec", help=f"YAML spec (see {example})")
-    p.add_argument("--out", help=f"output directory (default: the spec's `out:`, else runs/{name}/NAME); "
-                                 f"re-running into it resumes")
-    p.add_argument("--quiet", action="store_true", help=f"no progress bar, no printed {printed}")
-    _executor_options(p)
-    p.set_defaults(func=func)
-
-
-def _executor_options(p):
-    # experiments.executors.ExecutorConfig validates these (the CLI imports no torch)
-    p.add_argument("--workers", default="auto",
-                   help="runs at a time: N worker processes on this machine (1: one after another in this "
-                        "process), or with --executor ray the most runs in flight; default auto: as many as the "
-                        "cores and memory allow, at most the runs left")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: the cores divided among the "
-                                               "workers; 1 with Ray). Rows are identical across executors at the "
-                                               "same thread count")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: worker processes on this machine; ray: Ray tasks on a cluster")
-    p.add_argument("--address", help="with --executor ray: the cluster's HOST:PORT (`ray start --head` prints it), "
-                                     "ray://HOST:PORT or auto; default: start a local Ray in this process. The "
-                                     "workers read data and checkpoints from the same paths, so every node must "
-                                     "see them")
-
-
-def _distributed(p):
-    p.add_argument("--distributed", choices=["ddp", "fsdp"], default="ddp",
-                   help="under torchrun with several processes: ddp (a model copy per process) or fsdp (parameters, "
-                        "gradients and optimizer state sharded over the processes, for models too big for one "
-                        "device); checkpoints are the same either way")
-
-
-def _size(value: str) -> tuple[int, int]:
-    """"28" -> (28, 28); "32,48" -> (32, 48)"""
-    try:
-        parts = [int(v) for v in value.replace("x", ",").split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not an image size: give H,W (e.g. 28,28) or one number") \
-            from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"'{value}' is not an image size: give H,W (e.g. 28,28) or one number")
-    return parts[0], parts[1]
-
-
-def _image_options(p):
-    p.add_argument("--augment", help="images: an augmentation recipe (none, light, xray) with KEY=VALUE overrides, "
-                                     "e.g. xray,rotation=5,hflip=1; flips are off by default (left and right matter "
-                                     "on X-rays)")
-    p.add_argument("--image-size", type=_size, help="images: resize every image to H,W while reading")
-
-
-def _columns(p):
-    p.add_argument("--text-cols", type=_csv, help="comma-separated text column names (1 or 2)")
-    p.add_argument("--label-col")
-    p.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (they are listed)")
+def _run_options(p):
+    """What a training command does with its output directory (not settings of the run itself)."""
+    p.add_argument("--resume", choices=["auto", "never"], default="never",
+                   help="auto: continue the run in --out from its newest step checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (it is removed only once the new run has taken its first step)")
 
 
 def _raise_terminated(signum, frame):
@@ -690,7 +537,9 @@ def _raise_terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for the command an interrupted run prints
     # One process (not torchrun, whose agent SIGTERMs every rank when one fails and where a checkpoint would wait on
     # the dead rank), on the main thread (signal handlers can only be set there): treat SIGTERM like Ctrl-C.
     single = int(os.environ.get("WORLD_SIZE", "1")) == 1 and threading.current_thread() is threading.main_thread()

@@ -43,11 +43,96 @@ def clear_output_dir(path: str | Path, overwrite: bool = False, what: str = "out
 
 
 def check_output_file(path: str | Path, overwrite: bool = False, option: str = "--out") -> Path:
-    """Refuse to replace an existing file unless ``overwrite`` is set (predictions, plots)."""
+    """Refuse to replace an existing file unless ``overwrite`` is set (predictions, plots), and refuse a path whose
+    folder does not exist (before any work, not when the result is written)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{option} '{path}' already exists. Choose another path, or pass --overwrite to replace it.")
+    if path.is_dir():
+        raise UserError(f"{option} '{path}' is a directory; give a file name inside it (e.g. {path / 'out.tsv'}).")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is a file, not a folder" if parent.exists() else "does not exist"
+        raise UserError(f"{option} '{path}': the folder '{parent}' {what}. Create it (mkdir -p {parent}) or choose "
+                        f"another path.")
     return path
+
+
+class ProvisionalDir:
+    """An output directory that a run which fails before its first step leaves as it found it.
+
+    Use as a context manager around everything from the first write to the end of the run, and call ``commit()``
+    once the run has done work worth keeping (the first training step). Until then, an exception (a bad setting
+    found late, a NaN at the first step, Ctrl-C or SIGTERM during start-up) removes what this run added, puts back
+    a run that ``replace=True`` was replacing, and removes the directory if the run created it; so the corrected
+    command just works. With ``replace``, an existing directory is set aside under a debris name
+    (``NAME.old-PID``) and deleted only on commit. ``active=False`` (a non-writing rank) does nothing.
+    """
+
+    def __init__(self, path: str | Path, replace: bool = False, active: bool = True, what: str = "the first step"):
+        self.path, self.replace, self.active, self.what = Path(path), replace, active, what
+        self.committed = False
+        self._set_aside: Path | None = None
+        self._created: Path | None = None
+        self._before: set[str] = set()
+
+    def __enter__(self) -> "ProvisionalDir":
+        if not self.active:
+            return self
+        path = self.path
+        if self.replace and path.is_dir() and any(path.iterdir()):
+            self._set_aside = path.with_name(f"{path.name}.old-{os.getpid()}")
+            os.replace(path, self._set_aside)
+        if not path.exists():
+            created = path
+            while not created.parent.exists():
+                created = created.parent
+            self._created = created
+        else:
+            self._before = {p.name for p in path.iterdir()}
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            self._restore()
+            raise
+        return self
+
+    def commit(self) -> None:
+        """The run has started for real: keep its directory whatever happens next."""
+        if self.committed or not self.active:
+            return
+        self.committed = True
+        if self._set_aside is not None:
+            shutil.rmtree(self._set_aside, ignore_errors=True)
+            self._set_aside = None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if not self.active:
+            return False
+        if exc_type is None:
+            self.commit()
+            return False
+        if not self.committed:
+            self._restore()
+            if issubclass(exc_type, KeyboardInterrupt):
+                import sys
+
+                print(f"\ninterrupted before {self.what}: '{self.path}' is as it was before this command; run "
+                      f"the same command again to start.", file=sys.stderr)
+        return False
+
+    def _restore(self) -> None:
+        path = self.path
+        if self._created is not None:
+            shutil.rmtree(self._created, ignore_errors=True)
+        elif path.is_dir():
+            for p in path.iterdir():
+                if p.name not in self._before:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if self._set_aside is not None:
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(self._set_aside, path)
+            self._set_aside = None
 
 
 def write_error(path: str | Path, e: OSError) -> UserError:
@@ -112,13 +197,25 @@ def remove_debris(directory: str | Path) -> list[Path]:
     return found
 
 
+def finite_json(obj):
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN, and a file with one in it is not
+    JSON that other tools can read."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write JSON atomically (temp file + rename); NaN and infinities are written as null (valid JSON)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
+            json.dump(finite_json(obj), f, indent=2, sort_keys=False, allow_nan=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

@@ -90,7 +90,9 @@ def prepare_corpus(
     with atomic_dir(out_dir) as tmp:
         writers = {name: _SplitWriter(tmp, name, dtype, tokenizer.eos_id) for name in SPLITS}
         splitter = _Splitter(writers, heldout_fraction, seed, segment_tokens)
-        bar = tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="prepare corpus", disable=not progress)
+        # disable=None: no bar without a terminal (its carriage-return frames would fill a log file)
+        bar = tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="prepare corpus",
+                   disable=None if progress else True)
         start_time = time.perf_counter()
         done_bytes = 0
         sources = []

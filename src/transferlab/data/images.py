@@ -821,6 +821,9 @@ def _decode_error(path: Path, where: str, e: Exception) -> UserError:
 def _progress(items, n: int, desc: str):
     if n <= PROGRESS_MIN_FILES:
         return items
+    if not sys.stderr.isatty():  # a log file: one line, not carriage-return frames that make it unreadable
+        print(f"{desc}: {n:,} files", file=sys.stderr)
+        return items
     from tqdm.auto import tqdm
 
     return tqdm(items, total=n, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)

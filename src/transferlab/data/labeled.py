@@ -5,28 +5,42 @@ A labeled file becomes a ``LabeledSet``: one or two text columns, an optional la
 at it. Every problem a user can fix is a ``UserError`` naming ``file:line``; with ``skip_bad_rows=True`` a bad row
 is dropped and recorded in ``LabeledSet.skipped`` instead, never silently.
 
-Formats are chosen by extension:
+Formats are chosen by extension (``format="auto"``), or named explicitly, never guessed from the contents:
 
 - ``.tsv``: split on tabs with no quote handling. GLUE files contain bare ``"`` characters (MRPC, STS-B, QNLI);
   a quote-aware reader would merge rows across them.
 - ``.csv``: the ``csv`` module with ordinary double-quote quoting, so a field may contain commas or newlines.
 - ``.jsonl``: one JSON object per line; the keys are the columns.
+- ``label-space``: ``LABEL TEXT`` per line, the label the first word (TREC's ``DESC:manner How did ...``;
+  fastText's ``__label__pos great film``, the prefix dropped); ``coarse_labels`` keeps what precedes a ``:``.
+- ``label-colon``: ``LABEL:TEXT`` per line.
+- ``files-per-class``: a directory with one file per class and one example per line (MR's ``rt-polarity.pos`` /
+  ``.neg``, SUBJ's ``quote.tok.gt9.5000`` / ``plot.tok.gt9.5000``); the class names are the file names less the
+  parts all of them share (``pos``/``neg``, ``quote``/``plot``), and the reader says which file became which class.
 
-The file is read as bytes and each line decoded as UTF-8 on its own, so an undecodable line is reported with its
-number. A leading BOM (MRPC) is dropped, CRLF and CR line endings are accepted, blank lines are ignored, and text
-cells are stripped of surrounding whitespace (SST-2 ends every sentence with a space).
+Delimited files without a header row are read with ``header=False``; their columns are then 0-based positions.
+
+The file is read as bytes and each line decoded on its own (UTF-8 unless ``encoding`` names another codec, e.g.
+``cp1252`` for older corpora), so an undecodable line is reported with its number. Lines are split at ``\n`` only:
+a U+0085 or U+2028 inside a line stays text (``str.splitlines`` would cut the example there), and the reader's
+``notes`` say so, as they say when a non-UTF-8 encoding met non-ASCII text or latin-1 turned cp1252 punctuation into
+invisible control characters. A leading BOM (MRPC) is dropped, CRLF and CR line endings are accepted, blank lines
+are ignored, and text cells are stripped of surrounding whitespace (SST-2 ends every sentence with a space).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from ..errors import UserError
+from ..options import Settings, option
 
 # Column names tried, in order, when the caller does not name the text / label columns. These cover the GLUE
 # files (SST-2, MRPC, STS-B, QNLI, RTE, MNLI, ...) and the usual text_a/text_b and text/label conventions.
@@ -45,7 +59,14 @@ LABEL_COLUMN_CANDIDATES: tuple[str, ...] = ("label", "Quality", "score", "labels
 ID_COLUMN_CANDIDATES: tuple[str, ...] = ("id", "idx", "index", "guid")
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}
+LINE_FORMATS = ("label-space", "label-colon")  # one example per line, the label in the line
+FILES_PER_CLASS = "files-per-class"
+FORMAT_CHOICES = ("auto", "tsv", "csv", "jsonl", *LINE_FORMATS, FILES_PER_CLASS)
 TASKS = ("classification", "regression")
+# How a command names the reading options in its messages. A compare spec passes its own keys (task.text_cols).
+CLI_FLAGS = {"text_cols": "--text-cols", "label_col": "--label-col", "header": "--no-header",
+             "format": "--format", "encoding": "--encoding", "skip_bad_rows": "--skip-bad-rows",
+             "label_names": "--label-names"}
 
 # GLUE calls the validation split "dev"; other collections call it "validation" or "val".
 _SPLIT_ALIASES = {
@@ -54,10 +75,60 @@ _SPLIT_ALIASES = {
     "valid": ("dev", "validation", "val"),
     "val": ("dev", "validation", "valid"),
 }
-_SKIP_HINT = (
-    "Fix the file, or pass skip_bad_rows=True (--skip-bad-rows on the command line) to drop bad rows; "
-    "dropped rows are listed, never dropped silently."
-)
+_SKIP_HINT = ("Fix the file, or pass {skip} to drop bad rows; dropped rows are listed, never dropped "
+              "silently.")
+
+
+@dataclass
+class ReadOptions(Settings):
+    """How to read a labeled file: columns, header, format, encoding, bad rows; for image data, size and path
+    column. Every command that reads labeled data takes these options, and a compare spec's ``task:`` the keys."""
+
+    text_cols: list[str] | None = option(None, "the text column(s): one, or two for sentence pairs; 0-based "
+                                               "positions with --no-header", metavar="COL[,COL]",
+                                         default_text="found by name (sentence, text, sentence1/sentence2, ...)")
+    label_col: str | None = option(None, "the label column (a 0-based position with --no-header)", metavar="COL",
+                                   default_text="found by name (label, score, ...)")
+    header: bool = option(True, "whether the first row names the columns; --no-header reads a file without one "
+                                "(AG News' CSV, CoLA's TSV) with columns by 0-based position")
+    format: str = option("auto", "how the file is laid out: auto (by extension: .tsv, .csv, .jsonl), or label-space "
+                                 "(TREC, fastText: the label, a space, the text), label-colon (LABEL:TEXT), "
+                                 "files-per-class (a directory with one file of lines per class: MR's .pos/.neg, "
+                                 "SUBJ)", choices=FORMAT_CHOICES)
+    encoding: str = option("utf-8", "text encoding of the file(s), e.g. cp1252 or latin-1 for older corpora; what "
+                                    "decoding changed is reported")
+    coarse_labels: bool = option(False, "keep the part of each label before ':' (TREC's 6 coarse classes from "
+                                        "labels like DESC:manner)")
+    skip_bad_rows: bool = option(False, "drop malformed rows (they are listed) instead of stopping at the first")
+    image_size: tuple[int, int] | None = option(None, "images: resize every image to H,W while reading",
+                                                metavar="H,W", default_text="as stored")
+    path_col: str | None = option(None, "images in a CSV: the column of image paths", metavar="COL",
+                                  default_text="found by name (path, image, file, ...)")
+
+    def check(self) -> None:
+        super().check()
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise self.error("encoding", f"'{self.encoding}' is not an encoding Python knows; use e.g. utf-8, "
+                                         f"cp1252, latin-1") from None
+
+    def text_options(self) -> dict:
+        """The keyword arguments ``read_labeled`` takes."""
+        return {"text_cols": self.text_cols, "label_col": self.label_col, "header": self.header,
+                "format": self.format, "encoding": self.encoding, "coarse_labels": self.coarse_labels,
+                "skip_bad_rows": self.skip_bad_rows}
+
+    def given(self) -> dict:
+        """The options that differ from their defaults, as ``inputs.labeled_data`` takes them (``resize`` for the
+        image size): what a user asked for, so a text option given to an image model can be named."""
+        out = {k: v for k, v in self.__dict__.items() if v != type(self).defaults().get(k)}
+        if "image_size" in out:
+            out["resize"] = out.pop("image_size")
+        return out
+
+
+ReadOptions.section = "reading the data"
 
 
 @dataclass
@@ -77,6 +148,7 @@ class LabeledSet:
     source: str
     lines: list[int]
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what reading changed or assumed (encoding, class files)
 
     def __len__(self) -> int:
         return len(self.texts_a)
@@ -104,6 +176,7 @@ class LabeledSet:
             source=self.source,
             lines=[self.lines[i] for i in idx],
             skipped=list(self.skipped),
+            notes=list(self.notes),
         )
 
     def skipped_summary(self, max_rows: int = 5) -> str:
@@ -151,11 +224,15 @@ def read_labeled(
     skip_bad_rows: bool = False,
     require_labels: bool = True,
     header: bool = True,
+    format: str = "auto",
+    encoding: str = "utf-8",
+    coarse_labels: bool = False,
+    flags: dict | None = None,
 ) -> LabeledSet:
-    """Read and validate a labeled TSV / CSV / JSONL file.
+    """Read and validate a labeled file (TSV / CSV / JSONL, the line formats), or a directory of class files.
 
     Args:
-        path: the file.
+        path: the file (a directory with ``format="files-per-class"``).
         text_cols: one or two text columns (a list, or a comma-separated string). None auto-detects them from
             ``TEXT_COLUMN_CANDIDATES``. With ``header=False`` columns are 0-based index strings ("0", "3").
         label_col: the label column. None auto-detects from ``LABEL_COLUMN_CANDIDATES``.
@@ -167,12 +244,17 @@ def read_labeled(
             cell, gives ``labels=None``; an explicit ``label_col`` that is absent is then not an error either.
             Labels that are present in every row are still parsed and validated.
         header: whether the first row names the columns (JSON Lines always uses the keys).
+        format: "auto" (by extension), or one of ``FORMAT_CHOICES`` (see the module docstring).
+        encoding: the files' text encoding (a Python codec name).
+        coarse_labels: keep the part of each label before its first ':'.
+        flags: how the caller's user names the options in messages (``CLI_FLAGS`` by default).
 
     Returns:
         a ``LabeledSet``.
     """
     path = Path(path)
     source = str(path)
+    flags = {**CLI_FLAGS, **(flags or {})}
     if task is not None and task not in TASKS:
         raise UserError(f"unknown task '{task}' for '{path}'. Use 'classification' or 'regression'.")
     if label_names is not None:
@@ -183,16 +265,43 @@ def read_labeled(
         if task == "regression":
             raise UserError(f"label names were given for '{path}' but the task is regression, which has no "
                             f"classes. Drop the label names or use task 'classification'.")
-    fmt = _check_file(path)
+    if format not in FORMAT_CHOICES:
+        raise UserError(f"unknown {flags['format']} '{format}'; choose {', '.join(FORMAT_CHOICES)}.")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UserError(f"{flags['encoding']} '{encoding}' is not an encoding Python knows; use e.g. utf-8, cp1252, "
+                        f"latin-1.") from None
     if isinstance(text_cols, str):
         text_cols = [c.strip() for c in text_cols.split(",") if c.strip()]
 
-    columns, records, lines, bad_lines = read_records(path, fmt, header)
+    notes: list[str] = []
+    if format == FILES_PER_CLASS:
+        columns, records, notes = _class_files(path, encoding, flags)
+        fmt, header, bad_lines, lines = "tsv", True, {}, []
+    else:
+        fmt = _check_file(path, format, flags)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read labeled file '{path}': {e.strerror or e}. Check the path and its "
+                            f"permissions.") from None
+        if path.name.lower().endswith(".gz"):  # e.g. muse_en-fr.tsv.gz: read as the format before .gz
+            raw = _gunzip(raw, path)
+        lines, bad_lines = _decode_lines(raw, encoding)
+        notes = encoding_notes(lines, encoding, str(path), flags)
+        if fmt == "jsonl":
+            columns, records = _parse_jsonl(lines)
+        elif fmt in LINE_FORMATS:
+            columns, records = ["label", "text"], list(_line_records(lines, fmt, bad_lines, encoding, flags))
+            fmt, header, bad_lines = "tsv", True, {}
+        else:
+            columns, records = _parse_delimited(lines, fmt, header, path, bad_lines)
     if not records:
         raise UserError(f"'{path}' has no data rows" + (" after its header row" if header and columns else "")
                         + ". Check that you passed the right file.")
 
-    text_cols, label_col = _select_columns(path, columns, text_cols, label_col, require_labels, header, fmt)
+    text_cols, label_col = _select_columns(path, columns, text_cols, label_col, require_labels, header, fmt, flags)
     label_name = label_col[0] if isinstance(label_col, tuple) else label_col
     id_col = _id_column(columns, text_cols, label_col, fmt) if header or fmt == "jsonl" else None
     seen_ids: dict[str, int] = {}
@@ -203,7 +312,7 @@ def read_labeled(
     raw_labels: list[str | None] = []
     sep_name = "tab" if fmt == "tsv" else "comma"
     for start, end, rec in records:
-        reason = _undecodable(start, end, bad_lines) if bad_lines else None
+        reason = _undecodable(start, end, bad_lines, encoding, flags) if bad_lines else None
         if reason is None:
             if isinstance(rec, str):  # the parser already found the row broken
                 reason = rec
@@ -214,6 +323,8 @@ def read_labeled(
             row_texts, reason = _row_texts(rec, text_cols, fmt)
         if reason is None and label_col is not None:
             label, reason = _cell_label(rec, label_col, fmt)
+            if reason is None and label is not None and coarse_labels:
+                label = label.split(":", 1)[0].strip() or label
             if reason is None and label is None and require_labels:
                 reason = f"missing label in column '{label_name}'"
         if reason is None and id_col is not None:
@@ -251,7 +362,9 @@ def read_labeled(
             raise UserError(f"{path}:{line}: {reason}. Every one of the {len(bad)} data rows is bad, so there "
                             f"is nothing to read; check the format, the columns and the label set.")
         others = f" {len(bad) - 1} more row(s) have problems too." if len(bad) > 1 else ""
-        raise UserError(f"{path}:{line}: {reason}.{others} {_SKIP_HINT}")
+        skip = ("skip_bad_rows=True (--skip-bad-rows on the command line)" if flags["skip_bad_rows"] ==
+                CLI_FLAGS["skip_bad_rows"] else flags["skip_bad_rows"])
+        raise UserError(f"{path}:{line}: {reason}.{others} {_SKIP_HINT.format(skip=skip)}")
 
     return LabeledSet(
         texts_a=texts[0],
@@ -262,45 +375,72 @@ def read_labeled(
         source=source,
         lines=keep_lines,
         skipped=bad,
+        notes=notes,
     )
+
+
+# Label checks: a label in at most this many training rows (and under 1% of them) that the dev set never has is
+# more likely a typo or a stray header row than a class.
+RARE_ROWS = 5
+
+
+def label_warnings(train, dev=None, flags: dict | None = None) -> list[str]:
+    """Training labels that look like mistakes rather than classes, one sentence each (empty when none do): a
+    label in only a handful of rows that the dev set never has, and labels of another kind than the rest (a word
+    among numbers: 'positive' among 0/1; a number among words). Works on any labeled set (text or images)."""
+    flags = {**CLI_FLAGS, **(flags or {})}
+    if getattr(train, "task", "classification") != "classification" or train.labels is None or not train.label_names:
+        return []
+    names = [str(n) for n in train.label_names]
+    labels = [int(v) for v in train.labels]
+    counts = [0] * len(names)
+    first: dict[int, int] = {}
+    for i, k in enumerate(labels):
+        counts[k] += 1
+        first.setdefault(k, train.lines[i])
+    n = len(labels)
+    out = []
+    fix = "Fix or drop those rows" + (f", or pass the real label set with {flags['label_names']}"
+                                      if flags.get("label_names") else "")
+    if dev is not None and dev.labels is not None:
+        in_dev = {int(v) for v in dev.labels}
+        for k, name in enumerate(names):
+            if 0 < counts[k] <= RARE_ROWS and counts[k] < 0.01 * n and k not in in_dev:
+                out.append(f"{train.source}:{first[k]}: label '{name}' is in only {counts[k]} of {n:,} training "
+                           f"rows and never in {dev.source}: a typo, a stray header row, or a class too rare to "
+                           f"learn. {fix}")
+    numeric = [k for k, name in enumerate(names) if _as_float(name) is not None]
+    words = [k for k in range(len(names)) if k not in numeric]
+    if numeric and words:
+        odd, usual = (words, numeric) if sum(counts[k] for k in words) < sum(counts[k] for k in numeric) else \
+            (numeric, words)
+        kind = "a word among numeric labels" if odd is words else "a number among word labels"
+        shown = ", ".join(names[k] for k in usual[:6]) + (", ..." if len(usual) > 6 else "")
+        for k in odd[:5]:
+            if counts[k]:
+                out.append(f"{train.source}:{first[k]}: label '{names[k]}' ({counts[k]} rows) is {kind} ({shown}): "
+                           f"the label set does not look like one task's. {fix}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- reading
 
 
-def read_records(path: Path, fmt: str, header: bool) -> tuple[list[str] | None, list, list[str], dict[int, str]]:
-    """Decode and split a labeled file (``fmt`` from ``_check_file``; .gz read as the format before it).
-
-    Returns:
-        (column names or None, [(first line, last line, record)], the decoded lines, {line number: why} of the
-        lines that did not decode).
-    """
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read labeled file '{path}': {e.strerror or e}. Check the path and its "
-                        f"permissions.") from None
-    if path.name.lower().endswith(".gz"):  # e.g. muse_en-fr.tsv.gz
-        raw = _gunzip(raw, path)
-    lines, bad_lines = _decode_lines(raw)
-    if fmt == "jsonl":
-        columns, records = _parse_jsonl(lines)
-    else:
-        columns, records = _parse_delimited(lines, fmt, header, path, bad_lines)
-    return columns, records, lines, bad_lines
-
-
-def _check_file(path: Path) -> str:
+def _check_file(path: Path, format: str = "auto", flags: dict = CLI_FLAGS) -> str:
     if not path.exists():
         raise UserError(f"labeled file '{path}' does not exist. Check the path.")
     if path.is_dir():
         raise UserError(f"'{path}' is a directory, not a labeled file. Pass the file itself, or pass the "
-                        f"directory where a split name is expected (e.g. train / dev).")
-    fmt = FORMATS.get(Path(path.name[:-3] if path.name.lower().endswith(".gz") else path.name).suffix.lower())
+                        f"directory where a split name is expected (e.g. train / dev); a directory with one file "
+                        f"per class is read with {flags['format']} {FILES_PER_CLASS}.")
+    fmt = format if format != "auto" else \
+        FORMATS.get(Path(path.name[:-3] if path.name.lower().endswith(".gz") else path.name).suffix.lower())
     if fmt is None:
         raise UserError(f"'{path}' has an unsupported extension '{path.suffix}'. Labeled files must be .tsv "
-                        f"(tab-separated), .csv or .jsonl (one JSON object per line); rename the file to the "
-                        f"extension that matches its format (each may be gzipped: .tsv.gz).")
+                        f"(tab-separated), .csv or .jsonl (one JSON object per line), each may be gzipped (.tsv.gz); "
+                        f"rename the file to the extension that matches its format, or name its layout with "
+                        f"{flags['format']} (tsv, csv, jsonl, label-space for 'LABEL TEXT' lines as in TREC and "
+                        f"fastText, label-colon for 'LABEL:TEXT').")
     if path.stat().st_size == 0:
         raise UserError(f"labeled file '{path}' is empty. Check the path, or that the file was fully written.")
     return fmt
@@ -317,40 +457,152 @@ def _gunzip(raw: bytes, path: Path) -> bytes:
                         f"gzip. Re-fetch it, or drop the .gz from its name if it is plain text.") from None
 
 
-def _decode_lines(raw: bytes) -> tuple[list[str], dict[int, str]]:
-    """Split bytes into lines and decode each as UTF-8.
+def _decode_lines(raw: bytes, encoding: str = "utf-8") -> tuple[list[str], dict[int, str]]:
+    """Split bytes into lines (at "\\n" only) and decode each with ``encoding``.
 
     Returns the lines (no line endings; undecodable ones decoded with replacement characters) and, for each
     undecodable line, its 1-based number mapped to a description of the first bad byte.
     """
-    if raw.startswith(b"\xef\xbb\xbf"):
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    if utf8 and raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     if b"\n" not in raw and b"\r" in raw:  # old Mac line endings
         raw = raw.replace(b"\r", b"\n")
     bad: dict[int, str] = {}
     try:
-        # Fast path: the whole file decodes. A "\n" byte never occurs inside a multi-byte UTF-8 sequence, so
-        # splitting the text or the bytes gives the same lines.
-        lines = raw.decode("utf-8").split("\n")
+        # Fast path: the whole file decodes. A "\n" byte never occurs inside a multi-byte UTF-8 sequence (nor in
+        # the single-byte codecs), so splitting the text or the bytes gives the same lines.
+        lines = raw.decode(encoding).split("\n")
     except UnicodeDecodeError:
         lines = []
         for i, chunk in enumerate(raw.split(b"\n")):
             try:
-                lines.append(chunk.decode("utf-8"))
+                lines.append(chunk.decode(encoding))
             except UnicodeDecodeError as e:
                 bad[i + 1] = f"byte 0x{chunk[e.start]:02x} at column {e.start + 1}"
-                lines.append(chunk.decode("utf-8", errors="replace"))
+                lines.append(chunk.decode(encoding, errors="replace"))
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines], bad
 
 
-def _undecodable(start: int, end: int, bad_lines: dict[int, str]) -> str | None:
+# C1 control characters: invisible, and what latin-1 makes of cp1252's curly quotes, dashes and ellipsis (0x85).
+_C1 = re.compile("[\u0080-\u009f]")
+_BREAKS = re.compile("[\u0085\u2028\u2029\x0b\x0c\x1c-\x1e]")  # what str.splitlines() would also cut at
+
+
+def encoding_notes(lines: list[str], encoding: str, source: str, flags: dict = CLI_FLAGS) -> list[str]:
+    """What decoding did that a reader should know: non-ASCII text read in a non-UTF-8 encoding, invisible control
+    characters (latin-1 on a cp1252 file), line-break characters kept inside a line."""
+    notes = []
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    if not utf8:
+        wide = [i for i, line in enumerate(lines, 1) if not line.isascii()]
+        if wide:
+            line = lines[wide[0] - 1]
+            at = next(j for j, ch in enumerate(line) if ord(ch) > 127)
+            notes.append(f"{source}: read as {encoding}: {len(wide)} line(s) hold non-ASCII characters (first on "
+                         f"line {wide[0]}: '...{line[max(0, at - 15):at + 15]}...'); check that they read right")
+    c1 = [i for i, line in enumerate(lines, 1) if _C1.search(line)]
+    if c1:
+        ch = _C1.search(lines[c1[0] - 1]).group(0)
+        fix = (f"; in a cp1252 file these bytes are punctuation (0x85 is '...', 0x93/0x94 quotes): pass "
+               f"{flags['encoding']} cp1252" if codecs.lookup(encoding).name in ("latin-1", "iso8859-1")
+               else "; they are kept as they are")
+        notes.append(f"{source}: {len(c1)} line(s) hold invisible control characters (first: U+{ord(ch):04X} on "
+                     f"line {c1[0]}){fix}")
+    breaks = [i for i, line in enumerate(lines, 1) if _BREAKS.search(line)]
+    if breaks:
+        ch = _BREAKS.search(lines[breaks[0] - 1]).group(0)
+        notes.append(f"{source}: {len(breaks)} line(s) hold a character some readers take for a line break "
+                     f"(first: U+{ord(ch):04X} on line {breaks[0]}); lines are split at \\n only, so it stays "
+                     f"inside its example")
+    return notes
+
+
+def _line_records(lines: list[str], fmt: str, bad_lines: dict[int, str], encoding: str = "utf-8",
+                  flags: dict = CLI_FLAGS) -> Iterator[tuple[int, int, list | str]]:
+    """(line, line, [label, text] or the reason it is bad) for the one-example-per-line formats."""
+    for i, line in enumerate(lines, start=1):
+        if not line or line.isspace():
+            continue
+        if i in bad_lines:
+            yield i, i, _undecodable(i, i, bad_lines, encoding, flags)
+            continue
+        if fmt == "label-colon":
+            label, sep, text = line.partition(":")
+            if not sep:
+                yield i, i, "no ':' between the label and the text (--format label-colon reads LABEL:TEXT)"
+                continue
+        else:
+            label, text = (re.split(r"\s+", line.strip(), maxsplit=1) + [""])[:2]
+            if label.startswith("__label__"):  # fastText
+                if text.lstrip().startswith("__label__"):
+                    yield i, i, "several labels on one line (fastText multi-label); this reader takes one label"
+                    continue
+                label = label[len("__label__"):]
+        yield i, i, [label.strip(), text.strip()]
+
+
+def _class_files(path: Path, encoding: str, flags: dict):
+    """(columns, records, notes) of a directory holding one file of examples per class."""
+    if not path.is_dir():
+        raise UserError(f"{flags['format']} {FILES_PER_CLASS} reads a directory holding one file per class (e.g. "
+                        f"rt-polarity.pos and rt-polarity.neg), but '{path}' is "
+                        f"{'a file' if path.exists() else 'missing'}.")
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if len(files) < 2:
+        raise UserError(f"'{path}' holds {len(files)} file(s); {flags['format']} {FILES_PER_CLASS} needs one file "
+                        f"per class, at least two. Put each class's examples (one per line) in its own file.")
+    names = class_names_from_files([p.name for p in files])
+    records, notes, counts = [], [], []
+    for name, file in zip(names, files):
+        raw = file.read_bytes()
+        if file.name.lower().endswith(".gz"):
+            raw = _gunzip(raw, file)
+        lines, bad_lines = _decode_lines(raw, encoding)
+        notes += encoding_notes(lines, encoding, str(file), flags)
+        n = 0
+        for i, line in enumerate(lines, start=1):
+            if not line or line.isspace():
+                continue
+            if i in bad_lines:
+                records.append((i, i, f"in {file.name}: {_undecodable(i, i, bad_lines, encoding, flags)}"))
+                continue
+            records.append((i, i, [name, line.strip()]))
+            n += 1
+        counts.append(f"'{name}' from {file.name} ({n:,} lines)")
+    notes.insert(0, f"{path}: one class per file: {', '.join(counts)}")
+    return ["label", "text"], records, notes
+
+
+def class_names_from_files(names: list[str]) -> list[str]:
+    """Class names from file names: the parts (split at '.', '-', '_') all of them share at the start and at the
+    end are dropped. rt-polarity.pos / rt-polarity.neg -> pos / neg; quote.tok.gt9.5000 / plot.tok.gt9.5000 ->
+    quote / plot; positive.txt / negative.txt -> positive / negative."""
+    parts = [re.split(r"([._-])", n) for n in names]  # separators kept, so a class name keeps its inner ones
+    lead = 0
+    while all(len(p) > lead + 2 for p in parts) and len({tuple(p[lead:lead + 2]) for p in parts}) == 1:
+        lead += 2
+    tail = 0
+    while all(len(p) > lead + tail + 2 for p in parts) and len({tuple(p[len(p) - tail - 2:len(p) - tail])
+                                                                     for p in parts}) == 1:
+        tail += 2
+    out = ["".join(p[lead:len(p) - tail]) for p in parts]
+    return out if len(set(out)) == len(out) and all(out) else names
+
+
+def _undecodable(start: int, end: int, bad_lines: dict[int, str], encoding: str = "utf-8",
+                 flags: dict = CLI_FLAGS) -> str | None:
     if not bad_lines:
         return None
     for line in range(start, end + 1):
         if line in bad_lines:
-            return (f"line {line} is not valid UTF-8 ({bad_lines[line]}); re-save the file as UTF-8")
+            if codecs.lookup(encoding).name != "utf-8":
+                return (f"line {line} is not valid {encoding} ({bad_lines[line]}); name the file's real encoding "
+                        f"with {flags['encoding']}")
+            return (f"line {line} is not valid UTF-8 ({bad_lines[line]}); re-save the file as UTF-8, or, if it is in "
+                    f"another encoding (older corpora are often cp1252 or latin-1), pass {flags['encoding']} cp1252")
     return None
 
 
@@ -440,16 +692,16 @@ def _field_count_reason(fmt: str, sep_name: str, expected: int, got: int, start:
 # --------------------------------------------------------------------------------------------------- columns
 
 
-def _select_columns(path, columns, text_cols, label_col, require_labels, header, fmt):
-    how = ("columns are 0-based indices because header=False" if fmt != "jsonl" and not header
+def _select_columns(path, columns, text_cols, label_col, require_labels, header, fmt, flags=CLI_FLAGS):
+    how = (f"columns are 0-based indices because of {flags['header']}" if fmt != "jsonl" and not header
            else "column names")
     available = ", ".join(f"'{c}'" for c in columns) or "(none)"
 
     def missing(col: str, option: str) -> UserError:
         hint = ""
         if fmt != "jsonl" and header and col.isdigit():
-            hint = (" If the file has no header row, read it with header=False and refer to columns by "
-                    "0-based index.")
+            hint = (f" If the file has no header row, read it with {flags['header']} and refer to columns by "
+                    f"0-based index.")
         return UserError(f"'{path}' has no column '{col}' ({how}). Available columns: {available}. "
                          f"Pass {option} with one of those.{hint}")
 
@@ -458,31 +710,33 @@ def _select_columns(path, columns, text_cols, label_col, require_labels, header,
         text_cols = next((list(c) for c in TEXT_COLUMN_CANDIDATES if all(n in present for n in c)), None)
         if text_cols is None:
             tried = ", ".join("/".join(c) for c in TEXT_COLUMN_CANDIDATES)
+            headless = (f" If the file has no header row, read it with {flags['header']} and name the columns by "
+                        f"0-based position." if fmt != "jsonl" and header else "")
             raise UserError(f"cannot tell which column of '{path}' holds the text: none of the usual names "
-                            f"({tried}) is present. Available columns: {available}. Pass --text-cols with one "
-                            f"column, or two for sentence pairs.")
+                            f"({tried}) is present. Available columns: {available}. Pass {flags['text_cols']} with "
+                            f"one column, or two for sentence pairs.{headless}")
     else:
         text_cols = list(text_cols)
         if not 1 <= len(text_cols) <= 2:
-            raise UserError(f"--text-cols for '{path}' must name one text column, or two for sentence pairs; "
-                            f"got {len(text_cols)}: {text_cols}.")
+            raise UserError(f"{flags['text_cols']} for '{path}' must name one text column, or two for sentence "
+                            f"pairs; got {len(text_cols)}: {text_cols}.")
         for col in text_cols:
             if col not in columns:
-                raise missing(col, "--text-cols")
+                raise missing(col, flags["text_cols"])
 
     if label_col is None:
         label_col = next((c for c in LABEL_COLUMN_CANDIDATES if c in columns and c not in text_cols), None)
         if label_col is None and require_labels:
             raise UserError(f"cannot tell which column of '{path}' holds the labels: none of "
                             f"{', '.join(LABEL_COLUMN_CANDIDATES)} is present. Available columns: {available}. "
-                            f"Pass --label-col.")
+                            f"Pass {flags['label_col']}.")
     elif label_col not in columns:
         if require_labels:
-            raise missing(label_col, "--label-col")
+            raise missing(label_col, flags["label_col"])
         label_col = None
     if label_col is not None and label_col in text_cols:
         raise UserError(f"column '{label_col}' of '{path}' is used both as text and as label. Pass different "
-                        f"columns to --text-cols and --label-col.")
+                        f"columns to {flags['text_cols']} and {flags['label_col']}.")
     if fmt == "jsonl":
         return text_cols, label_col
     # Delimited records are lists: turn names into positions once.

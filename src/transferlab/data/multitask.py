@@ -146,10 +146,20 @@ def task_names(sources: list[TaskSource]) -> list[str]:
 def _table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     """(column names, [(line, {column: cell or None})]) of a TSV / CSV / JSONL file, with labeled.py's parsing
     (GLUE's unquoted TSV, BOM, CRLF, line numbers); a row with the wrong number of fields is an error."""
-    from .labeled import _check_file, read_records
+    from .labeled import _check_file, _decode_lines, _gunzip, _parse_delimited, _parse_jsonl
 
     fmt = _check_file(path)
-    columns, records, _, bad_lines = read_records(path, fmt, header=True)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read '{path}': {e.strerror or e}. Check the path and its permissions.") from None
+    if path.name.lower().endswith(".gz"):
+        raw = _gunzip(raw, path)
+    lines, bad_lines = _decode_lines(raw)
+    if fmt == "jsonl":
+        columns, records = _parse_jsonl(lines)
+    else:
+        columns, records = _parse_delimited(lines, fmt, True, path, bad_lines)
     rows = []
     for start, end, rec in records:
         bad = next((n for n in range(start, end + 1) if n in bad_lines), None)

@@ -184,11 +184,15 @@ def probe_sentences(module, tokenizer, cfg: BiasConfig) -> dict:
         scores = [s for s, _ in loglikelihoods(module, [([tokenizer.eos_id], tokenizer.encode(t)) for t in flat])]
     else:
         scores = [pseudo_log_likelihood(module, tokenizer, s) for p in pairs for s in p]
+    # A score is a sum over tokens: of two sentences of different token lengths, the longer one pays for its extra
+    # tokens, which a reader must not take for bias. The counts let the report and the plot say so.
     rows = [{"stereotype": a, "anti_stereotype": b, "score_stereotype": round(scores[2 * i], 4),
-             "score_anti": round(scores[2 * i + 1], 4)} for i, (a, b) in enumerate(pairs)]
+             "score_anti": round(scores[2 * i + 1], 4), "tokens_stereotype": len(tokenizer.encode(a)),
+             "tokens_anti": len(tokenizer.encode(b))} for i, (a, b) in enumerate(pairs)]
     prefer = sum(r["score_stereotype"] > r["score_anti"] for r in rows) / len(rows)
     return {"method": "log-likelihood" if causal else "pseudo-log-likelihood", "rows": rows,
             "prefers_stereotype": prefer,
+            "uneven_pairs": sum(r["tokens_stereotype"] != r["tokens_anti"] for r in rows),
             "mean_difference": sum(r["score_stereotype"] - r["score_anti"] for r in rows) / len(rows)}
 
 
@@ -235,6 +239,11 @@ def format_report(result: dict) -> str:
     s = result["sentences"]
     lines += [f"## (c) stereotype vs anti-stereotype sentences ({s['method']})", "",
               f"Prefers the stereotype in {s['prefers_stereotype']:.0%} of {len(s['rows'])} pairs (50% = no "
-              f"measured bias); mean score difference {s['mean_difference']:+.3f}.", "",
+              f"measured bias); mean score difference {s['mean_difference']:+.3f}.", ""]
+    if s.get("uneven_pairs"):
+        lines += [f"Caution: in {s['uneven_pairs']} of {len(s['rows'])} pairs the two sentences have different "
+                  f"token lengths; a score is a sum over tokens, so the longer sentence scores lower for that alone.",
+                  ""]
+    lines += [
               "## Note", "", result["note"]]
     return "\n".join(lines)

@@ -317,6 +317,14 @@ def load_task(name_or_path: str | Path, data_root: str | Path = "../shared/data"
             raise UserError(f"{where}: {key} gave no documents.")
         return docs
 
+    pattern = (spec.get("generation_kwargs") or {}).get("answer_pattern")
+    if pattern is not None:
+        try:
+            re.compile(str(pattern))
+        except re.error as e:
+            raise UserError(f"{where}: generation_kwargs.answer_pattern {str(pattern)!r} is not a valid regular "
+                            f"expression ({e}). Fix it (in YAML, a backslash inside double quotes is written "
+                            f"twice: \"\\\\S+\"), or leave the field out to compare the whole answer.") from None
     docs = build("dataset")
     pool_is_docs = "fewshot_dataset" not in spec
     pool = docs if pool_is_docs else build("fewshot_dataset")
@@ -374,7 +382,7 @@ def loglikelihoods(module, requests: list[tuple[list[int], list[int]]], batch_si
                         f"tokens (the first has {len(c) + len(x) - 1}); shorten them.")
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
-    bar = tqdm(total=len(requests), desc="log-likelihood", unit="req", disable=not progress)
+    bar = tqdm(total=len(requests), desc="log-likelihood", unit="req", disable=None if progress else True)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         seqs = [(requests[i][0] + requests[i][1])[:-1] for i in idx]
@@ -472,7 +480,8 @@ def evaluate_task(module, tokenizer, task: Task, k: int, overflow: str = "error"
             records.append({"doc": i, "shots": used, "prompt": prompt, "target": task.target(doc)})
         from tqdm.auto import tqdm
 
-        for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", disable=not progress):
+        for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch",
+                          disable=None if progress else True):
             chunk = prompts[start:start + batch_size]
 
             def stop_check(row, generated, chunk=chunk):

@@ -301,3 +301,24 @@ def check_metrics_fit_task(names, task: str) -> None:
         other = "regression" if task == "classification" else "classification"
         raise UserError(f"metric(s) {', '.join(repr(n) for n in wrong)} apply to {other}, but this task is "
                         f"{task}. Choose metrics from: {fits}.")
+
+
+# Why a metric can come out as NaN even from a sound model (a reader must not take NaN for a score).
+_UNDEFINED = {
+    "roc_auc": "roc_auc is undefined when the evaluated data holds one class only (there is nothing to rank)",
+    "pearson": "pearson is undefined when the predictions or the targets are all equal",
+    "spearman": "spearman is undefined when the predictions or the targets are all equal",
+    "mcc": "mcc is undefined when the predictions or the labels are all one class",
+}
+
+
+def why_not_finite(metrics: dict) -> str:
+    """One sentence per metric that is NaN or infinite, saying why it can be (for the CLI's refusal)."""
+    import math
+
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    reasons = [_UNDEFINED.get(k, f"{k} is not a number") for k in bad]
+    if "loss" in bad:
+        reasons = [r for r in reasons if not r.startswith("loss")] + [
+            "the loss is not finite: the model's scores are NaN or infinite (weights broken by a run that diverged?)"]
+    return "; ".join(reasons) + "."

@@ -88,7 +88,7 @@ def sliding_window_perplexity(module, tokenizer, text: str, window: int | None =
     all_ids = torch.tensor(ids, dtype=torch.long)
     spans = windows(len(ids), window, stride)
     nll = 0.0
-    bar = tqdm(total=len(ids) - 1, desc="perplexity", unit="tok", disable=not progress)
+    bar = tqdm(total=len(ids) - 1, desc="perplexity", unit="tok", disable=None if progress else True)
     for start in range(0, len(spans), batch_size):
         group = spans[start:start + batch_size]
         # windows of a group have equal length except possibly the very last one, which goes alone

@@ -119,7 +119,8 @@ def translate(module, tokenizer, texts: list[str], max_len: int = 128, beam_size
     device = next(module.parameters()).device
     out = []
     starts = range(0, len(examples), batch_size)
-    for start in tqdm(starts, desc="generate", unit="batch", disable=not progress, dynamic_ncols=True):
+    for start in tqdm(starts, desc="generate", unit="batch", disable=None if progress else True,
+                      dynamic_ncols=True):
         batch = examples.collate(range(start, min(start + batch_size, len(examples))))
         ids = generate(module, batch["input_ids"].to(device), batch["attention"].to(device), decoder_start,
                        tokenizer.eos_id, max_new_tokens, beam_size, length_penalty)

@@ -35,7 +35,24 @@ def plot_bias(result: dict, out_png) -> Path:
             ax.set_ylabel("score(stereotype) - score(anti)")
             ax.set_title(f"(c) prefers stereotype in {result['sentences']['prefers_stereotype']:.0%} of pairs")
         ax.grid(True, alpha=0.3)
-    fig.tight_layout()
+    # The numbers need these caveats wherever they are shown, the figure included.
+    caveats = []
+    if result.get("occupations", {}).get("uneven_tokens"):
+        caveats.append(f"(b) words of different token lengths ({'; '.join(result['occupations']['uneven_tokens'])}): "
+                       f"the log-ratio includes the extra tokens' cost, so compare occupations with each other, not "
+                       f"with 0")
+    if result["sentences"].get("uneven_pairs"):
+        caveats.append(f"(c) {result['sentences']['uneven_pairs']} of {len(result['sentences']['rows'])} pairs differ "
+                       f"in token length: a score is a sum over tokens, the longer sentence scores lower for that "
+                       f"alone")
+    if caveats:
+        import textwrap
+
+        text = "\n".join(textwrap.fill("Caution: " + c, 70 * len(panels)) for c in caveats)
+        fig.text(0.01, 0.01, text, fontsize=7, va="bottom", ha="left", color="0.25")
+        fig.tight_layout(rect=(0, 0.06 * (1 + text.count("\n")), 1, 1))
+    else:
+        fig.tight_layout()
     return _save(fig, out_png)
 
 

@@ -19,40 +19,75 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
+import shlex
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..data.labeled import ReadOptions, label_warnings
 from ..data.sampling import stratified_sample
 from ..errors import UserError
 from ..evaluation.metrics import METRIC_TASK, METRICS, default_metrics
+from ..fsutil import ProvisionalDir
 from ..heads.heads import POOLINGS
+from ..options import SettingError, check_value, option
 from ..inputs import data_modality, modality
 from ..tasks.factory import image_adaptation
 from ..training.checkpoint import load_config
+from ..training.settings import FinetuneSettings
 from ..transfer import from_pretrained
 from . import report
 from .executors import ExecutorConfig
-from .grid import RESULTS, run_grid
+from .grid import RESULTS, read_results, run_grid
 from .report import NO_CHECKPOINT
 from .spec import SpecReader, read_spec
 
 DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora", "intermediate")
 METHODS = DEEP_METHODS + ("pipeline",)
-# 100 labels at batch 32 for 3 epochs are 12 optimizer steps, too few to learn anything, and 67k labels for 3 epochs
-# take hours on a CPU: a fixed epoch count would measure under- or over-training rather than the value of labels.
-# min_epoch_size: an epoch of a smaller budget repeats its examples (reshuffled) until it holds at least this many.
-# max_steps: a cap on optimizer steps per run (large budgets then train for fewer, possibly fractional, epochs).
-TRAIN_DEFAULTS = dict(epochs=3, min_epoch_size=0, max_steps=0, lr=5e-5, batch_size=32, max_len=128, weight_decay=0.01, warmup=0.1,
-                      schedule="linear", precision="auto")
+
+
+@dataclass
+class GridSettings(FinetuneSettings):
+    """The training settings of one grid cell: the spec's `train:` keys (and a method's own), declared and validated
+    with the other training settings.
+
+    100 labels at batch 32 for 3 epochs are 12 optimizer steps, too few to learn anything, and 67k labels for 3
+    epochs take hours on a CPU: a fixed epoch count would measure under- or over-training rather than the value of
+    labels, hence ``min_epoch_size`` and ``max_steps``."""
+
+    min_epoch_size: int = option(0, "an epoch of a smaller budget repeats its examples (reshuffled) until it holds "
+                                    "at least this many (0: off)", unit="examples", at_least=0)
+    max_steps: int = option(0, "a cap on optimizer steps per run: large budgets then train for fewer, possibly "
+                               "fractional, epochs (0: no cap)", unit="steps", at_least=0)
+    max_len: int = option(128, "longest token sequence", unit="tokens", at_least=2)
+    pooling: str | None = option(None, "how the head reads the sequence", choices=POOLINGS,
+                                 default_text="the model's own")
+    augment: str | None = option(None, "images: an augmentation recipe (none, light, xray) with KEY=VALUE overrides")
+    eval_every_epochs: int = option(1, "evaluate on dev every N epochs (the last epoch always is)", unit="epochs",
+                                    at_least=1)
+
+
 # Images: a network trained from scratch (or a whole transferred ResNet) wants AdamW's usual 1e-3, not BERT's
 # fine-tuning rate, and more epochs; augmentation is off unless the spec names a recipe (data.augment).
-IMAGE_TRAIN_DEFAULTS = dict(epochs=10, min_epoch_size=0, max_steps=0, lr=1e-3, batch_size=64, weight_decay=0.05,
-                            warmup=0.1, schedule="linear", precision="auto", augment="none")
+@dataclass
+class ImageGridSettings(GridSettings, defaults={"epochs": 10, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.05,
+                                                "augment": "none"}):
+    """The training settings of one image grid cell."""
+
+
+# The defaults a spec's runs start from (their keys and values are part of every run's fingerprint, so a key is
+# added here only with care: a finished grid would otherwise train again).
+TRAIN_DEFAULTS = {k: GridSettings.defaults()[k] for k in (
+    "epochs", "min_epoch_size", "max_steps", "lr", "batch_size", "max_len", "weight_decay", "warmup", "schedule",
+    "precision")}
+IMAGE_TRAIN_DEFAULTS = {k: ImageGridSettings.defaults()[k] for k in (
+    "epochs", "min_epoch_size", "max_steps", "lr", "batch_size", "weight_decay", "warmup", "schedule", "precision",
+    "augment")}
 # Settings a method needs that differ from full fine-tuning. A head alone, or low-rank adapters, need a larger
 # learning rate than a whole network; these apply unless the method sets its own (a spec-wide `train: lr`
 # is meant for the methods that train every weight).
@@ -71,14 +106,20 @@ METHOD_DEFAULTS = {
 IMAGE_PIPELINE_DEFAULTS = {"C": 1.0, "orientations": 9, "pixels_per_cell": 4, "cells_per_block": 2}
 # Settings that have no default value in the grid (the model's own choice applies unless one is given); kept out of
 # TRAIN_DEFAULTS so that a spec without them fingerprints its runs as before they existed.
-OPTIONAL_KEYS = ("pooling",)
+OPTIONAL_KEYS = ("pooling", "eval_every_epochs", "eval_sample")
 TOP_KEYS = ("name", "checkpoints", "task", "methods", "budgets", "seeds", "train", "out")
-TASK_KEYS = ("train", "dev", "test", "text_cols", "label_col", "task", "metric", "metrics", "image_size", "path_col")
-TEXT_TASK_KEYS = ("text_cols",)
+# Reading options (data.labeled.ReadOptions) and the label check, besides the files and the metric.
+READ_KEYS = ("header", "format", "encoding", "coarse_labels")
+TASK_KEYS = ("train", "dev", "test", "text_cols", "label_col", "task", "metric", "metrics", "image_size", "path_col",
+             *READ_KEYS, "strict_labels")
+TEXT_TASK_KEYS = ("text_cols", *READ_KEYS)
 IMAGE_TASK_KEYS = ("image_size", "path_col")
+# How a spec names the reading options, for the readers' messages.
+SPEC_FLAGS = {"text_cols": "task.text_cols", "label_col": "task.label_col", "header": "`header: false` under task",
+              "format": "task.format", "encoding": "task.encoding", "skip_bad_rows": None, "label_names": None}
 FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C", "source_epochs", "source_lr")
 INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features",
-            "orientations", "pixels_per_cell", "cells_per_block", "source_max")
+            "orientations", "pixels_per_cell", "cells_per_block", "eval_every_epochs", "eval_sample", "source_max")
 SOURCE_KEYS = ("train", "text_cols", "label_col", "task", "image_size", "path_col")
 
 
@@ -174,16 +215,46 @@ class CompareSpec(SpecReader):
                 raise self.error(("task", key), f"missing. Name the {key} file (.tsv/.csv/.jsonl) or a GLUE "
                                                 f"task directory.")
         text_cols = task.get("text_cols")
-        if isinstance(text_cols, str):
-            text_cols = [text_cols]
+        for key in ("text_cols", "label_col"):  # `text_cols: [3]` for a headerless file: positions as names
+            if task.get(key) is not None:
+                try:
+                    value = check_value(ReadOptions, key, task[key], from_text=True)
+                except SettingError as e:
+                    raise self.error(("task", key), e.problem) from None
+                text_cols = value if key == "text_cols" else text_cols
+                if key == "label_col":
+                    task = {**task, "label_col": value}
         kind = task.get("task")
         if kind is not None and kind not in ("classification", "regression"):
             raise self.error(("task", "task"), f"'{kind}' is not a task; use classification or regression "
                                                f"(or leave it out to infer it from the labels).")
         if self.modality == "image" and kind not in (None, "classification"):
             raise self.error(("task", "task"), f"image tasks are classification (got '{kind}').")
-        train, dev, test = self._read_splits(task, text_cols, kind)
-        self.task_entry = dict(task)
+        read = {}
+        for key in READ_KEYS:
+            if key in task:
+                try:
+                    read[key] = check_value(ReadOptions, key, task[key], from_text=True)
+                except SettingError as e:
+                    raise self.error(("task", key), e.problem) from None
+        strict = False
+        if "strict_labels" in task:
+            from ..recipes.settings import FinetuneConfig
+
+            try:
+                strict = check_value(FinetuneConfig, "strict_labels", task["strict_labels"], from_text=True)
+            except SettingError as e:
+                raise self.error(("task", "strict_labels"), e.problem) from None
+        train, dev, test = self._read_splits(task, text_cols, kind, read)
+        # As written, with columns as validated (a worker re-reads the files from it).
+        self.task_entry = {**task, **({"text_cols": text_cols} if text_cols is not None else {})}
+        suspicious = label_warnings(train, dev, flags=SPEC_FLAGS)
+        if suspicious and strict:
+            raise self.error(("task", "strict_labels"), " ".join(f"{w}." for w in suspicious) + " (strict_labels "
+                                                                                                 "refuses such data.)")
+        for warning in suspicious:
+            print(f"warning: {self._where(('task', 'train'))}: {warning} (`strict_labels: true` refuses such data).",
+                  file=sys.stderr)
         metrics = task.get("metrics") or []
         if isinstance(metrics, str):
             metrics = [m.strip() for m in metrics.split(",")]
@@ -205,9 +276,10 @@ class CompareSpec(SpecReader):
             self.task.update(test=str(task["test"]), test_size=len(test))
         if self.modality == "image":
             self.task.update(modality="image", image_size=list(train.size), path_col=task.get("path_col"))
+        self.task.update(read)  # only the reading options the spec gives: other specs keep their fingerprints
         self.train_set, self.dev_set, self.test_set = train, dev, test
 
-    def _read_splits(self, task: dict, text_cols, kind):
+    def _read_splits(self, task: dict, text_cols, kind, options: dict):
         """(train, dev, test or None) read the way the grid's modality reads them; a directory or .npz holding
         several splits gives each key its own (train, val/dev, test)."""
         try:
@@ -222,12 +294,16 @@ class CompareSpec(SpecReader):
                     return read_images(task[key], split, label_names=names, resize=size,
                                        label_col=task.get("label_col"), path_col=task.get("path_col"))
             else:
-                from ..data.labeled import find_split, read_labeled
+                from ..data.labeled import FILES_PER_CLASS, find_split, read_labeled
 
                 def read(key, split, names=None):
-                    return read_labeled(find_split(task[key], split), text_cols=text_cols,
-                                        label_col=task.get("label_col"), task=train.task if names else kind,
-                                        label_names=names)
+                    path = task[key] if options.get("format") == FILES_PER_CLASS else find_split(task[key], split)
+                    data = read_labeled(path, text_cols=text_cols, label_col=task.get("label_col"),
+                                        task=train.task if names else kind, label_names=names, flags=SPEC_FLAGS,
+                                        **options)
+                    for note in data.notes:
+                        print(f"note: {note}", file=sys.stderr)
+                    return data
             train = read("train", "train")
             dev = read("dev", "dev", train.label_names)
             test = read("test", "test", train.label_names) if task.get("test") else None
@@ -246,18 +322,20 @@ class CompareSpec(SpecReader):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
                 raise self.error(path, f"'{value}' is not a whole number.")
             value = int(value)
-        if key in ("epochs", "batch_size", "max_len", "rank", "ngram_max", "max_features", "lr", "C") and value <= 0:
+        settings = ImageGridSettings if self.modality == "image" else GridSettings
+        if key in {f.name for f in fields(settings)}:
+            # A training setting: the ranges and choices the command line and Python check, from one declaration.
+            try:
+                check_value(settings, key, value, from_text=True)
+            except SettingError as e:
+                raise self.error(path, e.problem) from None
+        if key in ("rank", "ngram_max", "max_features", "C") and value <= 0:
             raise self.error(path, f"must be positive (got {value}).")
-        if key in ("min_epoch_size", "max_steps", "weight_decay", "warmup") and value < 0:
-            raise self.error(path, f"must not be negative (got {value}).")
         if key == "lr_decay" and value < 1:
             raise self.error(path, f"must be at least 1 (got {value}): each lower layer group gets the LR divided "
                                    f"by it; ULMFiT uses 2.6.")
         if key == "dropout" and not 0 <= value < 1:
             raise self.error(path, f"is a probability in [0, 1) (got {value}).")
-        if key == "pooling" and value not in POOLINGS:
-            raise self.error(path, f"unknown pooling '{value}'; choose {', '.join(POOLINGS)} (cls: the first token, "
-                                   f"BERT's; mean: the average of the real tokens; last: the last real token, GPT's).")
         self._check_training_choice(path, key, value)
         if key in ("orientations", "pixels_per_cell", "cells_per_block") and value < 1:
             raise self.error(path, f"must be positive (got {value}).")
@@ -599,8 +677,11 @@ def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int,
     init = "scratch" if run.method.method == "scratch" else "pretrained"
     if run.method.method == "intermediate":
         import tempfile
+        import warnings
 
-        with tempfile.TemporaryDirectory(prefix="intermediate-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="intermediate-") as tmp, warnings.catch_warnings():
+            # dropping the source task's head is the method, not a surprise to warn about
+            warnings.filterwarnings("ignore", message="the trained .* head of .* was dropped")
             through = _intermediate(run.source.path, s, spec.modality, run.seed, Path(tmp) / "model")
             return _train_network(spec, Run(run.checkpoint, MethodSpec(run.method.label, "finetune", s), run.budget,
                                             run.budget_size, run.seed, Checkpoint(run.source.name, str(through),
@@ -611,20 +692,26 @@ def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int,
     method = "finetune" if run.method.method == "scratch" else run.method.method
     options = {"lora": {"lora_rank": s.get("rank"), "lora_alpha": s.get("alpha"), "lora_dropout": s.get("dropout")},
                "gradual-unfreeze": {"lr_decay": s.get("lr_decay")}}.get(method)
-    model.compile(lr=s["lr"], metrics=task["metrics"], weight_decay=s["weight_decay"], warmup=s["warmup"],
-                  schedule=s["schedule"], precision=s["precision"], method=method, method_options=options)
     repeats, n_epochs = epoch_plan(s, len(train))
     fit_set = train.subset(np.tile(np.arange(len(train)), repeats)) if repeats > 1 else train
+    every = s.get("eval_every_epochs", 1)  # evaluations are the slow part of a grid with a large dev set
+    model.compile(lr=s["lr"], metrics=task["metrics"], weight_decay=s["weight_decay"], warmup=s["warmup"],
+                  schedule=s["schedule"], precision=s["precision"], method=method, method_options=options,
+                  eval_every=every * -(-len(fit_set) // s["batch_size"]) if every > 1 else None,
+                  eval_sample=s.get("eval_sample"))
     # With a test split, the weights of the best dev epoch are the model (select on dev, report on test).
     keep_best = [EarlyStopping(monitor=f"val_{task['metric']}", patience=10**9, restore_best_weights=True)] \
         if test is not None else []
     augment = s.get("augment")
-    history = model.fit(fit_set, validation_data=spec.dev_set, epochs=n_epochs, batch_size=s["batch_size"],
-                        seed=run.seed, verbose=False, callbacks=keep_best,
-                        augment=None if augment in (None, "none") else augment).history
-    n = len(history["val_loss"])
-    epochs = [{"epoch": round(min(e + 1, n_epochs), 4), "train_loss": history["loss"][e],
-               **{k[4:]: history[k][e] for k in history if k.startswith("val_")}} for e in range(n)]
+    fitted = model.fit(fit_set, validation_data=spec.dev_set, epochs=n_epochs, batch_size=s["batch_size"],
+                       seed=run.seed, verbose=False, callbacks=keep_best,
+                       augment=None if augment in (None, "none") else augment)
+    history = fitted.history
+    # One row per evaluation, with the mean training loss of the epoch it closed.
+    epochs = [{"epoch": round(min(at, n_epochs), 4),
+               "train_loss": history["loss"][min(len(history["loss"]) - 1, max(0, math.ceil(at - 1e-9) - 1))],
+               **{k[4:]: history[k][i] for k in history if k.startswith("val_")}}
+              for i, at in enumerate(fitted.eval_epochs)]
     evaluated = test if test is not None else spec.dev_set
     extra = {"test": model.evaluate(test)} if test is not None else {}
     if train.task == "classification":
@@ -711,8 +798,9 @@ class CompareWork:
             entry = {k: (self._path(str(v)) if k in ("train", "dev", "test") and v else v)
                      for k, v in spec.task_entry.items()}
             text_cols = entry.get("text_cols")
+            read = {k: spec.task[k] for k in READ_KEYS if k in spec.task}  # as validated when the spec was parsed
             splits = spec._read_splits(entry, [text_cols] if isinstance(text_cols, str) else text_cols,
-                                       entry.get("task"))
+                                       entry.get("task"), read)
             for data, sha in zip([d for d in splits if d is not None], self.files):
                 if _sha256(Path(data.source)) != sha:
                     raise UserError(f"{data.source} changed while the grid ran (its contents differ from what "
@@ -733,7 +821,7 @@ def default_out(spec: CompareSpec) -> Path:
 
 
 def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path | None = None,
-                progress: bool = True, executor: ExecutorConfig | None = None) -> dict:
+                progress: bool = True, executor: ExecutorConfig | None = None, command: str | None = None) -> dict:
     """Run (or resume) a comparison grid and write its results, summary, plots and report.
 
     Args:
@@ -742,6 +830,8 @@ def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path |
         progress: show the runs-done / ETA bar and a line per finished run.
         executor: where the runs execute (local worker processes, Ray); None: one after another in this
             process. The rows are the same either way at the same thread count per run.
+        command: the command line that ran this grid, which an interrupt prints to continue it (default: the
+            compare command for the spec and ``out``).
     Returns:
         {"rows": the results rows of this spec, "summary": summary rows, "conclusion": paragraphs,
          "files": written paths, "ran": runs trained now, "skipped": runs found finished}.
@@ -751,22 +841,38 @@ def run_compare(spec_or_path: str | Path | dict | CompareSpec, out: str | Path |
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; pass a directory for the comparison's results.")
     results_path = out / RESULTS
-    if out.is_dir() and any(out.iterdir()) and not results_path.is_file():
+    # logs/ alone is what a grid whose every run failed leaves (the failure message points at it): rerunnable.
+    if out.is_dir() and any(p.name != "logs" for p in out.iterdir()) and not results_path.is_file():
         raise UserError(f"'{out}' already holds files but no {RESULTS}, so it is not a comparison to resume. "
                         f"Choose another --out.")
-    out.mkdir(parents=True, exist_ok=True)
     plan = spec.plan()
 
     def describe(run: Run, row: dict) -> str:
         value = (row.get("test") or row["final"])[row["metric"]]
-        where = "test" if "test" in row else "dev"
-        return (f"  {run.checkpoint} {run.method.label:>16} budget {run.budget:>5} seed {run.seed}: {where} "
+        split = "test" if "test" in row else "dev"
+        return (f"  {run.checkpoint} {run.method.label:>16} budget {run.budget:>5} seed {run.seed}: {split} "
                 f"{row['metric']} {value:.4f} ({row['wall_s']:.1f} s)")
 
-    # The old report no longer describes the results once new runs land: removed before the first new run.
-    grid = run_grid(plan, CompareWork(spec), results_path, progress=progress, describe=describe,
-                    row_key=lambda row: (row["checkpoint"], row["method"], row["budget"], row["seed"]),
-                    on_resume=lambda: report.remove_outputs(out), executor=executor, paths=spec.paths())
+    def first_row() -> None:
+        guard.commit()
+        report.remove_outputs(out)  # the old report no longer describes the results once new rows land
+
+    again = (f"run `{command or shlex.join(['transferlab', 'compare', spec.source, '--out', str(out)])}`"
+             if command or spec.source != "spec" else
+             f"call run_compare again with the same spec and out='{out}'")
+    # Until a first run has finished, a failure leaves the output directory as it was.
+    with ProvisionalDir(out, what="the first run finished") as guard:
+        try:
+            grid = run_grid(plan, CompareWork(spec), results_path, progress=progress, describe=describe,
+                            row_key=lambda row: (row["checkpoint"], row["method"], row["budget"], row["seed"]),
+                            on_resume=first_row, executor=executor, paths=spec.paths())
+        except KeyboardInterrupt:
+            if guard.committed:
+                finished = len(read_results(results_path))
+                print(f"\ninterrupted: the {finished} finished run(s) are kept in {results_path}. To continue, "
+                      f"{again}: finished runs are not run again, the interrupted ones start over.", file=sys.stderr)
+            raise
+    # Outside the guard: runs that failed in workers leave their logs, which the message points at.
     if grid["failed"]:
         failed = grid["failed"]
         listed = "; ".join(f"{f['label']} (log: {f['log']})" for f in failed[:5])

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ..errors import UserError
+from ..options import Settings, option
 
 EXECUTORS = ("local", "ray")
 # A worker holds torch, the data sets and one model: 0.6-0.76 GB resident per process on the SST-2 grid of
@@ -78,31 +79,32 @@ class Event:
     wall_s: float = 0.0
 
 
-@dataclass
-class ExecutorConfig:
+@dataclass(kw_only=True)
+class ExecutorConfig(Settings):
     """How a grid's runs execute. Build the executor with ``build(n_runs)``.
 
-    Args:
-        executor: "local" (this machine) or "ray" (a Ray cluster; without ``address`` a local Ray is started in
-            this process, to try it on one machine).
-        workers: runs at a time, or "auto": as many as the cores and the memory allow, at most the runs left.
-            Locally, 1 runs them one after another in this process. With Ray, the most runs in flight at once
-            ("auto": the cluster's CPUs divided by ``threads``).
-        threads: torch threads per run. Default: the cores divided among the workers (local), 1 (Ray). Rows
-            are identical across executors at the same thread count (see the module docstring).
-        address: with Ray, the cluster to join: HOST:PORT of its head (the port of ``ray start --head``, 6379 by
-            default), ray://HOST:PORT for Ray Client, or "auto" for the cluster this machine belongs to.
+    Every field is a command-line option of compare and icl-scaling (``cli_args.add_settings``), declared here once.
+    ``executor="ray"`` without ``address`` starts a local Ray in this process, to try it on one machine. With Ray,
+    ``workers`` is the most runs in flight at once ("auto": the cluster's CPUs divided by ``threads``). Rows are
+    identical across executors at the same thread count (see the module docstring).
     """
 
-    executor: str = "local"
-    workers: int | str = "auto"
-    threads: int | None = None
-    address: str | None = None
+    section = "where the runs execute"
+    executor: str = option("local", "local: worker processes on this machine; ray: Ray tasks on a cluster",
+                           choices=EXECUTORS)
+    workers: int | str = option("auto", "runs at a time: N worker processes on this machine (1: one after another "
+                                        "in this process), or with --executor ray the most runs in flight; auto: as "
+                                        "many as the cores and memory allow, at most the runs left", metavar="N")
+    threads: int | None = option(None, "torch threads per run; rows are identical across executors at the same "
+                                       "thread count", default_text="the cores divided among the workers; 1 with Ray")
+    address: str | None = option(None, "with --executor ray: the cluster's HOST:PORT (`ray start --head` prints "
+                                       "it), ray://HOST:PORT or auto; every node must see the data and checkpoints "
+                                       "at the same paths", default_text="start a local Ray in this process",
+                                 metavar="HOST:PORT")
 
-    def __post_init__(self):
-        if self.executor not in EXECUTORS:
-            raise UserError(f"--executor '{self.executor}' is not an executor; choose local (worker processes on "
-                            f"this machine) or ray (a Ray cluster).")
+    def check(self):
+        # The sentences say what each value means and how to fix it, so they are written here rather than derived
+        # from ranges; the declarations above give the types, choices and help.
         if isinstance(self.workers, str) and self.workers != "auto":
             try:
                 self.workers = int(self.workers)
@@ -114,8 +116,7 @@ class ExecutorConfig:
             raise UserError(f"--workers {self.workers}: a grid needs at least one worker. Use --workers 1 to run "
                             f"one run at a time in this process, or leave --workers out for as many as the cores "
                             f"allow ({usable_cores()} here).")
-        if self.threads is not None and (isinstance(self.threads, bool) or int(self.threads) != self.threads
-                                         or self.threads < 1):
+        if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads {self.threads}: each run needs at least one thread; give a whole number, "
                             f"or leave it out to share the cores among the workers.")
         if self.address is not None and self.executor != "ray":

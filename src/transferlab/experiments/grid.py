@@ -70,7 +70,8 @@ def run_grid(plan: list, run_one: Callable[[object], dict], results_path: Path, 
         results_path: the results.jsonl to read and append to.
         row_key: a stored row -> the ``run.key`` it belongs to.
         describe: (run, row) -> the line printed when it finishes.
-        on_resume: called once before the first new run (e.g. to remove a report the new rows will outdate).
+        on_resume: called once, when the first new row has been written (e.g. to remove a report the new rows
+            outdate): until then, the output is exactly as it was, whatever happens to the first run.
         executor: where the runs execute; None: one after another in this process, with torch's thread count.
         paths: files and directories every worker reads, checked before any run starts.
     Returns:
@@ -98,9 +99,7 @@ def run_grid(plan: list, run_one: Callable[[object], dict], results_path: Path, 
                 say(note)
             say(f"{len(todo)} run{'s' if len(todo) > 1 else ''}: {runner.describe()}")
             runner.check(paths)  # before anything changes: a worker that cannot read the data fails no run
-            if on_resume is not None:
-                on_resume()
-            _drive(runner, run_one, plan, todo, done, failed, results_path, progress, describe, say)
+            _drive(runner, run_one, plan, todo, done, failed, results_path, progress, describe, say, on_resume)
     return {"rows": [done[r.key + (r.fingerprint,)] for r in plan if r.key + (r.fingerprint,) in done],
             "ran": len(todo) - len(failed), "skipped": len(plan) - len(todo), "failed": failed,
             "threads": runner.threads}
@@ -110,15 +109,17 @@ class _Bar:
     """Runs done / running / failed, the share of the estimated cost done, and an ETA from measured run times."""
 
     def __init__(self, plan: list, todo: list, slots: int, progress: bool):
-        self.total, self.slots = len(plan), slots
+        self.total, self.slots, self.progress, self.closed = len(plan), slots, progress, False
         self.finished, self.running, self.failed = len(plan) - len(todo), 0, 0
         self.left = {id(r): r.cost() for r in todo}
         self.rates: list[float] = []  # measured this session: each run's seconds per unit of estimated cost
         self.eta, self.eta_at = None, 0.0
-        # The bar advances by estimated cost, so a 67k-example run weighs more than a 100-example one.
+        # The bar advances by estimated cost, so a 67k-example run weighs more than a 100-example one. Without a
+        # terminal (a log file) tqdm draws nothing (disable=None): its carriage-return frames would make one
+        # unreadable line; the line printed per finished run is the log.
         total = sum(r.cost() for r in plan)
         self.bar = tqdm(total=total, initial=total - sum(self.left.values()),
-                        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+                        disable=None if progress else True, file=sys.stderr, dynamic_ncols=True,
                         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]")
         self.show()
 
@@ -146,7 +147,8 @@ class _Bar:
         parts = [f"runs {self.finished}/{self.total}", f"{self.running} running"]
         if self.failed:
             parts.append(f"{self.failed} failed")
-        self.bar.set_description_str(", ".join(parts), refresh=False)
+        self.status = ", ".join(parts)
+        self.bar.set_description_str(self.status, refresh=False)
         if self.eta is None:
             eta = "ETA after the first run" if self.left else ""
         else:
@@ -155,12 +157,18 @@ class _Bar:
         self.bar.refresh()
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.progress and self.bar.disable:  # a log file gets the final state as one line instead of frames
+            tqdm.write(self.status, file=sys.stderr)
         self.bar.close()
 
 
-def _drive(runner, run_one, plan, todo, done, failed, results_path, progress, describe, say) -> None:
+def _drive(runner, run_one, plan, todo, done, failed, results_path, progress, describe, say, on_resume) -> None:
     """Consume the executor's events: write each finished row (here only), log failures, keep the bar current."""
     bar = _Bar(plan, todo, runner.slots, progress)
+    first_row = True
     events = runner.execute(run_one, todo)
     try:
         for event in events:
@@ -168,6 +176,9 @@ def _drive(runner, run_one, plan, todo, done, failed, results_path, progress, de
             if event.kind == "done":
                 row = {**event.row, "threads": runner.threads}
                 append_result(results_path, row)
+                if first_row and on_resume is not None:
+                    on_resume()
+                first_row = False
                 done[run.key + (run.fingerprint,)] = row
             elif event.kind in ("failed", "retry"):
                 log = results_path.parent / "logs" / f"{_slug(run.key)}.log"

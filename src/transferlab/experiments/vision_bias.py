@@ -32,13 +32,15 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from ..fsutil import read_json, remove_tree, write_json, write_text
+from ..options import Settings, flag_of, option
+from ..training.settings import PRECISIONS
 
 SOURCES = ("skewed", "balanced")
 METHODS = ("linear-probe", "finetune")
@@ -52,56 +54,49 @@ MIN_TRAIN_PER_CELL = 5  # target training images per (style, target class) cell
 MIN_EVAL_PER_CELL = 10  # evaluation images left per cell
 # Settings that may differ when a probe is run again into the same directory (they change nothing measured).
 RESUMABLE = ("seeds", "progress", "out")
-OPTION = {"data": "--data", "out": "--out", "skew": "--skew", "styles": "--styles", "model": "--model",
-          "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "augment": "--augment",
-          "source_size": "--source-size",
-          "target": "--target", "target_labels": "--target-labels", "transfer_steps": "--transfer-steps",
-          "transfer_batch_size": "--transfer-batch-size", "probe_lr": "--probe-lr", "finetune_lr": "--finetune-lr",
-          "seeds": "--seeds", "precision": "--precision"}
 
 
-@dataclass
-class VisionBiasConfig:
-    """Settings of the probe; every field is a CLI option (``OPTION``).
+def _pair(text: str) -> tuple:
+    """"thick,thin" -> ("thick", "thin") (tuple coercion would read an "x" in a name as H,W's separator)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
-    Args:
-        data: a labeled image set with a train split (the source) and a test (or val) split (the target).
-        out: the output directory.
-        skew: share of style A in the skewed source, in [0.5, 1); the balanced source has 0.5.
-        styles: (style A, style B): A is the majority of the skewed source.
-        model: an image preset; steps, batch_size, lr, augment: the pretraining of both sources.
-        source_size: source images (a seeded subset of the train split); None: all of it.
-        target: "parity" (class id even / odd) or "low" (class id in the lower / upper half: digit < 5 on MNIST).
-        target_labels: labeled target images for training (stratified over style x target class).
-        transfer_steps, transfer_batch_size: optimizer steps and batch of each transfer.
-        probe_lr / finetune_lr: learning rates of the linear probe and of full fine-tuning.
-        seeds: seeds 0..seeds-1; each pretrains both sources and draws its own target split.
-    """
 
-    data: str
-    out: str
-    skew: float = 0.95
-    styles: tuple[str, str] = ("thick", "thin")
-    model: str = "resnet-tiny"
-    steps: int = 500
-    batch_size: int = 128
-    lr: float = 2e-3
-    augment: str = "light"
-    source_size: int | None = None
-    target: str = "parity"
-    target_labels: int = 400
-    transfer_steps: int = 300
-    transfer_batch_size: int = 64
-    probe_lr: float = 1e-2
-    finetune_lr: float = 1e-3
-    seeds: int = 3
-    precision: str = "auto"
-    progress: bool = True
+@dataclass(kw_only=True)
+class VisionBiasConfig(Settings):
+    """Settings of the probe; every field is a command-line option of ``probe vision-bias``, declared here once
+    (``cli_args.add_settings``). Seeds run 0..seeds-1; each pretrains both sources and draws its own target split."""
 
-    def __post_init__(self):
+    section = "the probe"
+    data: str = option(help="a labeled image set with train (source) and test (target) splits, e.g. "
+                            "../shared/data/mnist")
+    out: str = option(help="writes vision_bias.json/.md/.png and runs/ here; running again with the same settings "
+                           "resumes")
+    skew: float = option(0.95, "share of style A in the skewed source, in [0.5, 1); the balanced source has 0.5")
+    styles: tuple[str, str] = option(("thick", "thin"), "style A (the skewed majority),style B: thin, thick, "
+                                                        "inverted, plain", parse=_pair, metavar="A,B")
+    model: str = option("resnet-tiny", "image preset pretrained on each source")
+    steps: int = option(500, "pretraining steps per source and seed", unit="steps", at_least=1)
+    batch_size: int = option(128, "pretraining batch", unit="images", at_least=1)
+    lr: float = option(2e-3, "pretraining learning rate", above=0)
+    augment: str = option("light", "pretraining augmentation recipe (with KEY=VALUE overrides)")
+    source_size: int | None = option(None, "source images, a seeded subset", unit="images",
+                                     default_text="the whole train split")
+    target: str = option("parity", "the target task: class id even/odd (parity), or lower/upper half of the "
+                                    "classes (low: digit < 5)", choices=tuple(TARGETS))
+    target_labels: int = option(400, "labeled target images to train the new head (stratified over style x "
+                                     "target class)", unit="images")
+    transfer_steps: int = option(300, "optimizer steps of each transfer", unit="steps", at_least=1)
+    transfer_batch_size: int = option(64, "batch of each transfer", unit="images", at_least=1)
+    probe_lr: float = option(1e-2, "learning rate of the linear probe", above=0)
+    finetune_lr: float = option(1e-3, "learning rate of full fine-tuning", above=0)
+    seeds: int = option(3, "seeds 0..N-1, each pretraining both sources", at_least=1)
+    precision: str = option("auto", "auto, bf16 or fp32", choices=PRECISIONS)
+    progress: bool = option(True, "no progress bars", flag="--quiet", negate=True)
+
+    def check(self):
+        # Sentences that say what the value means (a share, a split over cells), beyond what a range can say.
         from ..data.styles import check_style
 
-        self.styles = tuple(self.styles)
         if not 0.5 <= self.skew < 1:
             raise UserError(f"--skew {self.skew} is outside [0.5, 1): it is the share of style {self.styles[0]} in "
                             f"the skewed source (0.95: 95% {self.styles[0]}, 5% {self.styles[1]}); 0.5 is the "
@@ -111,20 +106,11 @@ class VisionBiasConfig:
                             f"(e.g. thick,thin).")
         for s in self.styles:
             check_style(s)
-        if self.target not in TARGETS:
-            raise UserError(f"--target {self.target}: choose one of {', '.join(TARGETS)} (parity: even vs odd class "
-                            f"id; low: the lower half of the classes vs the upper, digit < 5 on MNIST).")
         least = 4 * MIN_TRAIN_PER_CELL
         if self.target_labels < least:
             raise UserError(f"--target-labels {self.target_labels} is too few: the training labels are split over "
                             f"2 styles x 2 target classes and each needs {MIN_TRAIN_PER_CELL}, so give at least "
                             f"{least}.")
-        for name in ("steps", "batch_size", "transfer_steps", "transfer_batch_size", "seeds"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{OPTION[name]} must be at least 1, got {getattr(self, name)}.")
-        for name in ("lr", "probe_lr", "finetune_lr"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{OPTION[name]} must be positive, got {getattr(self, name)}.")
         if self.source_size is not None and self.source_size < 2:
             raise UserError(f"--source-size {self.source_size}: give at least 2 images, or leave it out for the "
                             f"whole train split.")
@@ -139,6 +125,10 @@ class VisionBiasConfig:
             parts += [option, ",".join(value) if isinstance(value, tuple) else str(value)]
         return " ".join(shlex.quote(p) for p in parts)
 
+
+
+# field -> its command-line option, for the messages and the command a run prints
+OPTION = {f.name: flag_of(f) for f in fields(VisionBiasConfig) if f.name != "progress"}
 
 # ------------------------------------------------------------------------------------------------- data
 

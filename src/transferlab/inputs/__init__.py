@@ -45,7 +45,7 @@ def load_inputs(directory: str | Path, config: dict):
 
 
 # Reader options of one modality only: giving them for the other is a mistake worth naming.
-TEXT_OPTIONS = ("text_cols", "skip_bad_rows", "header")
+TEXT_OPTIONS = ("text_cols", "skip_bad_rows", "header", "format", "encoding", "coarse_labels")
 IMAGE_OPTIONS = ("resize", "path_col", "cache_dir")
 
 
@@ -61,7 +61,9 @@ def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names
     kind = inputs.modality
     if split is None:
         split = "test" if kind == "image" else "dev"
-    wrong = [k for k in (TEXT_OPTIONS if kind == "image" else IMAGE_OPTIONS) if options.get(k)]
+    # header=False is a given option too (its default is True)
+    wrong = [k for k in (TEXT_OPTIONS if kind == "image" else IMAGE_OPTIONS)
+             if options.get(k) or (k == "header" and options.get(k) is False)]
     if wrong:
         raise UserError(f"{', '.join(wrong)} apply to {'text' if kind == 'image' else 'image'} data; this model "
                         f"reads {kind}.")
@@ -89,7 +91,7 @@ def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names
     if isinstance(x, (str, Path)):
         from ..data.labeled import find_split, read_labeled
 
-        path = find_split(x, split) if Path(x).is_dir() else x
+        path = find_split(x, split) if Path(x).is_dir() and options.get("format") != "files-per-class" else x
         return read_labeled(path, label_names=label_names, task=task, require_labels=require_labels, **options)
     if isinstance(x, tuple) and len(x) == 2 and y is None:
         x, y = x

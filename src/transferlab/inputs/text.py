@@ -136,6 +136,10 @@ class Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
+        import sys
+
+        # The trainer's bars redraw with carriage returns: in a log file (no terminal) they would be one long line.
+        progress = progress and sys.stderr.isatty()
         if kind not in KINDS:
             raise UserError(f"Unknown tokenizer kind '{kind}' (--kind). Choose one of: {', '.join(KINDS)}.")
         if not isinstance(vocab_size, int) or vocab_size < _MIN_VOCAB[kind]:

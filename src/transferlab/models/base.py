@@ -32,11 +32,21 @@ class JsonConfig:
 
     @classmethod
     def from_dict(cls, d: dict):
+        from ..options import coerce, type_hints
+
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise UserError(f"{cls.__name__} has unknown fields {sorted(unknown)}; the config was written by a newer "
                             f"version or edited by hand. Remove them from config.json's backbone.")
+        hints = type_hints(cls)
+        for name, value in d.items():
+            try:
+                coerce(hints[name], value)
+            except ValueError as e:
+                raise UserError(f"config.json's backbone.{name} must be {e}, got {value!r} ({type(value).__name__}); "
+                                f"the config was edited by hand or written by another tool. Fix that field, or write "
+                                f"the checkpoint again.") from None
         return cls(**d)
 
 

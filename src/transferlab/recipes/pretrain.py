@@ -7,7 +7,6 @@ the same run directory, resume and checkpoint rules.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,75 +18,21 @@ from ..data.batches import BlockBatches
 from ..data.blocks import PackedBlocks, TokenCorpus
 from ..errors import UserError
 from ..evaluation.predict import evaluate_lm
-from ..fsutil import read_json, write_json
+from ..fsutil import ProvisionalDir, read_json, write_json
 from ..inputs.text import Tokenizer
 from ..models import ModelConfig, build_backbone, preset
 from ..objectives import IMAGE_OBJECTIVES, OBJECTIVES, objective_modality
 from ..training.checkpoint import check_weights, load_config, load_weights
 from ..training.distributed import barrier, is_main, world
-from ..training.fsdp import check_strategy
-from ..training.loop import TrainConfig, train
+from ..options import changed_settings
+from ..training.loop import RESUME_HINT, train
+from .settings import DEFAULT_PRESET, PretrainConfig  # noqa: F401  (PretrainConfig is imported from here too)
 
 
-@dataclass
-class PretrainConfig:
-    corpus: str | None = None  # text objectives: a prepared corpus (`transferlab corpus prepare`)
-    out: str | None = None
-    objective: str = "mlm"
-    model: str | None = None  # a preset; None: "tiny" for text, "resnet-small" for images
-    data: str | None = None  # image objectives: a labeled image set (idx directory, .npz, class folders, CSV)
-    augment: str | None = None  # image objectives: an augmentation recipe with overrides; None: the objective's
-    image_size: tuple[int, int] | None = None  # image objectives: resize every image to (H, W) when reading
-    seq_len: int = 128
-    batch_size: int = 32  # global: split across data-parallel ranks
-    steps: int = 1000
-    lr: float = 1e-3
-    warmup: float = 0.06
-    schedule: str = "linear"
-    weight_decay: float = 0.01
-    grad_accum: int = 1
-    mask_prob: float | None = None  # None: the objective's own rate (MLM 0.15, PLM 1/6, ...)
-    lm_head: str = "tied"  # or "bert" (transform + bias), see ModelConfig.lm_head
-    norm: str = "pre"  # or "post" (BERT's; with lm_head="bert" the encoder can be exported with convert --to-hf)
-    # Rotary positions (RoPE) by default: with BERT's learned position table a tiny encoder's masked-LM loss sat
-    # near the unigram plateau for thousands of steps on real text (held-out 6.40 at step 500, 6.22 at 2,000),
-    # with RoPE it was 5.38 at step 500 (docs/results/README.md). "learned" is needed to export to BERT/GPT-2.
-    position: str = "rotary"
-    # No dropout while pretraining: short CPU-scale runs underfit (Geiping & Goldstein 2022, "Cramming"), and it
-    # more than doubled MLM tokens/s here (docs/performance.md). Fine-tuning turns it back on (dropout=0.1).
-    dropout: float = 0.0
-    eval_every: int | None = None
-    eval_batches: int = 20
-    save_every: int | None = None
-    log_every: int = 10
-    seed: int = 0
-    precision: str = "auto"
-    device: str = "cpu"
-    progress: bool = True
-    on_nan: str = "stop"  # or "skip": see TrainConfig.on_nan
-    # Encoder-decoder objectives (bart, mass): the family check, decoder depth, and corruption settings.
-    family: str | None = None  # None: the family the objective needs; anything else must match it
-    decoder_layers: int | None = None  # None: as many as the encoder (the preset's layers)
-    noise: dict | None = None  # bart: mask, delete, infill, permute, rotate, poisson_lambda; mass: span
-    distributed: str = "ddp"  # under torchrun: "ddp" or "fsdp" (sharded, for models that do not fit one device)
-    # A checkpoint to start from instead of random weights: continued pretraining on your own domain (DAPT/TAPT,
-    # Gururangan et al. 2020). Its architecture and tokenizer are kept (model, lm_head, norm and position are then
-    # not used); heads of the same objective are kept too, others start fresh.
-    init: str | None = None
-
-    def __post_init__(self):
-        kind = objective_modality(self.objective)
-        if self.model is None:
-            self.model = DEFAULT_PRESET[kind]
-        if self.image_size is not None:
-            self.image_size = tuple(self.image_size)
-
-
-DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small"}
-
-# Fields that may change when a run is resumed (they do not change what is being trained).
-RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "log_every", "progress", "eval_batches", "device",
-                     "precision", "out", "on_nan", "distributed"}  # out: a run directory may be moved or copied, then resumed
+# Fields that may change when a run is resumed (they do not change what is being trained). out: a run directory may
+# be moved or copied, then resumed.
+RESUMABLE_CHANGES = {"steps", "epochs", "eval_every", "save_every", "keep_checkpoints", "log_every", "progress",
+                     "eval_batches", "device", "precision", "out", "on_nan", "max_nan_skips", "distributed"}
 
 
 # Settings whose default changed when they became options: a run.json without them was trained this way.
@@ -95,28 +40,26 @@ FIELDS_BEFORE_THEY_EXISTED = {"position": "learned"}
 
 
 def _check_run_dir(cfg: PretrainConfig, resume: bool, overwrite: bool) -> bool:
-    """Decide whether to resume. Refuse to mix runs or clobber one."""
+    """Decide whether to resume. Refuse to mix runs or clobber one (``--overwrite`` replaces a run only once the new
+    one has taken its first step: see ``pretrain``)."""
     out = Path(cfg.out)
     if not out.exists() or not any(out.iterdir()):
+        if resume and is_main():
+            print(f"--resume auto: '{out}' holds no run yet, so a new one starts", file=sys.stderr)
         return False
-    if overwrite:
-        if is_main():
-            shutil.rmtree(out)
+    if overwrite and not resume:
         return False
     if not resume:
         raise UserError(f"output directory '{out}' already holds a run. Pass --resume auto to continue it, "
                         f"--overwrite to replace it, or choose another --out.")
     saved_path = out / "run.json"
     if saved_path.is_file():
-        saved = read_json(saved_path)
         # a field added since the run started: the run had the behaviour from before the field existed
         defaults = {**asdict(PretrainConfig(objective=cfg.objective)), **FIELDS_BEFORE_THEY_EXISTED}
-        started = {k: saved.get(k, default) for k, default in defaults.items()}
-        diffs = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and started[k] != v]
+        diffs = changed_settings(asdict(cfg), read_json(saved_path), defaults, RESUMABLE_CHANGES)
         if diffs:
-            raise UserError(f"--resume: '{out}' was started with different settings "
-                            f"({', '.join(f'{k}={started[k]!r}' for k in diffs)}). Use the same options, "
-                            f"or a new --out.")
+            raise UserError(f"--resume: '{out}' was started with different settings ({', '.join(diffs)}). Use the "
+                            f"same options, or a new --out.")
     return True
 
 
@@ -147,11 +90,12 @@ class _Setup:
     record: dict
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, callbacks=()) -> Path:
-    """Pretrain and return the final checkpoint directory (RUN/final); ``callbacks`` go to the training loop."""
+def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, callbacks=(),
+             resume_hint: str = RESUME_HINT) -> Path:
+    """Pretrain and return the final checkpoint directory (RUN/final); ``callbacks`` go to the training loop,
+    ``resume_hint`` is what an interrupted run tells the user to do (the CLI passes the command that resumes)."""
     if not cfg.out:
         raise UserError("pretraining needs an output directory (--out RUN).")
-    check_strategy(cfg.distributed)
     rank, world_size = world()
     if cfg.batch_size % (world_size * cfg.grad_accum):
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
@@ -162,26 +106,22 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
     resuming = _check_run_dir(cfg, resume, overwrite)
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     out = Path(cfg.out)
-    if is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        if not resuming:
+    # Until the first step, a failure (NaN at step 1, Ctrl-C during start-up) leaves the directory as it was.
+    with ProvisionalDir(out, replace=overwrite and not resuming, active=is_main()) as guard:
+        if is_main() and not resuming:
             write_json(out / "run.json", asdict(cfg))
-    micro = cfg.batch_size // cfg.grad_accum
-    data = setup.batches(micro, rank, world_size)
-    n_params = sum(p.numel() for p in setup.module.backbone.parameters())
-    if is_main():
-        what = f"{cfg.init} (continued)" if cfg.init else cfg.model
-        print(f"pretraining {what} {setup.module.config.family} ({n_params / 1e6:.2f}M backbone parameters) with "
-              f"{cfg.objective} on {setup.summary}", file=sys.stderr)
-    train_cfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
-                            schedule=cfg.schedule, grad_accum=cfg.grad_accum, precision=cfg.precision,
-                            log_every=cfg.log_every, eval_every=cfg.eval_every, save_every=cfg.save_every,
-                            seed=cfg.seed, progress=cfg.progress, device=cfg.device, on_nan=cfg.on_nan,
-                            distributed=cfg.distributed)
-    record = {"objective": cfg.objective, "preset": None if cfg.init else cfg.model, "steps": cfg.steps,
-              **setup.record, **({"init": str(cfg.init)} if cfg.init else {})}
-    train(setup.module, data, train_cfg, evaluate=setup.evaluate, run_dir=out, inputs=setup.inputs,
-          extra_config={"pretraining": record}, resume=resuming, callbacks=callbacks)
+        micro = cfg.batch_size // cfg.grad_accum
+        data = setup.batches(micro, rank, world_size)
+        n_params = sum(p.numel() for p in setup.module.backbone.parameters())
+        if is_main():
+            what = f"{cfg.init} (continued)" if cfg.init else cfg.model
+            print(f"pretraining {what} {setup.module.config.family} ({n_params / 1e6:.2f}M backbone parameters) "
+                  f"with {cfg.objective} on {setup.summary}", file=sys.stderr)
+        record = {"objective": cfg.objective, "preset": None if cfg.init else cfg.model, "steps": cfg.steps,
+                  **setup.record, **({"init": str(cfg.init)} if cfg.init else {})}
+        train(setup.module, data, cfg, evaluate=setup.evaluate, run_dir=out, inputs=setup.inputs,
+              extra_config={"pretraining": record}, resume=resuming, callbacks=callbacks, resume_hint=resume_hint,
+              started=guard.commit)
     return out / "final"
 
 

@@ -7,17 +7,22 @@ too when present; any other head (a classifier) is dropped. The report lists loa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..data.batches import ExampleBatches
 from ..errors import UserError
 from ..evaluation.seq2seq import evaluate_seq2seq, score_predictions, teacher_forced_loss, translate
-from ..fsutil import clear_output_dir, write_json
+from ..fsutil import ProvisionalDir, check_output_file, read_json, write_json
+from ..options import changed_settings
 from ..tasks.factory import load_model
 from ..tasks.seq2seq import PairSet, Seq2SeqLM, encode_pairs, read_pairs, split_by_source
-from ..training.loop import TrainConfig, train
+from ..training.loop import RESUME_HINT, train
 from ..transfer import build_transfer
+from .settings import Seq2SeqConfig
+
+__all__ = ["Seq2SeqConfig", "finetune_seq2seq", "generate_file", "load_seq2seq", "seq2seq_from_pretrained"]
 
 
 def seq2seq_from_pretrained(directory: str | Path, init: str = "pretrained", seed: int = 0,
@@ -32,36 +37,6 @@ def seq2seq_from_pretrained(directory: str | Path, init: str = "pretrained", see
         dropout: dropout while fine-tuning (pretraining runs without it); None keeps the checkpoint's.
     """
     return build_transfer(directory, task="seq2seq", init=init, seed=seed, verbose=verbose, dropout=dropout)
-
-
-@dataclass
-class Seq2SeqConfig:
-    init: str  # a checkpoint directory, or "scratch" (then `like` names the architecture to copy)
-    train: str
-    out: str
-    source_col: str
-    target_col: str
-    dev: str | None = None
-    dev_fraction: float | None = None  # hold out this fraction of the training file's distinct sources instead
-    like: str | None = None
-    header: bool = True  # False: columns are 0-based indices
-    max_examples: int | None = None  # first N rows of the training file
-    epochs: float = 3
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    schedule: str = "linear"
-    max_len: int = 64
-    max_target_len: int = 32
-    beam: int = 4
-    length_penalty: float = 1.0
-    bleu_tokenize: str = "13a"  # "char" for single words
-    eval_sources: int = 500  # distinct dev sources generated at each evaluation (generation is the slow part)
-    seed: int = 0
-    precision: str = "auto"
-    skip_bad_rows: bool = False
-    progress: bool = True
 
 
 def check_generation(beam: int, max_target_len: int, tokenize: str) -> None:
@@ -85,8 +60,17 @@ def first_sources(pairs: PairSet, n: int) -> PairSet:
     return pairs.subset(i for i, s in enumerate(pairs.sources) if s in keep)
 
 
-def finetune_seq2seq(cfg: Seq2SeqConfig, overwrite: bool = False) -> dict:
-    """Fine-tune and write RUN/{run.json, metrics.jsonl, final/, results.json}. Returns the results dict."""
+# Settings that may differ when a run is resumed: they change how it is watched and where it runs, not what it learns.
+RESUMABLE_CHANGES = {"progress", "device", "out", "save_every", "keep_checkpoints", "log_every", "precision",
+                     "on_nan", "max_nan_skips", "distributed"}
+
+
+def finetune_seq2seq(cfg: Seq2SeqConfig, overwrite: bool = False, resume: bool = False,
+                     resume_hint: str = RESUME_HINT) -> dict:
+    """Fine-tune and write RUN/{run.json, metrics.jsonl, final/, results.json}. Returns the results dict.
+
+    ``resume``: continue the run in ``cfg.out`` from its newest step checkpoint; ``resume_hint``: what an
+    interrupted run tells the user to do."""
     if cfg.init == "scratch":
         if not cfg.like:
             raise UserError("--init scratch needs --like DIR: the bart/mass checkpoint whose architecture and "
@@ -104,32 +88,53 @@ def finetune_seq2seq(cfg: Seq2SeqConfig, overwrite: bool = False) -> dict:
     elif cfg.dev:
         dev = read_pairs(cfg.dev, cfg.source_col, cfg.target_col, cfg.header, cfg.skip_bad_rows)
     module, tokenizer, report = seq2seq_from_pretrained(source, init, cfg.seed, verbose=cfg.progress)
-    max_len = min(cfg.max_len, module.config.max_len)
-    examples = encode_pairs(tokenizer, pairs, max_len, min(cfg.max_target_len, module.config.max_len),
-                            module.config.decoder_start(tokenizer.bos_id))
-    # Only now, with data and model validated, may --overwrite remove an earlier run.
-    out = clear_output_dir(cfg.out, overwrite, "seq2seq output")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "run.json", asdict(cfg))
-    data = ExampleBatches(examples, cfg.batch_size, cfg.seed)
+    recorded = cfg
+    positions = module.config.max_len
+    if cfg.max_len > positions or cfg.max_target_len > positions:
+        # A model reads at most its position table; the settings a run records are the ones it ran with.
+        recorded = replace(cfg, max_len=min(cfg.max_len, positions),
+                           max_target_len=min(cfg.max_target_len, positions))
+        print(f"note: the checkpoint has {positions} positions, so sources are cut at {recorded.max_len} tokens "
+              f"(--max-len {cfg.max_len}) and outputs at {recorded.max_target_len} (--max-target-len "
+              f"{cfg.max_target_len}); run.json records what ran.", file=sys.stderr)
+    max_len, max_target_len = recorded.max_len, recorded.max_target_len
+    examples = encode_pairs(tokenizer, pairs, max_len, max_target_len, module.config.decoder_start(tokenizer.bos_id))
+    # Only now, with data and model validated, is the output directory looked at.
+    out = Path(cfg.out)
+    resuming = False
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            if (out / "run.json").is_file():
+                diffs = changed_settings(asdict(recorded), read_json(out / "run.json"), {}, RESUMABLE_CHANGES)
+                if diffs:
+                    raise UserError(f"--resume: '{out}' was started with different settings ({', '.join(diffs)}). "
+                                    f"Use the same options, or a new --out.")
+            resuming = True
+        elif not overwrite:
+            raise UserError(f"seq2seq output directory '{out}' already exists and is not empty. Pass --resume auto "
+                            f"to continue the run in it, --overwrite to replace it, or choose another --out.")
+    elif resume:
+        print(f"--resume auto: '{out}' holds no run yet, so a new one starts", file=sys.stderr)
+    data = ExampleBatches(examples, cfg.batch_size // cfg.grad_accum, cfg.seed)
     dev_eval = first_sources(dev, cfg.eval_sources) if dev is not None else None
 
     def evaluate(module):
-        return evaluate_seq2seq(module, tokenizer, dev_eval, max_len, cfg.max_target_len, cfg.beam,
+        return evaluate_seq2seq(module, tokenizer, dev_eval, max_len, max_target_len, cfg.beam,
                                 cfg.length_penalty, cfg.bleu_tokenize)
 
-    train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup,
-                            schedule=cfg.schedule, precision=cfg.precision, seed=cfg.seed, progress=cfg.progress,
-                            log_every=max(1, data.steps_per_epoch // 4))
-    generation = {"beam": cfg.beam, "length_penalty": cfg.length_penalty, "max_target_len": cfg.max_target_len,
+    generation = {"beam": cfg.beam, "length_penalty": cfg.length_penalty, "max_target_len": max_target_len,
                   "bleu_tokenize": cfg.bleu_tokenize}
-    state = train(module, data, train_cfg, evaluate=evaluate if dev_eval is not None else None, run_dir=out,
-                  inputs=tokenizer, extra_config={"max_len": max_len, "generation": generation})
-    results = {"init": init, "source": source, "train_examples": len(pairs), "transfer": str(report),
-               "history": state.history}
-    if dev_eval is not None:
-        results.update(dev_examples=len(dev), dev_evaluated=len(dev_eval), final=state.history[-1])
-    write_json(out / "results.json", results)
+    with ProvisionalDir(out, replace=overwrite and not resuming) as guard:
+        if not resuming:
+            write_json(out / "run.json", asdict(recorded))
+        state = train(module, data, recorded, evaluate=evaluate if dev_eval is not None else None, run_dir=out,
+                      inputs=tokenizer, extra_config={"max_len": max_len, "generation": generation},
+                      resume=resuming, resume_hint=resume_hint, started=guard.commit)
+        results = {"init": init, "source": source, "train_examples": len(pairs), "transfer": str(report),
+                   "history": state.history}
+        if dev_eval is not None:
+            results.update(dev_examples=len(dev), dev_evaluated=len(dev_eval), final=state.history[-1])
+        write_json(out / "results.json", results)
     return results
 
 
@@ -150,6 +155,8 @@ def generate_file(model: str | Path, data: str | Path, source_col: str, target_c
 
     Settings left None come from the model's fine-tuning run. Returns (predictions, metrics or None): metrics
     when ``target_col`` is given (references grouped by source, as in training)."""
+    if out is not None:
+        check_output_file(out, overwrite=True)  # its folder must exist before any generation runs
     module, tokenizer, config = load_seq2seq(model)
     gen = config.get("generation", {})
     beam = beam or gen.get("beam", 1)

@@ -65,13 +65,14 @@ class TransferReport:
     dropped: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how the backbone was fitted (input channels, image size)
+    dropped_what: str = "pretraining head"  # "trained head" when the source was itself fine-tuned
 
     def __str__(self) -> str:
         if self.init == "scratch":
             return (f"initialised from scratch: the architecture of {self.source}, random weights "
                     f"({len(self.new)} tensors).")
         lines = [f"transferred {len(self.loaded)} tensors from {self.source}"]
-        lines.append(f"  dropped (pretraining head): {', '.join(self.dropped) or 'none'}")
+        lines.append(f"  dropped ({self.dropped_what}): {', '.join(self.dropped) or 'none'}")
         lines.append(f"  new (fresh init): {', '.join(self.new) or 'none'}")
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
@@ -120,6 +121,8 @@ def transfer_module(directory: str | Path, task: dict, init: str = "pretrained",
     missing, _ = module.load_state_dict(kept, strict=False)
     report.loaded = sorted(kept)
     report.dropped = sorted(k for k in weights if not k.startswith("backbone.") and k not in kept)
+    if config["task"].get("kind") in TASKS:
+        report.dropped_what = f"trained {config['task']['kind']} head"
     report.new = sorted(missing)
     return module, inputs, report
 

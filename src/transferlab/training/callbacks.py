@@ -119,10 +119,11 @@ class MetricsLog(Callback):
     def write(self, state, split: str, values: dict) -> None:
         row = {"step": state.step, "split": split, "time": round(time.time() - self.start, 3),
                "epoch": round(state.epoch, 4)}
-        row.update({k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else v)
+        # JSON has no NaN: a non-finite value is logged as null (the fault column says what happened).
+        row.update({k: (float(v) if math.isfinite(v) else None) if isinstance(v, (int, float)) else v
                     for k, v in values.items()})
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row, allow_nan=False) + "\n")
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):

@@ -14,6 +14,7 @@ Nothing in a checkpoint is executed: weights are safetensors, configs JSON, and 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -123,20 +124,97 @@ def check_weights(expected: dict, weights: dict, directory, what: str = "its con
                         f"corrupted, or its files come from different runs or models.")
 
 
+_UNMARKED_SEEN: set[str] = set()
+
+
 def load_config(directory: str | Path) -> dict:
+    """A checkpoint's config.json, after checking that the directory is a whole checkpoint (its completeness
+    marker) and that the config's fields have the types they must have."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"checkpoint directory '{directory}' does not exist. Pass a directory written by "
                         f"`transferlab pretrain` or `finetune` (e.g. RUN/final).")
+    if not (directory / "config.json").is_file() and _is_run_dir(directory):
+        steps = sorted(p.name for p in directory.iterdir() if STEP_DIR.match(p.name))
+        found = ", ".join(n for n in ["final" if (directory / "final").is_dir() else "", *steps[-2:]] if n)
+        raise UserError(f"'{directory}' is a run directory, not a checkpoint; use {directory}/final (the finished "
+                        f"model) or {directory}/step-N (a step checkpoint)" + (f". It holds: {found}." if found
+                                                                                else "; it holds neither yet."))
     reason = check_complete(directory)
     if reason is not None:
         raise UserError(f"checkpoint '{directory}' is incomplete: {reason}. It was cut short while being written "
                         f"or copied; copy it again, or use another checkpoint.")
+    if not (directory / MARKER).is_file() and str(directory.resolve()) not in _UNMARKED_SEEN:
+        # Trusted, since old versions renamed a checkpoint into place only when whole, but not silently.
+        _UNMARKED_SEEN.add(str(directory.resolve()))
+        print(f"warning: checkpoint '{directory}' has no {MARKER}, so a truncated file in it cannot be detected "
+              f"(written by a transferlab from before the marker, or copied without it). If it was copied, copy "
+              f"it whole again.", file=sys.stderr)
     config = read_json(directory / "config.json")
     if config.get("format") != FORMAT:
         raise UserError(f"'{directory / 'config.json'}' is not a transferlab checkpoint (format "
                         f"{config.get('format')!r}); convert Hugging Face checkpoints with `transferlab convert`.")
+    check_config_types(config, directory / "config.json")
     return config
+
+
+def _is_run_dir(directory: Path) -> bool:
+    return (directory / "run.json").is_file() or (directory / "final").is_dir() or \
+        any(STEP_DIR.match(p.name) for p in directory.iterdir())
+
+
+# What config.json's top level and task entry must hold: field -> (types, what to write there).
+_CONFIG_TYPES = {"backbone": (dict, "a mapping"), "task": (dict, "a mapping"), "max_len": (int, "a whole number"),
+                 "label_names": ((list, type(None)), "a list of names"),
+                 "tokenizer_sha256": (str, "text (a hex digest)"), "inputs": (dict, "a mapping"),
+                 "pairs": (bool, "true or false")}
+_TASK_TYPES = {"kind": (str, "text"), "num_labels": (int, "a whole number"),
+               "label_names": ((list, type(None)), "a list of names"), "pooling": ((str, type(None)), "text")}
+
+
+def check_config_types(config: dict, where) -> None:
+    """Refuse a config.json whose fields have the wrong types (a hand edit, another tool), naming the field."""
+    def bad(name: str, value, what: str) -> UserError:
+        return UserError(f"'{where}': field {name} must be {what}, got {json.dumps(value)[:60]} "
+                         f"({type(value).__name__}). The file was edited by hand or written by another tool; fix "
+                         f"that field, or write the checkpoint again.")
+
+    for name, (types, what) in _CONFIG_TYPES.items():
+        value = config.get(name)
+        if name in config and (not isinstance(value, types) or isinstance(value, bool) and types is int):
+            raise bad(name, value, what)
+    for name in ("backbone", "task"):
+        if name not in config:
+            raise UserError(f"'{where}' has no {name} entry; it is not a whole transferlab config.json. Write the "
+                            f"checkpoint again.")
+    task = config["task"]
+    for name, (types, what) in _TASK_TYPES.items():
+        value = task.get(name)
+        if name in task and (not isinstance(value, types) or isinstance(value, bool) and types is int):
+            raise bad(f"task.{name}", value, what)
+    for names_at in ("label_names",):
+        for owner, prefix in ((config, ""), (task, "task.")):
+            names = owner.get(names_at)
+            if isinstance(names, list) and not all(isinstance(n, (str, int)) for n in names):
+                raise bad(prefix + names_at, names, "a list of names")
+    names, n = task.get("label_names"), task.get("num_labels")
+    if isinstance(names, list) and isinstance(n, int) and names and len(names) != n:
+        raise UserError(f"'{where}': task.label_names lists {len(names)} labels but task.num_labels is {n}; the "
+                        f"head has {n} outputs. Fix one of them, or write the checkpoint again.")
+
+
+def refusal_reason(e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words. torch's own message advises loading it
+    with ``weights_only=False`` or allow-listing the object, which would run whatever the file holds: never
+    repeated here."""
+    text = str(e)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it holds a pickled object, {found.group(1)}, where only tensors belong"
+    if "Weights only load failed" in text:
+        return "it holds pickled objects other than tensors"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"unreadable: {first[:200]}"
 
 
 def load_weights(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -162,10 +240,9 @@ def load_trainer_state(directory: str | Path, optimizer=None, scheduler=None, lo
             # weights_only=True: an object other than tensors and plain containers is refused, never built.
             saved = torch.load(ts / "optimizer.pt", weights_only=True, map_location="cpu")
         except Exception as e:  # UnpicklingError for a foreign object; others for a corrupt file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"refusing '{ts / 'optimizer.pt'}': it is not a plain tensor file ({first}). Nothing in "
-                            f"it was executed. Delete that checkpoint directory and resume from an earlier one, or "
-                            f"start a new run.") from None
+            raise UserError(f"refusing '{ts / 'optimizer.pt'}': it is not a plain tensor file ({refusal_reason(e)}). "
+                            f"Nothing in it was executed. Delete that checkpoint directory and resume from an earlier "
+                            f"one, or start a new run.") from None
         try:
             (load_optimizer or optimizer.load_state_dict)(saved)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:

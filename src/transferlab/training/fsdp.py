@@ -22,7 +22,7 @@ import torch
 
 from ..errors import UserError
 
-STRATEGIES = ("ddp", "fsdp")
+from .settings import STRATEGIES  # declared with the other training settings
 
 
 def check_strategy(strategy: str) -> None:

@@ -22,37 +22,14 @@ from ..fsutil import remove_debris
 from . import checkpoint as ckpt
 from .callbacks import Callback, MetricsLog
 from .distributed import grad_sync, is_main, mean_over_ranks, token_weight, unwrap, world
-from .fsdp import check_strategy, full_state, load_model_state, load_optimizer_state, shard
+from .fsdp import full_state, load_model_state, load_optimizer_state, shard
 from .optim import build_optimizer, build_scheduler
 from .precision import autocast, configure_cpu, resolve_precision
+from .settings import TrainSettings
 
 
-@dataclass
-class TrainConfig:
-    steps: int | None = None  # optimizer steps; or give epochs
-    epochs: float | None = None
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.06  # < 1: fraction of all steps; >= 1: steps
-    schedule: str = "linear"
-    grad_accum: int = 1
-    clip: float = 1.0
-    precision: str = "auto"
-    log_every: int = 10
-    eval_every: int | None = None  # default: once per epoch, or 10 times per run for step-based runs
-    save_every: int | None = None  # step checkpoints (with trainer state); None: only final/
-    keep_checkpoints: int = 2
-    seed: int = 0
-    progress: bool = True
-    device: str = "cpu"
-    on_nan: str = "stop"  # a NaN/inf loss or gradient norm: "stop" with a message, or "skip" the batch
-    max_nan_skips: int = 10  # with "skip": stop when more than this many batches in a row are bad
-    distributed: str = "ddp"  # under torchrun with >1 ranks: "ddp" (replicated model) or "fsdp" (sharded, fsdp.py)
-
-    def __post_init__(self):
-        check_strategy(self.distributed)
-        if self.on_nan not in ("stop", "skip"):
-            raise UserError(f"--on-nan must be 'stop' or 'skip', got {self.on_nan!r}.")
+# The loop's settings are the one training-settings dataclass (settings.py); TrainConfig is its old name.
+TrainConfig = TrainSettings
 
 
 @dataclass
@@ -75,9 +52,9 @@ class TrainState:
         return self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0
 
 
-def _plan(cfg: TrainConfig, data) -> tuple[int, int | None]:
-    """Total optimizer steps and steps per epoch (None for infinite streams)."""
-    micro_per_epoch = getattr(data, "steps_per_epoch", None)
+def plan_steps(cfg: TrainSettings, micro_per_epoch: int | None) -> tuple[int, int | None]:
+    """Total optimizer steps and steps per epoch (None for infinite streams) of a run over data with
+    ``micro_per_epoch`` micro-batches per epoch: what the loop runs, and what a scheduler built outside it needs."""
     per_epoch = max(1, micro_per_epoch // cfg.grad_accum) if micro_per_epoch else None
     if cfg.steps is not None:
         return cfg.steps, per_epoch
@@ -86,9 +63,14 @@ def _plan(cfg: TrainConfig, data) -> tuple[int, int | None]:
     return max(1, math.ceil(cfg.epochs * per_epoch)), per_epoch
 
 
-def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable[[torch.nn.Module], dict] | None = None,
-          run_dir: str | Path | None = None, inputs=None, extra_config: dict | None = None,
-          callbacks: list[Callback] = (), optimizer=None, scheduler=None, resume: bool = False) -> TrainState:
+RESUME_HINT = "run the same command with --resume auto (from Python: the same call with resume=True)"
+
+
+def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
+          evaluate: Callable[[torch.nn.Module], dict] | None = None, run_dir: str | Path | None = None, inputs=None,
+          extra_config: dict | None = None, callbacks: list[Callback] = (), optimizer=None, scheduler=None,
+          resume: bool = False, resume_hint: str = RESUME_HINT, started: Callable[[], None] | None = None
+          ) -> TrainState:
     """Train ``module`` on ``data`` (an object with ``batch(i) -> dict`` and ``steps_per_epoch``).
 
     ``module`` is a task module: ``module(batch)`` returns a dict with ``loss``, and ``module.count(batch)`` says
@@ -97,7 +79,10 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
 
     ``evaluate(module) -> {"loss": ..., ...}`` is called every ``eval_every`` steps and at the end. With
     ``run_dir``, metrics go to RUN/metrics.jsonl, step checkpoints to RUN/step-N/, the final model to RUN/final/;
-    ``resume=True`` continues from the newest complete step checkpoint.
+    ``resume=True`` continues from the newest complete step checkpoint, and an interrupted run saves one and says
+    how to continue (``resume_hint``: the command that does it). ``started()`` is called once, after the first
+    optimizer step of this call: from then on the run has done work worth keeping. A callback with a
+    ``state_key`` and ``state_dict()`` / ``load_state_dict()`` has its state saved in step checkpoints.
     """
     if cfg.device == "cpu":
         configure_cpu()
@@ -109,36 +94,53 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     if world_size > 1 and cfg.distributed == "fsdp":
         shard(module, device, optimizer)
     module.to(device)
-    max_steps, per_epoch = _plan(cfg, data)
+    max_steps, per_epoch = plan_steps(cfg, getattr(data, "steps_per_epoch", None))
     optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay)
     scheduler = scheduler or build_scheduler(optimizer, cfg.schedule, max_steps, cfg.warmup)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, inputs, run_dir)
     rate_key = f"{module.unit}_per_s"  # tokens_per_s, images_per_s, ...
     eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)
+    log_every = cfg.log_every or (max(1, per_epoch // 4) if per_epoch else 10)
     callbacks = list(callbacks)
     log = None
     if run_dir is not None and is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(run_dir)
         callbacks.insert(0, log)
+    say = (lambda text: print(text, file=sys.stderr)) if is_main() else (lambda text: None)
 
     if resume and run_dir is not None and is_main():
         remove_debris(run_dir)  # temporary names left by a write or delete that a crash cut short
+    resumed_from = None
     if resume and run_dir is not None and (found := ckpt.step_checkpoints(run_dir, report=is_main())):
-        latest = found[-1]
-        weights = ckpt.load_weights(latest)
-        ckpt.check_weights(unwrap(module).state_dict(), weights, latest, "the model being trained")
+        resumed_from = found[-1]
+        weights = ckpt.load_weights(resumed_from)
+        ckpt.check_weights(unwrap(module).state_dict(), weights, resumed_from, "the model being trained")
         load_model_state(unwrap(module), weights)
-        saved = ckpt.load_trainer_state(latest, optimizer, scheduler,
+        saved = ckpt.load_trainer_state(resumed_from, optimizer, scheduler,
                                         load_optimizer=lambda sd: load_optimizer_state(unwrap(module), optimizer, sd))
+        if saved.get("step") != int(ckpt.STEP_DIR.match(resumed_from.name).group(1)):
+            raise UserError(f"'{resumed_from}' records step {saved.get('step')!r} in trainer_state/state.json, but "
+                            f"its name says step {int(resumed_from.name[5:])}: the checkpoint was renamed or its files "
+                            f"mixed with another's. Delete it to resume from an earlier one.")
         state.step, state.history = saved["step"], saved.get("history", [])
         state.skipped_batches = saved.get("skipped_batches", 0)
+        for cb in callbacks:
+            if getattr(cb, "state_key", None) in saved.get("callbacks", {}):
+                cb.load_state_dict(saved["callbacks"][cb.state_key])
         if log is not None:
             log.truncate_after(state.step)
-        print(f"resumed from {latest} at step {state.step}", file=sys.stderr)
-    elif resume and log is not None:
-        log.truncate_after(0)  # killed before the first checkpoint: start the log over with the run
+        say(f"resumed from {resumed_from} at step {state.step}")
+    elif resume and run_dir is not None:
+        say(f"--resume auto: '{run_dir}' holds no complete step checkpoint (the run stopped before its first one), "
+            f"so training starts over from step 0")
+        if log is not None:
+            log.truncate_after(0)
+    if run_dir is not None and cfg.progress and (not cfg.save_every or cfg.save_every >= max_steps):
+        say(f"no step checkpoints will be written (--save-every {cfg.save_every or 'not set'}, {max_steps} steps): "
+            f"Ctrl-C or SIGTERM still saves one to resume from, but a crash or kill -9 loses the run")
+    first_step = state.step
 
     model = module
     if world_size > 1 and cfg.distributed == "ddp":
@@ -149,16 +151,20 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
         weights, optimizer_state = full_state(unwrap(module), optimizer if with_state else None)
         if not is_main():
             return
-        trainer_state = ({"step": state.step, "history": state.history, "skipped_batches": state.skipped_batches}
-                         if with_state else None)
+        trainer_state = None
+        if with_state:
+            trainer_state = {"step": state.step, "history": state.history, "skipped_batches": state.skipped_batches}
+            kept = {cb.state_key: cb.state_dict() for cb in callbacks if getattr(cb, "state_key", None)}
+            if kept:
+                trainer_state["callbacks"] = kept
         try:
             ckpt.save_checkpoint(directory, unwrap(module), inputs, trainer_state,
                                  optimizer if with_state else None, scheduler if with_state else None, extra_config,
                                  weights=weights, optimizer_state=optimizer_state)
         except UserError as e:  # disk full, read-only: say which checkpoint is still good
             found = ckpt.step_checkpoints(run_dir)
-            last = (f" The last complete checkpoint is {found[-1]}; after fixing this, run the same command with "
-                    f"--resume auto to continue from it." if found else "")
+            last = (f" The last complete checkpoint is {found[-1]}; after fixing this, {resume_hint} to continue "
+                    f"from it." if found else "")
             raise UserError(f"{e}{last}") from None
 
     def run_eval() -> None:
@@ -174,8 +180,13 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
 
     for cb in callbacks:
         cb.on_fit_start(state)
-    bar = tqdm(total=max_steps, initial=state.step, disable=not (cfg.progress and is_main()), dynamic_ncols=True,
-               unit="step", desc="train", file=sys.stderr)
+    # A bar redraws itself with carriage returns: in a log file that is one unreadable line. Without a terminal the
+    # loop prints one plain line per log interval instead.
+    terminal = sys.stderr.isatty()
+    bar = tqdm(total=max_steps, initial=state.step, disable=not (cfg.progress and is_main() and terminal),
+               dynamic_ncols=True, unit="step", desc="train", file=sys.stderr)
+    lines = cfg.progress and is_main() and not terminal
+    run_start = time.perf_counter()
     module.train()
     window_loss, window_units, window_start = 0.0, 0, time.perf_counter()
     window_steps = 0
@@ -209,7 +220,7 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
             else:
                 bad_in_a_row += 1
                 if cfg.on_nan != "skip" or bad_in_a_row > cfg.max_nan_skips:
-                    raise UserError(_nan_message(state.step + 1, run_dir, fault, bad_in_a_row, cfg))
+                    raise UserError(_nan_message(state.step + 1, run_dir, fault, bad_in_a_row, cfg, resume_hint))
                 # Skip: no update and no scheduler step, but the step (and so the data position) advances.
                 optimizer.zero_grad(set_to_none=True)
                 state.skipped_batches += 1
@@ -217,13 +228,15 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                     tqdm.write(f"step {state.step + 1}: {fault}; batch skipped ({state.skipped_batches} so far)",
                                file=sys.stderr)
             state.step += 1
+            if state.step == first_step + 1 and started is not None:
+                started()
             if fault is None:
                 state.last_loss = step_loss
                 window_loss += step_loss
                 window_steps += 1
             bar.update(1)
             logs = {"skipped_batches": state.skipped_batches, "fault": fault} if fault else {}
-            if state.step % cfg.log_every == 0 or state.step == max_steps:
+            if state.step % log_every == 0 or state.step == max_steps:
                 elapsed = time.perf_counter() - window_start
                 logs = {"loss": window_loss / window_steps if window_steps else float("nan"),
                         "lr": scheduler.get_last_lr()[0], rate_key: window_units / max(elapsed, 1e-9),
@@ -231,6 +244,9 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
                         **({"fault": fault} if fault else {})}
                 bar.set_postfix({"loss": f"{logs['loss']:.4f}", "lr": f"{logs['lr']:.2e}",
                                  f"{module.unit}/s": f"{logs[rate_key]:,.0f}"})
+                if lines:
+                    print(_log_line(state, logs, rate_key, module.unit, time.perf_counter() - run_start, first_step),
+                          file=sys.stderr, flush=True)
                 window_loss, window_units, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
             for cb in callbacks:
                 cb.on_step_end(state, logs)
@@ -246,13 +262,14 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
             run_eval()
     except KeyboardInterrupt:
         bar.close()
-        if run_dir is not None:
+        if run_dir is not None and state.step > first_step:
             where = run_dir / f"step-{state.step:07d}"
             if where not in ckpt.step_checkpoints(run_dir):  # not already saved at this very step
                 save(where, with_state=True)
-            if is_main():
-                print(f"\ninterrupted at step {state.step}; checkpoint saved to {where}. Continue with the same "
-                      f"command and --resume auto.", file=sys.stderr)
+            say(f"\ninterrupted at step {state.step}; checkpoint saved to {where}. To continue, {resume_hint}.")
+        elif resumed_from is not None:
+            say(f"\ninterrupted before step {state.step + 1}; {resumed_from} is still the newest checkpoint. To "
+                f"continue, {resume_hint}.")
         raise
     bar.close()
     for cb in callbacks:
@@ -262,10 +279,27 @@ def train(module: torch.nn.Module, data, cfg: TrainConfig, *, evaluate: Callable
     return state
 
 
-def _nan_message(step: int, run_dir: Path | None, fault: str, in_a_row: int, cfg: TrainConfig) -> str:
+def _log_line(state: TrainState, logs: dict, rate_key: str, unit: str, elapsed: float, first_step: int) -> str:
+    """One plain progress line (for logs written to a file): step, loss, lr, throughput, time left."""
+    done = state.step - first_step
+    left = elapsed / done * (state.max_steps - state.step) if done else 0.0
+    line = (f"step {state.step}/{state.max_steps} loss {logs['loss']:.4f} lr {logs['lr']:.2e} "
+            f"{unit}/s {logs[rate_key]:,.0f} elapsed {_clock(elapsed)} left {_clock(left)}")
+    if state.steps_per_epoch:
+        line = f"epoch {state.epoch:.2f} " + line
+    return line
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _nan_message(step: int, run_dir: Path | None, fault: str, in_a_row: int, cfg: TrainSettings,
+                 resume_hint: str = RESUME_HINT) -> str:
     where = ""
     if run_dir is not None and (found := ckpt.step_checkpoints(run_dir)):
-        where = f" The last good checkpoint is {found[-1]} (resume from it with --resume auto)."
+        where = f" The last good checkpoint is {found[-1]} (to resume from it, {resume_hint})."
     what = (f"{in_a_row} batches in a row gave a NaN or infinite loss/gradient (more than max_nan_skips="
             f"{cfg.max_nan_skips}), the last at step {step} ({fault})" if cfg.on_nan == "skip"
             else f"the {fault.split()[0]} became NaN or infinite at step {step} ({fault})")

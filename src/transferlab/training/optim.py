@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import UserError
 
-SCHEDULES = ("linear", "cosine", "constant", "slanted")
+from .settings import SCHEDULES  # declared with the other training settings
 # Slanted triangular (ULMFiT, Howard & Ruder 2018): the peak LR is this many times the LR at the ends.
 SLANTED_RATIO = 32
 

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import UserError
 
-PRECISIONS = ("auto", "bf16", "fp32")
+from .settings import PRECISIONS  # declared with the other training settings
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .facade import History, MeanSquaredError, SparseCategoricalCrossentropy, TransferModel
@@ -20,10 +21,12 @@ def from_pretrained(directory: str | Path, task: str = "classification", num_lab
     Args:
         directory: a checkpoint directory (``RUN/final``) from pretraining or an earlier fine-tuning.
         task: "classification" (single sentences or pairs, images) or "regression".
-        num_labels / label_names: size (and names) of the new head's label set.
+        num_labels / label_names: size (and names) of the new head's label set. Left out on a fine-tuned
+            directory, the trained head is kept (fine-tuning continues from it: the same as ``load(directory)``);
+            given, it is replaced by a fresh head, and the report says so in words.
         init: "pretrained", or "scratch" for the identical architecture with random weights (the baseline).
         seed: seeds the fresh head (and, for scratch, the whole model).
-        max_len: longest token sequence (text).
+        max_len: longest token sequence (text); more than the checkpoint's positions is cut to them (and said).
         dropout: dropout while fine-tuning: "auto" (0.1 for text, whose pretraining runs without it; an image
             checkpoint's own), a rate, or None (the checkpoint's own).
         channels / image_size: for an image checkpoint, the input your data has when it differs from the
@@ -50,13 +53,57 @@ def from_pretrained(directory: str | Path, task: str = "classification", num_lab
                         "transferlab.recipes.seq2seq.finetune_seq2seq (build one with "
                         "transferlab.transfer.build_transfer(dir, task='seq2seq')); the Keras-style model "
                         "classifies and regresses.")
+    from ..training.checkpoint import load_config
+
+    config = load_config(directory)
+    trained = config["task"].get("kind") if config["task"].get("kind") in ("classification", "regression") else None
+    if (trained == task and init == "pretrained" and num_labels is None and channels is None and image_size is None
+            and label_names in (None, config.get("label_names"))):
+        model = load(directory, max_len=max_len)
+        names = config.get("label_names")
+        model.report = TransferReport(str(directory), init, loaded=sorted(model.module.state_dict()), notes=[
+            f"kept the trained {trained} head" + (f" (labels {', '.join(map(str, names))})" if names else "") +
+            ": fine-tuning continues from it; pass num_labels= or label_names= for a fresh head"])
+        if verbose:
+            print(f"{directory} is a fine-tuned model: {model.report.notes[0]}.", file=sys.stderr)
+        if pooling is not None and pooling != config["task"].get("pooling"):
+            from ..errors import UserError
+
+            raise UserError(f"pooling='{pooling}' would change how the trained head of '{directory}' reads the "
+                            f"sequence (it was trained with {config['task'].get('pooling') or 'the default'}); pass "
+                            f"num_labels= for a fresh head with that pooling.")
+        if model.max_len_note and verbose:
+            print(f"note: {model.max_len_note}.", file=sys.stderr)
+        return model
     module, inputs, report = build_transfer(directory, task, num_labels, label_names, init, pooling, seed,
                                             verbose, dropout, channels, image_size)
-    return TransferModel(module, inputs, report, max_len)
+    if trained and init == "pretrained":
+        names = config.get("label_names")
+        what = f"the trained {trained} head of '{directory}'" + (f" (labels {', '.join(map(str, names))})"
+                                                                  if names else "")
+        note = (f"{what} was dropped: the new model has a fresh head that starts from random weights. To keep the "
+                f"trained head instead, call from_pretrained('{directory}') without num_labels and label_names, or "
+                f"transferlab.load('{directory}').")
+        report.notes.append(note)
+        if verbose:
+            print(note, file=sys.stderr)
+        else:
+            import warnings
+
+            warnings.warn(note, stacklevel=2)
+    model = TransferModel(module, inputs, report, max_len)
+    if model.max_len_note and verbose:
+        print(f"note: {model.max_len_note}.", file=sys.stderr)
+    return model
 
 
-def load(directory: str | Path) -> TransferModel:
-    """Open a fine-tuned directory as it was saved (head included), for evaluate / predict."""
+def load(directory: str | Path, max_len: int | None = None) -> TransferModel:
+    """Open a fine-tuned directory as it was saved (head included), for evaluate / predict, or to fine-tune further.
+
+    Args:
+        directory: a fine-tuning run's ``final/`` (or a ``model.save(...)`` directory).
+        max_len: longest token sequence (text); None uses the one it was fine-tuned with.
+    """
     module, inputs, config = load_model(directory)
     if config["task"]["kind"] == "multitask":
         from .multitask import MultiTaskModel
@@ -71,7 +118,7 @@ def load(directory: str | Path) -> TransferModel:
 
         raise UserError(f"'{directory}' holds a '{config['task']['kind']}' pretraining checkpoint, not a fine-tuned "
                         f"model; fine-tune it first (`transferlab finetune --init {directory}`).")
-    return TransferModel(module, inputs, max_len=config.get("max_len", 128))
+    return TransferModel(module, inputs, max_len=max_len or config.get("max_len", 128), pairs=config.get("pairs"))
 
 
 __all__ = ["from_pretrained", "load", "build_transfer", "TransferModel", "MultiTaskModel", "History", "TransferReport",

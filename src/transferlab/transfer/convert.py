@@ -228,8 +228,11 @@ def _read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
                 return load_file(str(path))
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt file, or a pickle that needs code (refused by weights_only)
-            raise UserError(f"cannot read weights '{path}': {e}. The file is corrupted, or it is a pickle holding "
-                            f"more than tensors; re-save the model with save_pretrained(safe_serialization=True).")
+            from ..training.checkpoint import refusal_reason
+
+            raise UserError(f"cannot read weights '{path}': {refusal_reason(e)}. Nothing in it was executed. The file "
+                            f"is corrupted, or it is a pickle holding more than tensors; re-save the model with "
+                            f"save_pretrained(safe_serialization=True) where it came from.") from None
 
     for name in HF_WEIGHTS:
         path = src / name

@@ -1,13 +1,15 @@
 """The Keras-style facade the classic fine-tuning tutorial uses: compile, fit, evaluate, predict.
 
-``fit`` is a thin wrapper over ``training.loop.train``; everything else is input handling. With ``loss=None``
-the task's own loss is used (the right default). A user loss that expects probabilities while the model emits
-logits (Keras's ``from_logits`` trap) is caught at ``compile`` and explained.
+``fit`` is a thin wrapper over ``training.loop.train``; everything else is input handling. ``compile`` stores the
+training settings as one ``FinetuneSettings`` (validated there, as the command line validates them), and ``fit``'s
+arguments override its fields. With ``loss=None`` the task's own loss is used (the right default). A user loss that
+expects probabilities while the model emits logits (Keras's ``from_logits`` trap) is caught at ``compile`` and
+explained.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,9 @@ from ..training.callbacks import Callback
 from ..training.distributed import is_main, world
 from ..training.fsdp import full_state, is_sharded
 from ..training.checkpoint import save_checkpoint
-from ..training.loop import TrainConfig, train
+from ..training.loop import RESUME_HINT, plan_steps, train
 from ..training.optim import build_optimizer, build_scheduler
+from ..training.settings import FinetuneSettings, TrainSettings
 from .methods import apply_method, check_distributed, trainable_parameters
 
 
@@ -73,10 +76,12 @@ def check_loss(loss, problem: str, num_labels: int) -> None:
 
 @dataclass
 class History:
-    """Per-epoch values, Keras-style: ``history.history["val_accuracy"][epoch]``."""
+    """Per-epoch values, Keras-style: ``history.history["val_accuracy"][epoch]``. ``eval_epochs[i]`` is the epoch at
+    which the i-th evaluation (the i-th ``val_*`` value) ran: every epoch unless evaluation was made less frequent."""
 
     history: dict = field(default_factory=dict)
     epoch: list = field(default_factory=list)
+    eval_epochs: list = field(default_factory=list)
 
     def best(self, metric: str, mode: str = "max") -> tuple[int, float]:
         values = self.history[metric]
@@ -103,15 +108,18 @@ class _LossOverride(nn.Module):
 
 
 class _EpochHistory(Callback):
-    """Mean training loss per epoch, and the validation metrics of each end-of-epoch evaluation."""
+    """Mean training loss per epoch, and the validation metrics of each evaluation. Its state goes into step
+    checkpoints (``state_key``), so a resumed fine-tuning run reports every epoch, not only those after the resume."""
 
-    def __init__(self, history: History, steps_per_epoch: int):
-        self.history, self.per_epoch = history, steps_per_epoch
+    state_key = "epoch_history"
+
+    def __init__(self, history: History):
+        self.history = history
         self.losses: list[float] = []
 
     def on_step_end(self, state, logs):
         self.losses.append(state.last_loss)
-        if state.step % self.per_epoch == 0 or state.step == state.max_steps:
+        if state.step % state.steps_per_epoch == 0 or state.step == state.max_steps:
             self.history.history.setdefault("loss", []).append(float(np.mean(self.losses)))
             # Methods that freeze or unfreeze (linear probe, gradual unfreezing) show here what really trained.
             self.history.history.setdefault("trainable_params", []).append(trainable_parameters(state.module))
@@ -121,16 +129,51 @@ class _EpochHistory(Callback):
     def on_eval_end(self, state, metrics):
         for k, v in metrics.items():
             self.history.history.setdefault(f"val_{k}", []).append(v)
+        self.history.eval_epochs.append(round(state.epoch, 4))
+
+    def state_dict(self) -> dict:
+        return {"history": self.history.history, "epoch": self.history.epoch,
+                "eval_epochs": self.history.eval_epochs, "losses": self.losses}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.history.history = saved["history"]
+        self.history.epoch, self.history.eval_epochs = saved["epoch"], saved.get("eval_epochs", [])
+        self.losses = saved["losses"]
+
+
+class _Clock(Callback):
+    """The loop's state, for an evaluation function that needs to know whether it is the last one."""
+
+    state = None
+
+    def on_fit_start(self, state):
+        self.state = state
+
+
+@dataclass
+class Compiled:
+    """What ``compile`` stored: the optimizer (a name, an instance or a factory), the loss (None: the task's own),
+    the metrics (the first one picks the best epoch) and the training settings."""
+
+    optimizer: object
+    loss: object
+    metrics: list[str]
+    settings: FinetuneSettings
 
 
 class TransferModel:
     """A task module + its preprocessor (``inputs``: a tokenizer, an image preprocessor), with the Keras workflow.
     Get one from ``from_pretrained``; it reads texts, images and files of its own modality."""
 
-    def __init__(self, module, inputs, report=None, max_len: int = 128):
+    def __init__(self, module, inputs, report=None, max_len: int = 128, pairs: bool | None = None):
         self.module, self.inputs, self.report = module, inputs, report
-        self.max_len = min(max_len, getattr(module.config, "max_len", max_len))
-        self.compiled = None
+        positions = getattr(module.config, "max_len", max_len)
+        self.max_len = min(max_len, positions)
+        # A model reads at most its position table: a longer max_len is cut to it, and this says so.
+        self.max_len_note = (f"max_len {max_len} is more than the {positions} positions of this checkpoint: texts "
+                             f"are cut at {positions} tokens" if max_len > positions else None)
+        self.pairs = pairs  # text: whether it was fine-tuned on sentence pairs (None: not known yet)
+        self.compiled: Compiled | None = None
         self.method = None  # a transfer.methods.TransferMethod once compile(method=...) ran
 
     @property
@@ -142,27 +185,36 @@ class TransferModel:
     def problem(self) -> str:
         return self.module.problem
 
-    def compile(self, optimizer="adamw", loss=None, metrics=None, lr: float = 5e-5, weight_decay: float = 0.01,
-                schedule: str = "linear", warmup: float = 0.1, precision: str = "auto", clip: float = 1.0,
-                method: str | None = None, method_options: dict | None = None):
+    def compile(self, optimizer="adamw", loss=None, metrics=None, method: str | None = None,
+                method_options: dict | None = None, settings: TrainSettings | None = None, **overrides):
         """``optimizer``: "adamw"/"adam"/"sgd", a torch optimizer over ``model.parameters()``, or a callable
-        ``params -> optimizer``. ``schedule``: "linear" (warm-up then decay), "cosine", "constant" or "slanted".
-        ``method``: "finetune", "linear-probe", "gradual-unfreeze" or "lora" (``transfer.methods.apply_method``;
-        ``method_options`` such as ``{"lora_rank": 8}``); None keeps the model's trainable set as it is."""
+        ``params -> optimizer``. ``method``: "finetune", "linear-probe", "gradual-unfreeze" or "lora"
+        (``transfer.methods.apply_method``; ``method_options`` such as ``{"lora_rank": 8}``); None keeps the model's
+        trainable set as it is.
+
+        The training settings are a ``FinetuneSettings`` (3 epochs at lr 5e-5, 10% linear warm-up, ...): start from
+        ``settings`` (any training settings, e.g. a ``FinetuneConfig``) and change fields by keyword, e.g.
+        ``compile(lr=1e-3, schedule="cosine", warmup=0.06, precision="fp32", clip=1.0)``. Every value is checked
+        here, with the messages the command line gives."""
         metrics = list(metrics) if metrics else self.default_metrics()
         check_metrics_fit_task(metrics, self.problem)
+        unknown = sorted(set(overrides) - {f.name for f in fields(FinetuneSettings)})
+        if unknown:
+            raise UserError(f"compile() got unknown setting(s) {', '.join(unknown)}; the training settings are "
+                            f"{', '.join(f.name for f in fields(FinetuneSettings))}.")
+        base = FinetuneSettings.of(settings) if settings is not None else FinetuneSettings()
+        settings = replace(base, **overrides)  # validated again, field by field
         if loss is not None:
             check_loss(loss, self.problem, self.module.num_labels)
         if method is not None:
             self.method = apply_method(self.module, method, **(method_options or {}))
-        self.compiled = dict(optimizer=optimizer, loss=loss, metrics=metrics, lr=lr, weight_decay=weight_decay,
-                             schedule=schedule, warmup=warmup, precision=precision, clip=clip)
+        self.compiled = Compiled(optimizer, loss, metrics, settings)
         return self
 
     @property
     def _precision(self) -> str:
         """evaluate/predict compute in the precision the model was compiled to train in ("auto" by default)."""
-        return (self.compiled or {}).get("precision", "auto")
+        return self.compiled.settings.precision if self.compiled is not None else "auto"
 
     def default_metrics(self) -> list[str]:
         return default_metrics(self.problem, self.module.num_labels, self.inputs.modality)
@@ -184,6 +236,12 @@ class TransferModel:
                             require_labels=require_labels, split=split, **options)
 
     def _encode(self, data, augment=None):
+        if self.inputs.modality == "text" and self.pairs is not None and data.is_pair != self.pairs:
+            had, got = ("sentence pairs (two text columns)", "one text column") if self.pairs else \
+                ("single sentences (one text column)", "two text columns (sentence pairs)")
+            raise UserError(f"this model was fine-tuned on {had}, but {data.source} gives it {got}; its scores "
+                            f"would mean nothing. Name the columns it was trained on with --text-cols (text_cols= "
+                            f"in Python), or use a model fine-tuned on this kind of input.")
         if data.labels is not None and self.problem == "classification":
             bad = [(line, lab) for line, lab in zip(data.lines, data.labels)
                    if not 0 <= int(lab) < self.module.num_labels]
@@ -193,53 +251,84 @@ class TransferModel:
         return self.inputs.examples(data, self.module.config, self.max_len, augment=augment)
 
     # ---- Keras API ----
-    def fit(self, x, y=None, validation_data=None, epochs: float = 3, batch_size: int = 32,
-            callbacks: list[Callback] | None = None, seed: int = 0, run_dir: str | Path | None = None,
-            verbose: bool = True, resume: bool = False, device: str = "cpu", distributed: str = "ddp",
-            augment=None) -> History:
+    def fit(self, x, y=None, validation_data=None, epochs: float | None = None, batch_size: int | None = None,
+            callbacks: list[Callback] | None = None, seed: int | None = None, run_dir: str | Path | None = None,
+            verbose: bool | None = None, resume: bool = False, device: str | None = None,
+            distributed: str | None = None, augment=None, resume_hint: str = RESUME_HINT, started=None) -> History:
         """Train on ``x``: a file or folder, a labeled set, texts (or images as an array) with labels ``y``.
 
-        ``augment`` (images): a recipe name, overrides or an ``AugmentConfig`` (``data.augment``) applied to
-        every training batch, seeded by ``seed`` and the step; None trains on the images as they are.
-        ``distributed``: "ddp" or "fsdp" under torchrun with more than one rank (see ``training.fsdp``)."""
+        ``epochs``, ``batch_size``, ``seed``, ``device``, ``distributed`` and ``verbose`` (the progress bar)
+        override the compiled settings for this call (None keeps them). ``augment`` (images): a recipe name,
+        overrides or an ``AugmentConfig`` (``data.augment``) applied to every training batch, seeded by the seed
+        and the step; None trains on the images as they are. With ``run_dir``, ``resume=True`` continues from its
+        newest step checkpoint; ``resume_hint`` / ``started`` as ``training.loop.train`` takes them."""
         if self.compiled is None:
             self.compile()
-        check_distributed(self.method.name if self.method else None, distributed)
         c = self.compiled
+        given = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device,
+                 "distributed": distributed, "progress": verbose}
+        s = replace(c.settings, **{k: v for k, v in given.items() if v is not None})
+        check_distributed(self.method.name if self.method else None, s.distributed)
         rank, world_size = world()  # under torchrun each rank trains on its slice of every batch
-        train_data = ExampleBatches(self._encode(self._labeled(x, y, require_labels=True),
-                                                 augment=self._augment(augment)), batch_size, seed, rank, world_size)
-        dev = self._encode(self._labeled(*validation_data, split="dev") if isinstance(validation_data, tuple)
-                           else self._labeled(validation_data, split="dev")) if validation_data is not None else None
-        module = self.module if c["loss"] is None else _LossOverride(self.module, c["loss"])
-        optimizer = c["optimizer"]
+        train_set = self._labeled(x, y, require_labels=True)
+        if self.inputs.modality == "text":
+            self.pairs = train_set.is_pair
+        train_data = ExampleBatches(self._encode(train_set, augment=self._augment(augment)),
+                                    s.batch_size // s.grad_accum, s.seed, rank, world_size)
+        dev_set = None
+        if validation_data is not None:
+            dev_set = (self._labeled(*validation_data, split="dev") if isinstance(validation_data, tuple)
+                       else self._labeled(validation_data, split="dev"))
+        dev, dev_sample = self._validation(dev_set, s)
+        module = self.module if c.loss is None else _LossOverride(self.module, c.loss)
+        optimizer = c.optimizer
         method_callbacks = self.method.make_callbacks(self.module) if self.method else []
         if isinstance(optimizer, str) and self.method is not None:
-            optimizer = self.method.optimizer(self.module, c["lr"], c["weight_decay"], name=optimizer)
+            optimizer = self.method.optimizer(self.module, s.lr, s.weight_decay, name=optimizer)
         elif isinstance(optimizer, str):
-            optimizer = build_optimizer(module, c["lr"], c["weight_decay"], name=optimizer)
+            optimizer = build_optimizer(module, s.lr, s.weight_decay, name=optimizer)
         elif callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
             optimizer = optimizer(module.parameters())
-        steps = max(1, int(np.ceil(epochs * train_data.steps_per_epoch)))
-        schedule = (self.method.schedule if self.method else None) or c["schedule"]
-        scheduler = build_scheduler(optimizer, schedule, steps, c["warmup"])
+        steps, _ = plan_steps(s, train_data.steps_per_epoch)
+        schedule = (self.method.schedule if self.method else None) or s.schedule
+        scheduler = build_scheduler(optimizer, schedule, steps, s.warmup)
         history = History()
-        user_loss = c["loss"]
+        user_loss = c.loss
+        clock = _Clock()
 
         def evaluate(_):
             fn = None if user_loss is None else (lambda logits, labels: _call_loss(user_loss, logits, labels))
-            return evaluate_classifier(self.module, dev, c["metrics"], loss_fn=fn, precision=c["precision"])
+            state = clock.state
+            last = state is None or state.step >= state.max_steps or state.should_stop
+            metrics = evaluate_classifier(self.module, dev if last or dev_sample is None else dev_sample,
+                                          c.metrics, loss_fn=fn, precision=s.precision)
+            if dev_sample is not None:  # say which evaluations scored a sample
+                metrics["dev_examples"] = len(dev if last else dev_sample)
+            return metrics
 
-        cfg = TrainConfig(epochs=epochs, precision=c["precision"], clip=c["clip"], seed=seed, progress=verbose,
-                          device=device, log_every=max(1, train_data.steps_per_epoch // 4), distributed=distributed)
-        recorder = _EpochHistory(history, train_data.steps_per_epoch)
-        extra = {"label_names": self.module.label_names, "max_len": self.max_len}
+        recorder = _EpochHistory(history)
+        extra = {"label_names": self.module.label_names, "max_len": self.max_len,
+                 **({"pairs": self.pairs} if self.pairs is not None else {})}
         # the method's callbacks come last: at the end of training the user's (e.g. EarlyStopping restoring the best
         # weights) must see the module they trained, before LoRA's adapters are merged into it
-        train(module, train_data, cfg, evaluate=evaluate if dev is not None else None, run_dir=run_dir,
-              inputs=self.inputs, extra_config=extra, callbacks=[recorder, *(callbacks or []), *method_callbacks],
-              optimizer=optimizer, scheduler=scheduler, resume=resume)
+        train(module, train_data, s, evaluate=evaluate if dev is not None else None, run_dir=run_dir,
+              inputs=self.inputs, extra_config=extra,
+              callbacks=[clock, recorder, *(callbacks or []), *method_callbacks], optimizer=optimizer,
+              scheduler=scheduler, resume=resume, resume_hint=resume_hint, started=started)
         return history
+
+    def _validation(self, dev_set, s: FinetuneSettings):
+        """(every dev example encoded, the seeded sample scored at intermediate evaluations or None)."""
+        if dev_set is None:
+            return None, None
+        dev = self._encode(dev_set)
+        if not s.eval_sample or s.eval_sample >= len(dev_set):
+            return dev, None
+        from ..data.sampling import stratified_sample
+
+        # Drawn once, stratified by class so a rare class is not left out; the same seed gives the same sample.
+        idx = stratified_sample(np.asarray(dev_set.labels), s.eval_sample, s.seed, self.problem)
+        return dev, self._encode(dev_set.subset(idx))
 
     def _augment(self, augment):
         if augment is None:
@@ -251,7 +340,7 @@ class TransferModel:
         return Augment(augment_config(augment))
 
     def evaluate(self, x, y=None, batch_size: int = 64) -> dict:
-        metrics = (self.compiled or {}).get("metrics") or self.default_metrics()
+        metrics = self.compiled.metrics if self.compiled is not None else self.default_metrics()
         data = self._labeled(x, y, split=None)
         if data.labels is None:
             raise UserError(f"{data.source} has no labels to evaluate against; use predict instead.")
@@ -263,6 +352,13 @@ class TransferModel:
         data = self._labeled(x, split=None)
         self.module.eval()
         logits = predict_logits(self.module, self._encode(data), batch_size, self._precision)
+        broken = ~torch.isfinite(logits).reshape(len(logits), -1).all(-1)
+        if bool(broken.any()):
+            first = int(torch.nonzero(broken)[0])
+            raise UserError(f"the model's scores are NaN or infinite for {int(broken.sum())} of {len(logits)} "
+                            f"examples of {data.source} (the first on line {data.lines[first]}), so no prediction "
+                            f"can be made for them: its weights are broken (a run that diverged?). Retrain it, e.g. "
+                            f"with a lower --lr or --precision fp32.")
         if return_probs and self.problem == "classification":
             return torch.softmax(logits, -1).numpy()
         return self.module.predictions(logits).numpy()
@@ -274,4 +370,5 @@ class TransferModel:
         if is_sharded(self.module) and not is_main():
             return Path(directory)
         return save_checkpoint(directory, self.module, self.inputs, weights=weights,
-                               extra={"label_names": self.module.label_names, "max_len": self.max_len})
+                               extra={"label_names": self.module.label_names, "max_len": self.max_len,
+                                      **({"pairs": self.pairs} if self.pairs is not None else {})})

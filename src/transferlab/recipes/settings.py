@@ -1,0 +1,171 @@
+"""The recipe configs: what `transferlab pretrain`, `finetune` and `seq2seq train` take, declared once.
+
+Each config inherits the training settings (``training/settings.py``) and adds the recipe's data and model fields,
+so it keeps the flat keyword API (``PretrainConfig(corpus=..., steps=..., lr=...)``), is validated field by field
+when it is built (from Python exactly as from the command line, which is generated from these fields by
+``cli_args.py``), and goes to the training loop as it is. A recipe changes a training default in its bases line
+(``defaults={"lr": 1e-3}``) without restating the field's help.
+
+This module stays light (no torch) so that the command line can be built from it quickly; checks that need the
+model code import it inside ``check``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.labeled import ReadOptions
+from ..options import Settings, option
+from ..training.settings import FinetuneSettings, TrainSettings
+
+# The preset a pretraining run uses when --model is not given, per modality.
+DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small"}
+METHODS = ("finetune", "linear-probe", "gradual-unfreeze", "lora")  # transfer.methods.METHODS
+POOLINGS = ("cls", "mean", "last")  # heads.POOLINGS
+
+
+def parse_noise(text: str) -> dict[str, float]:
+    """"infill=0.3,permute=1" -> {"infill": 0.3, "permute": 1.0}"""
+    out = {}
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        key, sep, number = item.partition("=")
+        try:
+            out[key.strip()] = float(number)
+        except ValueError:
+            raise ValueError(f"'{item}' is not KEY=NUMBER (e.g. infill=0.3,permute=1)") from None
+        if not sep:
+            raise ValueError(f"'{item}' is not KEY=NUMBER (e.g. infill=0.3,permute=1)")
+    return out
+
+
+@dataclass(kw_only=True)
+class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_every": 10, "save_every": 1000}):
+    """`transferlab pretrain`: an objective on a prepared text corpus, or supervised on a labeled image set."""
+
+    corpus: str | None = option(None, "text objectives: a directory written by `transferlab corpus prepare`",
+                                metavar="DIR")
+    data: str | None = option(None, "image objectives: labeled images (an MNIST idx directory, a MedMNIST .npz, a "
+                                    "folder with a sub-folder per class, or a CSV of path,label)", metavar="PATH")
+    out: str | None = option(None, "the run directory (step checkpoints, final/, metrics.jsonl, run.json)",
+                             metavar="RUN")
+    objective: str = option("mlm", "text: mlm (BERT, encoder), clm (GPT, decoder), plm (XLNet), mpnet, electra "
+                                   "(encoder), bart or mass (encoder-decoder), word2vec (word vectors), elmo "
+                                   "(bidirectional LSTM); images: supervised (a classifier on the labels, e.g. MNIST "
+                                   "standing in for ImageNet)")
+    model: str | None = option(None, "preset: text tiny, mini, small, medium, base; images resnet-tiny, resnet-mini, "
+                                     "resnet-small, resnet18, vit-tiny, vit-mini, vit-small",
+                               default_text="tiny for text, resnet-small for images")
+    augment: str | None = option(None, "images: an augmentation recipe (none, light, xray) with KEY=VALUE "
+                                       "overrides, e.g. xray,rotation=5,hflip=1 (flips are off by default: left and "
+                                       "right matter on X-rays)", default_text="the objective's own")
+    image_size: tuple[int, int] | None = option(None, "images: resize every image to H,W while reading",
+                                                at_least=1, metavar="H,W", default_text="as stored")
+    seq_len: int = option(128, "tokens per training block", unit="tokens", at_least=8)
+    mask_prob: float | None = option(None, "corruption rate (mlm, mpnet, electra, plm)", above=0, below=1,
+                                     default_text="the objective's own: 0.15, plm 1/6")
+    lm_head: str = option("tied", "the LM head: the tied embedding alone, or BERT's transform + bias",
+                          choices=("tied", "bert"))
+    norm: str = option("pre", "encoder LayerNorm placement; post (with --lm-head bert) is BERT's, exportable with "
+                              "`convert --to-hf`", choices=("pre", "post"))
+    # Rotary positions (RoPE) by default: with BERT's learned position table a tiny encoder's masked-LM loss sat
+    # near the unigram plateau for thousands of steps on real text (held-out 6.40 at step 500, 6.22 at 2,000),
+    # with RoPE it was 5.38 at step 500 (docs/results/README.md). "learned" is needed to export to BERT/GPT-2.
+    position: str = option("rotary", "rotary (RoPE in attention; leaves the early plateau much faster) or learned "
+                                     "(BERT/GPT-2's position table, needed for `convert --to-hf`)",
+                           choices=("rotary", "learned"))
+    # No dropout while pretraining: short CPU-scale runs underfit (Geiping & Goldstein 2022, "Cramming"), and it
+    # more than doubled MLM tokens/s here (docs/performance.md). Fine-tuning turns it back on (dropout=0.1).
+    dropout: float = option(0.0, "dropout while pretraining", at_least=0, below=1)
+    eval_batches: int = option(20, "batches of held-out data per evaluation", at_least=1)
+    # Encoder-decoder objectives (bart, mass): the family check, decoder depth, and corruption settings.
+    family: str | None = option(None, "check the backbone family", choices=("encoder", "decoder", "encoder_decoder"),
+                                default_text="the one the objective needs")
+    decoder_layers: int | None = option(None, "bart/mass: decoder blocks", at_least=1,
+                                        default_text="as many as the encoder")
+    noise: dict | None = option(None, "bart: mask, delete, infill, permute, rotate rates and poisson_lambda, e.g. "
+                                      "infill=0.3,permute=1; mass: span=0.5", parse=parse_noise,
+                                metavar="KEY=X[,KEY=X]", default_text="the objective's own")
+    # A checkpoint to start from instead of random weights: continued pretraining on your own domain (DAPT/TAPT,
+    # Gururangan et al. 2020). Its architecture and tokenizer are kept (model, lm_head, norm and position are then
+    # not used); heads of the same objective are kept too, others start fresh.
+    init: str | None = option(None, "continue pretraining from this checkpoint (e.g. on your own domain's text): its "
+                                    "architecture and tokenizer are kept, --model/--norm/--position/--lm-head unused",
+                              metavar="DIR")
+
+    def check(self) -> None:
+        super().check()
+        from ..objectives import objective_modality
+
+        kind = objective_modality(self.objective)  # a UserError naming --objective and listing them all
+        if self.model is None:
+            self.model = DEFAULT_PRESET[kind]
+
+
+@dataclass(kw_only=True)
+class FinetuneConfig(FinetuneSettings, ReadOptions):
+    """`transferlab finetune`: a fresh head on a checkpoint's backbone (or its from-scratch twin), trained on
+    labeled data."""
+
+    init: str = option(help="the checkpoint to start from (a run's final/ or step-N/), or 'scratch'", metavar="DIR")
+    train: str = option(help="labeled training data: a file (.tsv/.csv/.jsonl, or any --format), a GLUE task "
+                             "directory, or image data", metavar="PATH")
+    out: str = option(help="the run directory (final/, metrics.jsonl, results.json, run.json)", metavar="RUN")
+    dev: str | None = option(None, "validation data, evaluated after every epoch (images: the val split of --dev)",
+                             metavar="PATH")
+    test: str | None = option(None, "labeled test data, evaluated once with the final model (images: the test "
+                                    "split)", metavar="PATH")
+    like: str | None = option(None, "with --init scratch: copy this checkpoint's architecture and tokenizer",
+                              metavar="DIR")
+    task: str | None = option(None, "what the labels are", choices=("classification", "regression"),
+                              default_text="regression when the labels are fractional numbers")
+    label_names: list[str] | None = option(None, "the label set, in id order (labels outside it are errors)",
+                                           metavar="A,B,...", default_text="the labels found, sorted")
+    num_labels: int | None = option(None, "size of the new head (at least the labels found)", at_least=1,
+                                    default_text="the number of labels found")
+    metrics: list[str] | None = option(None, "metrics to report, the first one picks the best epoch: accuracy, f1, "
+                                             "mcc, balanced_accuracy, roc_auc, pearson, spearman", metavar="A,B",
+                                       default_text="by task: accuracy,f1 for two classes")
+    max_len: int = option(128, "longest token sequence; longer texts are cut (never more than the checkpoint's "
+                               "positions, which the run says and records)", unit="tokens", at_least=2)
+    method: str = option("finetune", "what trains: everything, only the head (frozen backbone), ULMFiT's gradual "
+                                     "unfreezing, or LoRA adapters + head", choices=METHODS)
+    lora_rank: int = option(8, "with --method lora: rank of the adapters", at_least=1)
+    pooling: str | None = option(None, "how the head reads the sequence: cls (BERT's first token, what Hugging Face "
+                                       "classifiers export), mean of the tokens, or the last token",
+                                 choices=POOLINGS, default_text="mean (last token for causal models)")
+    augment: str | None = option(None, "images: an augmentation recipe (none, light, xray) with KEY=VALUE "
+                                       "overrides, e.g. xray,rotation=5", default_text="none")
+    strict_labels: bool = option(False, "refuse training labels that look wrong (a label in a handful of rows "
+                                        "that the dev set never has; a word among numbers), instead of warning")
+
+
+@dataclass(kw_only=True)
+class Seq2SeqConfig(TrainSettings, defaults={"epochs": 3, "lr": 1e-4, "warmup": 0.1}):
+    """`transferlab seq2seq train`: an encoder-decoder checkpoint (bart/mass) fine-tuned on (source, target)
+    pairs, with dev BLEU/chrF after every epoch."""
+
+    init: str = option(help="a bart/mass checkpoint directory (RUN/final), or 'scratch'", metavar="DIR")
+    train: str = option(help="pairs file (.tsv/.csv/.jsonl, optionally .gz)", metavar="PATH")
+    out: str = option(help="the run directory", metavar="RUN")
+    source_col: str = option(help="the source column (a 0-based position with --no-header)", metavar="COL")
+    target_col: str = option(help="the target column", metavar="COL")
+    dev: str | None = option(None, "dev pairs file", metavar="PATH")
+    dev_fraction: float | None = option(None, "instead of --dev: hold out this fraction of the training file's "
+                                              "distinct sources", above=0, below=1)
+    like: str | None = option(None, "with --init scratch: copy this checkpoint's architecture and tokenizer",
+                              metavar="DIR")
+    header: bool = option(True, "whether the first row names the columns; --no-header takes 0-based positions")
+    max_examples: int | None = option(None, "use only the first N training rows", at_least=1,
+                                      default_text="all")
+    max_len: int = option(64, "source tokens kept (never more than the checkpoint's positions)", unit="tokens",
+                          at_least=2)
+    max_target_len: int = option(32, "longest output", unit="tokens", at_least=2)
+    beam: int = option(4, "beam size (1 = greedy)", at_least=1)
+    length_penalty: float = option(1.0, "beam search length penalty (score / length^penalty)", at_least=0)
+    bleu_tokenize: str = option("13a", "sacrebleu tokenizer: 13a, intl, char (single words), none")
+    eval_sources: int = option(500, "distinct dev sources generated per evaluation (generation is the slow part)",
+                               at_least=1)
+    skip_bad_rows: bool = option(False, "drop malformed rows (they are listed) instead of stopping at the first")
+
+
+__all__ = ["PretrainConfig", "FinetuneConfig", "Seq2SeqConfig", "DEFAULT_PRESET", "Settings", "parse_noise"]
