@@ -47,9 +47,9 @@ from . import report
 from .executors import ExecutorConfig
 from .grid import RESULTS, read_results, run_grid
 from .report import NO_CHECKPOINT
-from .spec import SpecReader, load_yaml
+from .spec import SpecReader, read_spec
 
-DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora")
+DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora", "intermediate")
 # kNN on the frozen backbone's features trains nothing (evaluation.protocols): the self-supervised literature's
 # second protocol beside the linear probe, and a lower bound on what the features hold without any fitting.
 # logistic-probe fits scikit-learn's logistic regression to the same frozen features (the other linear-probe recipe,
@@ -108,6 +108,9 @@ METHOD_DEFAULTS = {
     "lora": {"lr": 5e-4, "rank": 8, "alpha": 16.0, "dropout": 0.0},
     "knn": {"k": 20, "temperature": 0.07},  # solo-learn's and lightly's weighted kNN
     "logistic-probe": {"C": None},  # None: each of LOGISTIC_CS, the best on dev
+    # Intermediate-task transfer (Phang et al. 2018's STILTs; Pruksachatkun et al. 2020): fine-tune on a labeled
+    # source task first (`source:` its train file and columns), then fine-tune that model on the target.
+    "intermediate": {"source": None, "source_epochs": 1.0, "source_lr": 0.0, "source_max": 0},
     "pipeline": {"C": 1.0, "ngram_max": 2, "max_features": 100_000},
 }
 # The image pipeline is HOG (Dalal & Triggs 2005) + logistic regression; pixels_per_cell is a square cell's side.
@@ -131,9 +134,12 @@ MODALITY_TASK_KEYS = {"text": TEXT_TASK_KEYS, "image": IMAGE_TASK_KEYS, "audio":
 # How a spec names the reading options, for the readers' messages.
 SPEC_FLAGS = {"text_cols": "task.text_cols", "label_col": "task.label_col", "header": "`header: false` under task",
               "format": "task.format", "encoding": "task.encoding", "skip_bad_rows": None, "label_names": None}
-FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C", "temperature")
+FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C", "temperature", "source_epochs",
+              "source_lr")
 INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features",
-            "orientations", "pixels_per_cell", "cells_per_block", "eval_every_epochs", "eval_sample", "k", "n_mfcc")
+            "orientations", "pixels_per_cell", "cells_per_block", "eval_every_epochs", "eval_sample", "k", "n_mfcc",
+            "source_max")
+SOURCE_KEYS = ("train", "text_cols", "label_col", "task", "image_size", "path_col")
 
 
 # ------------------------------------------------------------------------------------------------ the spec
@@ -180,11 +186,7 @@ class CompareSpec(SpecReader):
     @classmethod
     def parse(cls, spec: str | Path | dict) -> "CompareSpec":
         """Validate everything a grid needs before anything trains: files, checkpoints, methods, budgets."""
-        if isinstance(spec, dict):
-            data, lines, source = spec, {}, "spec"
-        else:
-            data, lines = load_yaml(spec, TOP_KEYS, "examples/compare_sst2.yaml")
-            source = str(spec)
+        data, lines, source = read_spec(spec, TOP_KEYS, "examples/compare_sst2.yaml")
         self = cls(source=source, name="", checkpoints=[], task={}, methods=[], budgets=[], seeds=[], out=None,
                    lines=lines)
         self._check_keys(data, (), TOP_KEYS)
@@ -368,16 +370,32 @@ class CompareSpec(SpecReader):
                                    f"by it; ULMFiT uses 2.6.")
         if key == "dropout" and not 0 <= value < 1:
             raise self.error(path, f"is a probability in [0, 1) (got {value}).")
-        if key == "augment":
-            from ..data.augment import augment_config
-
-            try:
-                augment_config(value)
-            except UserError as e:
-                raise self.error(path, str(e)) from None
+        self._check_training_choice(path, key, value)
         if key in ("orientations", "pixels_per_cell", "cells_per_block", "n_mfcc") and value < 1:
             raise self.error(path, f"must be positive (got {value}).")
+        if key == "source_epochs" and value <= 0:
+            raise self.error(path, f"must be positive (got {value}).")
+        if key in ("source_lr", "source_max") and value < 0:
+            raise self.error(path, f"must not be negative (got {value}; 0 means the target's lr / every example).")
+        if key == "source":
+            value = self._source_task(path, value)
         return value
+
+    def _source_task(self, path: tuple, source) -> dict:
+        """An intermediate method's source task, read once now so a bad file or column stops the grid here."""
+        if not isinstance(source, dict) or not source.get("train"):
+            raise self.error(path, "the intermediate task: `source: {train: FILE, ...}` (and text_cols, label_col, "
+                                   "task as for the target).")
+        self._check_keys(source, path, SOURCE_KEYS)
+        found = data_modality(source["train"]) if Path(str(source["train"])).exists() else None
+        if found is not None and found != self.modality:
+            raise self.error(path + ("train",), f"holds {found} data but the grid's checkpoints read {self.modality}.")
+        try:
+            data = read_source_task(source, self.modality)
+        except UserError as e:
+            raise self.error(path + ("train",), str(e)) from None
+        # Its file's content joins the run's fingerprint, as the target's files do.
+        return {**source, "file": _file_id(data.source)}
 
     def _parse_methods(self, methods, train_defaults) -> None:
         defaults = {"image": IMAGE_TRAIN_DEFAULTS, "audio": AUDIO_TRAIN_DEFAULTS}.get(self.modality, TRAIN_DEFAULTS)
@@ -402,6 +420,9 @@ class CompareSpec(SpecReader):
                                        "(`- lora: {rank: 4}`).")
             if name not in METHODS:
                 raise self.error(path, f"unknown method '{name}'. Choose one of: {', '.join(METHODS)}.")
+            if name == "intermediate" and not overrides.get("source"):
+                raise self.error(path, "intermediate needs its source task: `- intermediate: {source: {train: FILE}}`"
+                                       " (e.g. STS-B before MRPC).")
             own = self._method_defaults(name)
             network_keys = tuple(defaults) + OPTIONAL_KEYS + tuple(own)
             allowed = (tuple(own) if name in UNTRAINED else network_keys) + ("label",)
@@ -768,6 +789,17 @@ def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int,
 
     s, task, test = run.method.settings, spec.task, spec.test_set
     init = "scratch" if run.method.method == "scratch" else "pretrained"
+    if run.method.method == "intermediate":
+        import tempfile
+        import warnings
+
+        with tempfile.TemporaryDirectory(prefix="intermediate-") as tmp, warnings.catch_warnings():
+            # dropping the source task's head is the method, not a surprise to warn about
+            warnings.filterwarnings("ignore", message="the trained .* head of .* was dropped")
+            through = _intermediate(run.source.path, s, spec.modality, run.seed, Path(tmp) / "model")
+            return _train_network(spec, Run(run.checkpoint, MethodSpec(run.method.label, "finetune", s), run.budget,
+                                            run.budget_size, run.seed, Checkpoint(run.source.name, str(through),
+                                            run.source.arch, "", "", ""), run.fingerprint, run.dev_size), train)
     model = from_pretrained(run.source.path, task=train.task, num_labels=train.num_labels,
                             label_names=train.label_names, init=init, seed=run.seed, max_len=s.get("max_len", 128),
                             pooling=s.get("pooling"), verbose=False, **image_adaptation(run.source.path, train))
@@ -802,6 +834,37 @@ def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int,
     return epochs, max(history["trainable_params"]), extra
 
 
+def read_source_task(source: dict, modality: str):
+    """The training split of an intermediate method's source task."""
+    if modality == "image":
+        from ..data.images import read_images
+
+        size = source.get("image_size")
+        size = (size, size) if isinstance(size, int) else tuple(size) if size else None
+        return read_images(source["train"], "train", resize=size, label_col=source.get("label_col"),
+                           path_col=source.get("path_col"))
+    from ..data.labeled import find_split, read_labeled
+
+    return read_labeled(find_split(source["train"], "train"), text_cols=source.get("text_cols"),
+                        label_col=source.get("label_col"), task=source.get("task"))
+
+
+def _intermediate(checkpoint: str, s: dict, modality: str, seed: int, out: Path) -> Path:
+    """Fine-tune ``checkpoint`` on the source task (a fresh head, all of its labels or ``source_max`` of them),
+    save it to ``out``; the target run then transfers from there, dropping the source head."""
+    data = read_source_task(s["source"], modality)
+    if s.get("source_max") and s["source_max"] < len(data):
+        data = data.subset(stratified_sample(data.labels, s["source_max"], seed, data.task))
+    model = from_pretrained(checkpoint, task=data.task, num_labels=data.num_labels, label_names=data.label_names,
+                            seed=seed, max_len=s.get("max_len", 128), pooling=s.get("pooling"), verbose=False,
+                            **image_adaptation(checkpoint, data))
+    model.compile(lr=s.get("source_lr") or s["lr"], weight_decay=s["weight_decay"], warmup=s["warmup"],
+                  schedule=s["schedule"], precision=s["precision"])
+    model.fit(data, epochs=s["source_epochs"], batch_size=s["batch_size"], seed=seed, verbose=False)
+    model.save(out)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ in a worker
 
 # Data sets a worker process has read, by CompareWork.token: read once per process, however many runs it does.
@@ -834,6 +897,10 @@ class CompareWork:
             return run_one(self.spec, run)
         if run.source is not None:
             run = replace(run, source=replace(run.source, path=self._path(run.source.path)))
+        if run.method.method == "intermediate":  # its source task's file, relative to where the grid started
+            source = run.method.settings["source"]
+            source = {**source, "train": self._path(str(source["train"]))}
+            run = replace(run, method=replace(run.method, settings={**run.method.settings, "source": source}))
         return run_one(self._spec_with_data(), run)
 
     def _path(self, path: str) -> str:
