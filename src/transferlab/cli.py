@@ -214,6 +214,18 @@ def cmd_protocols(a):
                   progress=not a.quiet)
 
 
+def cmd_multitask(a):
+    from .experiments.multitask import run_multitask
+
+    run_multitask(a.spec, a.out, progress=not a.quiet, executor=_executor(a))
+
+
+def cmd_assess(a):
+    from .experiments.assess import assess
+
+    assess(a.task, a.checkpoints, against=a.against, out=a.out, progress=not a.quiet, max_train=a.max_train)
+
+
 def cmd_probe_senses(a):
     import json
 
@@ -526,6 +538,29 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", help="output directory (default runs/protocols/NAME); re-running into it resumes")
     pt.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
     pt.set_defaults(func=cmd_protocols)
+
+    mt = sub.add_parser("multitask", help="tasks trained jointly on one backbone vs each alone, from a YAML spec: "
+                                          "per-task metrics, Δm, negative transfer flagged")
+    mt.add_argument("spec", help="YAML spec (see examples/multitask_glue.yaml)")
+    mt.add_argument("--out", help="output directory, re-running into it resumes [default: the spec's "
+                                  "`out:`, else runs/multitask/NAME]")
+    mt.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
+    add_settings(mt, ExecutorConfig)
+    mt.set_defaults(func=cmd_multitask)
+
+    asx = sub.add_parser("assess", help="rank checkpoints for a labeled task from frozen features (LogME, kNN, "
+                                        "linear probe), without fine-tuning them")
+    asx.add_argument("--task", required=True, help="YAML with `task:` (train, dev, ...); a compare spec works")
+    asx.add_argument("--checkpoints", nargs="+", required=True,
+                     help="candidate directories, each DIR, NAME=DIR, or scratch:DIR (DIR's architecture, random "
+                          "weights)")
+    asx.add_argument("--against", help="a compare grid's results.jsonl (or JSON {name: score}): adds the fine-tuned "
+                                       "scores and the Kendall tau of each ranking against them")
+    asx.add_argument("--max-train", type=int, help="training examples whose features are scored (a stratified "
+                                                   "sample) [default: the spec's max_train, else 2000]")
+    asx.add_argument("--out", help="write assess.json and assess.md here")
+    asx.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
+    asx.set_defaults(func=cmd_assess)
     ps = pr.add_parser("senses", help="cosine similarity of one word's vectors across contexts (word2vec: all 1)")
     ps.add_argument("--model", required=True, help="any checkpoint directory (RUN/final)")
     ps.add_argument("--word", required=True)

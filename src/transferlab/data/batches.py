@@ -153,12 +153,99 @@ class ImageExamples:
                              self.std, self.augment, self.views, self.corruption)
 
 
+def normalise_frames(clips: list[np.ndarray], mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mel clips ((T_i, n_mels) each) normalised per mel bin and right-padded with zeros to one length (a
+    multiple of ``LENGTH_MULTIPLE``): (frames (B, T, n_mels) float32, attention (B, T) int64, 1 = a real frame)."""
+    T = padded_length(max(len(c) for c in clips))
+    frames = np.zeros((len(clips), T, clips[0].shape[1]), dtype=np.float32)
+    attention = np.zeros((len(clips), T), dtype=np.int64)
+    mean = np.asarray(mean, dtype=np.float32)
+    inv_std = 1.0 / np.asarray(std, dtype=np.float32)
+    for row, clip in enumerate(clips):
+        frames[row, :len(clip)] = (clip.astype(np.float32) - mean) * inv_std
+        attention[row, :len(clip)] = 1
+    return torch.from_numpy(frames), torch.from_numpy(attention)
+
+
+@dataclass
+class AudioExamples:
+    """Labeled clips of an ``AudioSet`` (log-mel frames, possibly memory-mapped: only a batch's clips are read),
+    normalised and padded per batch. A clip longer than ``max_frames`` is cropped: at a seeded random offset in a
+    training batch (one with a seed), around its centre otherwise."""
+
+    data: object  # an AudioSet
+    labels: np.ndarray | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    max_frames: int = 3000
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def collate(self, idx, seed: int | None = None) -> dict:
+        idx = np.asarray(idx, dtype=np.int64)
+        rng = np.random.default_rng(seed) if seed is not None else None
+        clips = []
+        for i in idx:
+            clip = self.data.clip(int(i))
+            extra = len(clip) - self.max_frames
+            if extra > 0:
+                start = int(rng.integers(0, extra + 1)) if rng is not None else extra // 2
+                clip = clip[start:start + self.max_frames]
+            clips.append(clip)
+        frames, attention = normalise_frames(clips, self.mean, self.std)
+        batch = {"frames": frames, "attention": attention}
+        if self.labels is not None:
+            batch["labels"] = torch.from_numpy(self.labels[idx])
+        return batch
+
+    def subset(self, idx) -> "AudioExamples":
+        idx = np.asarray(list(idx), dtype=np.int64)
+        return AudioExamples(self.data.subset(idx), None if self.labels is None else self.labels[idx], self.mean,
+                             self.std, self.max_frames)
+
+
+@dataclass
+class FrameCrops:
+    """Pretraining batches of audio: ``global_batch`` clips per step from an infinite seeded stream (a fresh
+    permutation of the clips every epoch), a random crop of ``crop`` frames from each (a shorter clip is kept whole
+    and padded), normalised, then the objective's corruption. Like ``BlockBatches``, a batch is a pure function of
+    (seed, step), and rank r keeps every world_size-th row of the global batch."""
+
+    data: object  # an AudioSet
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop: int
+    corruption: Callable[[dict, torch.Generator], dict]
+    global_batch: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    steps_per_epoch: int | None = None  # an infinite stream
+
+    def __post_init__(self):
+        self.order = InfiniteBlockSampler(len(self.data), self.seed)
+
+    def batch(self, step: int) -> dict:
+        g = step_generator(self.seed, step)
+        positions = range(step * self.global_batch, (step + 1) * self.global_batch)
+        ids = [self.order.index_at(p) for p in positions]
+        room = np.maximum(self.data.lengths[ids] - self.crop, 0) + 1  # possible start frames per clip
+        starts = (torch.rand(len(ids), generator=g, dtype=torch.float64).numpy() * room).astype(np.int64)
+        clips = [self.data.clip(i)[s:s + self.crop] for i, s in zip(ids, starts)]
+        frames, attention = normalise_frames(clips, self.mean, self.std)
+        batch = self.corruption({"frames": frames, "attention": attention}, g)
+        if self.world_size == 1:
+            return batch
+        return {k: v[self.rank::self.world_size] for k, v in batch.items()}
+
+
 @dataclass
 class ExampleBatches:
     """Fine-tuning batches: a fresh seeded permutation every epoch; the last partial batch is kept. Each batch gets
     a seed of its own (from the run's seed and the step) for augmentation, so a resumed run sees the same views."""
 
-    examples: EncodedExamples | ImageExamples
+    examples: EncodedExamples | ImageExamples | AudioExamples
     batch_size: int
     seed: int = 0
     rank: int = 0
@@ -179,7 +266,7 @@ class ExampleBatches:
         return self.examples.collate(idx, seed=(self.seed * 1_000_003 + step) % 2**31)
 
 
-def in_order(examples: EncodedExamples | ImageExamples, batch_size: int) -> Iterator[dict]:
+def in_order(examples: EncodedExamples | ImageExamples | AudioExamples, batch_size: int) -> Iterator[dict]:
     """Evaluation batches in file order."""
     for start in range(0, len(examples), batch_size):
         yield examples.collate(range(start, min(start + batch_size, len(examples))))

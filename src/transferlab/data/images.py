@@ -584,16 +584,7 @@ def _read_folder(root: Path, split: str, *, label_names, require_labels, resize,
     if loose:
         print(f"{root}: ignored {len(loose)} image file(s) directly in the folder (not in a class sub-folder).",
               file=sys.stderr)
-    classes = [d.name for d in subdirs]
-    if label_names is not None:
-        for d in subdirs:
-            if d.name not in label_names:
-                raise UserError(f"class folder '{d}' is not among the known classes {_shown(label_names)} (the "
-                                f"model's classes, in id order). Remove or rename the folder, or pass a label set "
-                                f"that includes '{d.name}'.")
-        names = list(label_names)
-    else:
-        names = classes
+    names = folder_classes(subdirs, label_names)
     ids = {name: k for k, name in enumerate(names)}
     files: list[Path] = []
     labels: list[int] = []
@@ -606,6 +597,19 @@ def _read_folder(root: Path, split: str, *, label_names, require_labels, resize,
         labels += [ids[d.name]] * len(found)
     images = _decode_files(files, None, resize, cache_dir, str(root))
     return ImageSet(images, np.asarray(labels, dtype=np.int64), names, str(root), [str(p) for p in files])
+
+
+def folder_classes(subdirs: list[Path], label_names: list[str] | None) -> list[str]:
+    """The classes of a folder of class sub-folders, in id order: the known ones (a model's), which every
+    sub-folder must be among, else the sub-folders' names."""
+    if label_names is None:
+        return [d.name for d in subdirs]
+    for d in subdirs:
+        if d.name not in label_names:
+            raise UserError(f"class folder '{d}' is not among the known classes {_shown(label_names)} (the "
+                            f"model's classes, in id order). Remove or rename the folder, or pass a label set "
+                            f"that includes '{d.name}'.")
+    return list(label_names)
 
 
 def _split_folder(root: Path, split: str) -> Path:
@@ -637,6 +641,28 @@ def _image_files(folder: Path, recursive: bool) -> list[Path]:
 
 
 def _read_csv(path: Path, *, path_col, label_col, label_names, require_labels, resize, cache_dir) -> ImageSet:
+    files, labels, names, rows = csv_listing(path, path_col, label_col, label_names, require_labels,
+                                             PATH_COLUMN_CANDIDATES, "image")
+    where = [f"{path}:{row}" for row in rows]
+    images = _decode_files(files, where, resize, cache_dir, str(path))
+    return ImageSet(images, labels, names, str(path), [str(p) for p in files],
+                    positions=np.asarray(rows, dtype=np.int64))
+
+
+def csv_listing(path: Path, path_col, label_col, label_names, require_labels, path_candidates,
+                unit: str) -> tuple[list[Path], np.ndarray | None, list[str] | None, list[int]]:
+    """The rows of a CSV that names one file per row (images, audio clips), checked before anything is decoded.
+
+    Args:
+        path: the CSV; relative paths in it are relative to its folder.
+        path_col, label_col: the columns named by the user, or None to pick from ``path_candidates`` /
+            ``LABEL_COLUMN_CANDIDATES``.
+        label_names: the known classes in id order (a model's), or None to take them from the labels.
+        require_labels: whether a label column must be there.
+        unit: what one row is, for messages ("image", "clip").
+    Returns:
+        (files, class ids or None, label names or None, the line of each row).
+    """
     # The text reader's line splitting and CSV record parser: BOM, CRLF, quoted fields and line numbers.
     from .labeled import _class_ids, _csv_records, _decode_lines
 
@@ -647,13 +673,13 @@ def _read_csv(path: Path, *, path_col, label_col, label_names, require_labels, r
     lines, bad_lines = _decode_lines(raw)
     records = list(_csv_records(lines))
     if not records:
-        raise UserError(f"'{path}' is empty. Expected a header row (e.g. path,label) and one row per image.")
+        raise UserError(f"'{path}' is empty. Expected a header row (e.g. path,label) and one row per {unit}.")
     start, _, header = records[0]
     if isinstance(header, str) or start in bad_lines:
         problem = header if isinstance(header, str) else "the line is not valid UTF-8"
         raise UserError(f"{path}:{start}: cannot read the header row: {problem}. Fix the file's first line.")
     columns = [c.strip() for c in header]
-    pi = _pick_column(path, columns, path_col, PATH_COLUMN_CANDIDATES, "path_col (--path-col)", required=True)
+    pi = _pick_column(path, columns, path_col, path_candidates, "path_col (--path-col)", required=True)
     li = _pick_column(path, columns, label_col, LABEL_COLUMN_CANDIDATES, "label_col (--label-col)",
                       required=require_labels)
     if li is not None and li == pi:
@@ -676,15 +702,15 @@ def _read_csv(path: Path, *, path_col, label_col, label_names, require_labels, r
         cell = rec[pi].strip()
         if not cell:
             raise UserError(f"{where}: empty path in column '{columns[pi]}'. Fill it in or delete the row.")
-        image = Path(cell).expanduser()
-        image = image if image.is_absolute() else path.parent / image
-        if not image.is_file():
-            raise UserError(f"{where}: image '{cell}' not found (looked for '{image}'; relative paths are relative "
+        file = Path(cell).expanduser()
+        file = file if file.is_absolute() else path.parent / file
+        if not file.is_file():
+            raise UserError(f"{where}: {unit} '{cell}' not found (looked for '{file}'; relative paths are relative "
                             f"to the CSV's folder). Fix the path or delete the row.")
         label = rec[li].strip() if li is not None else None
         if label is not None and not label and require_labels:
             raise UserError(f"{where}: empty label in column '{columns[li]}'. Fill it in, or delete the row.")
-        files.append(image)
+        files.append(file)
         rows.append(start)
         raw_labels.append(label or None)
 
@@ -703,10 +729,7 @@ def _read_csv(path: Path, *, path_col, label_col, label_names, require_labels, r
         labels = np.asarray(ids, dtype=np.int64)
     elif label_names is not None:
         names = list(label_names)
-    where = [f"{path}:{row}" for row in rows]
-    images = _decode_files(files, where, resize, cache_dir, str(path))
-    return ImageSet(images, labels, names, str(path), [str(p) for p in files],
-                    positions=np.asarray(rows, dtype=np.int64))
+    return files, labels, names, rows
 
 
 def _pick_column(path: Path, columns: list[str], given: str | None, candidates, option: str, required: bool):

@@ -102,7 +102,7 @@ class ReadOptions(Settings):
     skip_bad_rows: bool = option(False, "drop malformed rows (they are listed) instead of stopping at the first")
     image_size: tuple[int, int] | None = option(None, "images: resize every image to H,W while reading",
                                                 metavar="H,W", default_text="as stored")
-    path_col: str | None = option(None, "images in a CSV: the column of image paths", metavar="COL",
+    path_col: str | None = option(None, "images or audio clips in a CSV: the column of file paths", metavar="COL",
                                   default_text="found by name (path, image, file, ...)")
 
     def check(self) -> None:

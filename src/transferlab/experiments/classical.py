@@ -1,11 +1,13 @@
-"""The hand-designed references: TF-IDF features (text) or HOG features (images) + a linear model (scikit-learn).
+"""The hand-designed references: TF-IDF (text), HOG (images) or MFCC statistics (audio) + a linear model
+(scikit-learn).
 
 Small labeled sets are where hand-designed features still compete with transferred networks, so every comparison
 shows this line. Single sentences use word uni- and bigram TF-IDF. Sentence pairs (MRPC) use the classic
 paraphrase features instead of one bag over both sentences: the element-wise product of the two TF-IDF vectors
 (shared words, weighted), their absolute difference (words only one side has), and their cosine similarity.
 Images use histograms of oriented gradients (Dalal & Triggs 2005), the classic hand-designed image feature: local
-edge directions, normalised over blocks of cells so that exposure and contrast matter little.
+edge directions, normalised over blocks of cells so that exposure and contrast matter little. Audio uses MFCC
+statistics (mean and spread over a clip of the cepstrum and its deltas), the classic spoken-digit baseline.
 """
 
 from __future__ import annotations
@@ -148,6 +150,80 @@ def hog_linear(train, dev, metrics: list[str], seed: int = 0, C: float = 1.0, or
     out = {}
     for name in [n for n in sets if n != "train"]:
         x = scaler.transform(hog_features(sets[name].images, **hog_options))
+        scored = _score_classifier(model, x, labels[name], num_labels, metrics)
+        out.update(scored if name == "dev" else {f"test_{k}": v for k, v in scored.items()})
+    return out, int(np.size(model.coef_) + np.size(model.intercept_))
+
+
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """The orthonormal DCT-II as a (n_out, n_in) matrix: MFCCs are its first rows applied to log-mel frames."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None]
+    d = np.sqrt(2.0 / n_in) * np.cos(np.pi / n_in * (n + 0.5) * k)
+    d[0] /= np.sqrt(2.0)
+    return d
+
+
+def deltas(c: np.ndarray, width: int = 2) -> np.ndarray:
+    """HTK's regression deltas of (T, D) coefficients over +-``width`` frames (edges repeated)."""
+    padded = np.pad(c, ((width, width), (0, 0)), mode="edge")
+    T = len(c)
+    num = sum(n * (padded[width + n:width + n + T] - padded[width - n:width - n + T]) for n in range(1, width + 1))
+    return num / (2 * sum(n * n for n in range(1, width + 1)))
+
+
+def mfcc_statistics(data, n_mfcc: int = 13) -> np.ndarray:
+    """MFCC statistics of every clip of an ``AudioSet``: the mean and standard deviation over frames of the first
+    ``n_mfcc`` MFCCs (the DCT of the log-mel frames the networks read, so both sides see the same spectrogram) and
+    of their deltas. The classic fixed-length description of a spoken word for a linear classifier.
+
+    Returns:
+        (N, 4 * n_mfcc) float32.
+    """
+    if not 1 <= n_mfcc <= data.n_mels:
+        raise UserError(f"n_mfcc={n_mfcc} must be between 1 and the {data.n_mels} mel bins of the features.")
+    dct = dct_matrix(n_mfcc, data.n_mels).T  # (n_mels, n_mfcc)
+    out = np.empty((len(data), 4 * n_mfcc), dtype=np.float32)
+    for i in range(len(data)):
+        c = np.asarray(data.clip(i), dtype=np.float64) @ dct  # (T, n_mfcc)
+        d = deltas(c)
+        out[i] = np.concatenate([c.mean(0), c.std(0), d.mean(0), d.std(0)])
+    return out
+
+
+def mfcc_linear(train, dev, metrics: list[str], seed: int = 0, C: float = 1.0, n_mfcc: int = 13,
+                test=None) -> tuple[dict, int]:
+    """Fit MFCC statistics + standardisation + logistic regression on ``train`` and score ``dev`` (and ``test``).
+
+    Args:
+        train, dev, test: ``AudioSet``s of one task, with features computed with the same mel settings.
+        metrics: metric names (``evaluation.metrics``).
+        C: inverse regularisation strength of the logistic regression.
+        n_mfcc: MFCCs per frame (``mfcc_statistics``).
+    Returns:
+        as ``hog_linear``: ({"loss": ..., metric: ..., and test_* keys with ``test``}, number of fitted parameters).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    sets = {"train": train, "dev": dev} if test is None else {"train": train, "dev": dev, "test": test}
+    for name, data in sets.items():
+        if data.labels is None:
+            raise UserError(f"the MFCC pipeline classifies clips, but the {name} set ({data.source}) has no labels.")
+        if data.settings != train.settings:
+            raise UserError(f"the {name} clips' features were computed with other mel settings than the train "
+                            f"clips'; read every split with the same settings.")
+    labels = {name: np.asarray(data.labels, dtype=np.int64) for name, data in sets.items()}
+    if len(np.unique(labels["train"])) < 2:
+        raise UserError(f"the train set holds one class only ({len(labels['train'])} clips); a classifier needs "
+                        f"examples of at least two. Use a larger or stratified training subset.")
+    scaler = StandardScaler()
+    x_train = scaler.fit_transform(mfcc_statistics(train, n_mfcc))
+    model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(x_train, labels["train"])
+    num_labels = train.num_labels or int(max(y.max() for y in labels.values())) + 1
+    out = {}
+    for name in [n for n in sets if n != "train"]:
+        x = scaler.transform(mfcc_statistics(sets[name], n_mfcc))
         scored = _score_classifier(model, x, labels[name], num_labels, metrics)
         out.update(scored if name == "dev" else {f"test_{k}": v for k, v in scored.items()})
     return out, int(np.size(model.coef_) + np.size(model.intercept_))

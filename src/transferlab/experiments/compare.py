@@ -9,7 +9,9 @@ report from the rows.
 
 The kind of input is read from the checkpoints (or, for a pipeline-only grid, from the data): text tasks read
 labeled files with text columns and compare against TF-IDF + logistic regression; image tasks read image sets
-(idx, .npz, class folders, CSV) and compare against HOG + logistic regression. With a ``test:`` split, every
+(idx, .npz, class folders, CSV) and compare against HOG + logistic regression; audio tasks read clips (class
+folders, CSV) as log-mel features with the checkpoints' mel settings and compare against MFCC statistics + logistic
+regression. With a ``test:`` split, every
 network run keeps the weights of its best dev epoch and the report's headline is the test metric of those weights
 (select on dev, report on test).
 """
@@ -45,9 +47,9 @@ from . import report
 from .executors import ExecutorConfig
 from .grid import RESULTS, read_results, run_grid
 from .report import NO_CHECKPOINT
-from .spec import SpecReader, load_yaml
+from .spec import SpecReader, read_spec
 
-DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora")
+DEEP_METHODS = ("scratch", "finetune", "linear-probe", "gradual-unfreeze", "lora", "intermediate")
 # kNN on the frozen backbone's features trains nothing (evaluation.protocols): the self-supervised literature's
 # second protocol beside the linear probe, and a lower bound on what the features hold without any fitting.
 # logistic-probe fits scikit-learn's logistic regression to the same frozen features (the other linear-probe recipe,
@@ -106,10 +108,18 @@ METHOD_DEFAULTS = {
     "lora": {"lr": 5e-4, "rank": 8, "alpha": 16.0, "dropout": 0.0},
     "knn": {"k": 20, "temperature": 0.07},  # solo-learn's and lightly's weighted kNN
     "logistic-probe": {"C": None},  # None: each of LOGISTIC_CS, the best on dev
+    # Intermediate-task transfer (Phang et al. 2018's STILTs; Pruksachatkun et al. 2020): fine-tune on a labeled
+    # source task first (`source:` its train file and columns), then fine-tune that model on the target.
+    "intermediate": {"source": None, "source_epochs": 1.0, "source_lr": 0.0, "source_max": 0},
     "pipeline": {"C": 1.0, "ngram_max": 2, "max_features": 100_000},
 }
 # The image pipeline is HOG (Dalal & Triggs 2005) + logistic regression; pixels_per_cell is a square cell's side.
 IMAGE_PIPELINE_DEFAULTS = {"C": 1.0, "orientations": 9, "pixels_per_cell": 4, "cells_per_block": 2}
+# Audio: a small transformer trains from scratch or fine-tunes at AdamW's 1e-3 (as images), for more epochs than
+# text (a spoken-word set is small); the pipeline is MFCC statistics + logistic regression.
+AUDIO_TRAIN_DEFAULTS = dict(epochs=20, min_epoch_size=0, max_steps=0, lr=1e-3, batch_size=32, weight_decay=0.01,
+                            warmup=0.1, schedule="linear", precision="auto")
+AUDIO_PIPELINE_DEFAULTS = {"C": 1.0, "n_mfcc": 13}
 # Settings that have no default value in the grid (the model's own choice applies unless one is given); kept out of
 # TRAIN_DEFAULTS so that a spec without them fingerprints its runs as before they existed.
 OPTIONAL_KEYS = ("pooling", "eval_every_epochs", "eval_sample")
@@ -120,12 +130,16 @@ TASK_KEYS = ("train", "dev", "test", "text_cols", "label_col", "task", "metric",
              *READ_KEYS, "strict_labels")
 TEXT_TASK_KEYS = ("text_cols", *READ_KEYS)
 IMAGE_TASK_KEYS = ("image_size", "path_col")
+MODALITY_TASK_KEYS = {"text": TEXT_TASK_KEYS, "image": IMAGE_TASK_KEYS, "audio": ("path_col",)}
 # How a spec names the reading options, for the readers' messages.
 SPEC_FLAGS = {"text_cols": "task.text_cols", "label_col": "task.label_col", "header": "`header: false` under task",
               "format": "task.format", "encoding": "task.encoding", "skip_bad_rows": None, "label_names": None}
-FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C", "temperature")
+FLOAT_KEYS = ("lr", "weight_decay", "warmup", "lr_decay", "alpha", "dropout", "C", "temperature", "source_epochs",
+              "source_lr")
 INT_KEYS = ("epochs", "min_epoch_size", "max_steps", "batch_size", "max_len", "rank", "ngram_max", "max_features",
-            "orientations", "pixels_per_cell", "cells_per_block", "eval_every_epochs", "eval_sample", "k")
+            "orientations", "pixels_per_cell", "cells_per_block", "eval_every_epochs", "eval_sample", "k", "n_mfcc",
+            "source_max")
+SOURCE_KEYS = ("train", "text_cols", "label_col", "task", "image_size", "path_col")
 
 
 # ------------------------------------------------------------------------------------------------ the spec
@@ -166,16 +180,13 @@ class CompareSpec(SpecReader):
     test_set: object = field(repr=False, default=None)
     lines: dict = field(repr=False, default_factory=dict)
     budget_sizes: dict = field(default_factory=dict)  # budget name -> number of training examples
+    mel: object = field(repr=False, default=None)  # audio: the checkpoints' MelSettings, which every split is read with
     task_entry: dict = field(repr=False, default_factory=dict)  # the spec's `task:` as written (workers re-read it)
 
     @classmethod
     def parse(cls, spec: str | Path | dict) -> "CompareSpec":
         """Validate everything a grid needs before anything trains: files, checkpoints, methods, budgets."""
-        if isinstance(spec, dict):
-            data, lines, source = spec, {}, "spec"
-        else:
-            data, lines = load_yaml(spec, TOP_KEYS, "examples/compare_sst2.yaml")
-            source = str(spec)
+        data, lines, source = read_spec(spec, TOP_KEYS, "examples/compare_sst2.yaml")
         self = cls(source=source, name="", checkpoints=[], task={}, methods=[], budgets=[], seeds=[], out=None,
                    lines=lines)
         self._check_keys(data, (), TOP_KEYS)
@@ -205,9 +216,13 @@ class CompareSpec(SpecReader):
                                                  f"({self._where(('checkpoints', i))}) is a {a} model; one grid "
                                                  f"compares checkpoints of one kind of input. Split the spec.")
         if found:
-            return next(iter(found))
-        train = task.get("train") if isinstance(task, dict) else None
-        return (data_modality(train) if train else None) or "text"
+            kind = next(iter(found))
+        else:
+            train = task.get("train") if isinstance(task, dict) else None
+            kind = (data_modality(train) if train else None) or "text"
+        if kind == "audio":
+            self.mel = _audio_settings(checkpoints if isinstance(checkpoints, list) else [checkpoints])
+        return kind
 
     # -- task --
     def _parse_task(self, task) -> None:
@@ -215,10 +230,12 @@ class CompareSpec(SpecReader):
             raise self.error(("task",), "missing. Add `task:` with at least `train:` and `dev:` (labeled files or "
                                         "GLUE task directories).")
         self._check_keys(task, ("task",), TASK_KEYS)
-        wrong = [k for k in (TEXT_TASK_KEYS if self.modality == "image" else IMAGE_TASK_KEYS) if k in task]
+        mine = MODALITY_TASK_KEYS[self.modality]
+        wrong = [k for k in task if k not in mine and any(k in keys for keys in MODALITY_TASK_KEYS.values())]
         if wrong:
-            raise self.error(("task", wrong[0]), f"applies to {'text' if self.modality == 'image' else 'image'} "
-                                                 f"tasks; this grid's checkpoints read {self.modality}.")
+            owner = next(m for m, keys in MODALITY_TASK_KEYS.items() if wrong[0] in keys)
+            raise self.error(("task", wrong[0]), f"applies to {owner} tasks; this grid's checkpoints read "
+                                                 f"{self.modality}.")
         for key in ("train", "dev"):
             if not task.get(key):
                 raise self.error(("task", key), f"missing. Name the {key} file (.tsv/.csv/.jsonl) or a GLUE "
@@ -237,8 +254,8 @@ class CompareSpec(SpecReader):
         if kind is not None and kind not in ("classification", "regression"):
             raise self.error(("task", "task"), f"'{kind}' is not a task; use classification or regression "
                                                f"(or leave it out to infer it from the labels).")
-        if self.modality == "image" and kind not in (None, "classification"):
-            raise self.error(("task", "task"), f"image tasks are classification (got '{kind}').")
+        if self.modality != "text" and kind not in (None, "classification"):
+            raise self.error(("task", "task"), f"{self.modality} tasks are classification (got '{kind}').")
         read = {}
         for key in READ_KEYS:
             if key in task:
@@ -285,6 +302,8 @@ class CompareSpec(SpecReader):
             self.task.update(test=str(task["test"]), test_size=len(test))
         if self.modality == "image":
             self.task.update(modality="image", image_size=list(train.size), path_col=task.get("path_col"))
+        if self.modality == "audio":
+            self.task.update(modality="audio", mel=train.settings.to_dict(), path_col=task.get("path_col"))
         self.task.update(read)  # only the reading options the spec gives: other specs keep their fingerprints
         self.train_set, self.dev_set, self.test_set = train, dev, test
 
@@ -302,6 +321,12 @@ class CompareSpec(SpecReader):
                 def read(key, split, names=None):
                     return read_images(task[key], split, label_names=names, resize=size,
                                        label_col=task.get("label_col"), path_col=task.get("path_col"))
+            elif self.modality == "audio":
+                from ..data.audio import read_audio
+
+                def read(key, split, names=None):
+                    return read_audio(task[key], split, settings=self.mel, label_names=names,
+                                      label_col=task.get("label_col"), path_col=task.get("path_col"))
             else:
                 from ..data.labeled import FILES_PER_CLASS, find_split, read_labeled
 
@@ -345,19 +370,35 @@ class CompareSpec(SpecReader):
                                    f"by it; ULMFiT uses 2.6.")
         if key == "dropout" and not 0 <= value < 1:
             raise self.error(path, f"is a probability in [0, 1) (got {value}).")
-        if key == "augment":
-            from ..data.augment import augment_config
-
-            try:
-                augment_config(value)
-            except UserError as e:
-                raise self.error(path, str(e)) from None
-        if key in ("orientations", "pixels_per_cell", "cells_per_block") and value < 1:
+        self._check_training_choice(path, key, value)
+        if key in ("orientations", "pixels_per_cell", "cells_per_block", "n_mfcc") and value < 1:
             raise self.error(path, f"must be positive (got {value}).")
+        if key == "source_epochs" and value <= 0:
+            raise self.error(path, f"must be positive (got {value}).")
+        if key in ("source_lr", "source_max") and value < 0:
+            raise self.error(path, f"must not be negative (got {value}; 0 means the target's lr / every example).")
+        if key == "source":
+            value = self._source_task(path, value)
         return value
 
+    def _source_task(self, path: tuple, source) -> dict:
+        """An intermediate method's source task, read once now so a bad file or column stops the grid here."""
+        if not isinstance(source, dict) or not source.get("train"):
+            raise self.error(path, "the intermediate task: `source: {train: FILE, ...}` (and text_cols, label_col, "
+                                   "task as for the target).")
+        self._check_keys(source, path, SOURCE_KEYS)
+        found = data_modality(source["train"]) if Path(str(source["train"])).exists() else None
+        if found is not None and found != self.modality:
+            raise self.error(path + ("train",), f"holds {found} data but the grid's checkpoints read {self.modality}.")
+        try:
+            data = read_source_task(source, self.modality)
+        except UserError as e:
+            raise self.error(path + ("train",), str(e)) from None
+        # Its file's content joins the run's fingerprint, as the target's files do.
+        return {**source, "file": _file_id(data.source)}
+
     def _parse_methods(self, methods, train_defaults) -> None:
-        defaults = IMAGE_TRAIN_DEFAULTS if self.modality == "image" else TRAIN_DEFAULTS
+        defaults = {"image": IMAGE_TRAIN_DEFAULTS, "audio": AUDIO_TRAIN_DEFAULTS}.get(self.modality, TRAIN_DEFAULTS)
         self._check_keys(train_defaults, ("train",), tuple(defaults) + OPTIONAL_KEYS)
         shared = dict(defaults)
         for k, v in train_defaults.items():
@@ -379,6 +420,9 @@ class CompareSpec(SpecReader):
                                        "(`- lora: {rank: 4}`).")
             if name not in METHODS:
                 raise self.error(path, f"unknown method '{name}'. Choose one of: {', '.join(METHODS)}.")
+            if name == "intermediate" and not overrides.get("source"):
+                raise self.error(path, "intermediate needs its source task: `- intermediate: {source: {train: FILE}}`"
+                                       " (e.g. STS-B before MRPC).")
             own = self._method_defaults(name)
             network_keys = tuple(defaults) + OPTIONAL_KEYS + tuple(own)
             allowed = (tuple(own) if name in UNTRAINED else network_keys) + ("label",)
@@ -400,6 +444,8 @@ class CompareSpec(SpecReader):
     def _method_defaults(self, name: str) -> dict:
         if name == "pipeline" and self.modality == "image":
             return IMAGE_PIPELINE_DEFAULTS
+        if name == "pipeline" and self.modality == "audio":
+            return AUDIO_PIPELINE_DEFAULTS
         return METHOD_DEFAULTS[name]
 
     # -- checkpoints --
@@ -433,8 +479,14 @@ class CompareSpec(SpecReader):
                 raise self.error(path_key, f"two checkpoints are called '{name}'. Write them as "
                                            f"`- {{name: SOMETHING, path: ...}}` with different names.")
             tokenizer = config.get("tokenizer_sha256") or _sha256(directory / "tokenizer.json")
-            if self.modality == "image":  # each image model reads its data through its own normalisation
+            if self.modality in ("image", "audio"):  # each model reads its data through its own normalisation
                 tokenizer = ""
+            if self.modality == "audio":
+                settings = (config.get("inputs") or {}).get("settings")
+                if settings != self.mel.to_dict():
+                    raise self.error(path_key, f"checkpoint '{name}' computes its features with other mel settings "
+                                               f"({settings}) than the first checkpoint ({self.mel.to_dict()}); "
+                                               f"one grid reads its clips once. Compare them in separate specs.")
             if first_tokenizer is None:
                 first_tokenizer = tokenizer
             elif tokenizer != first_tokenizer:
@@ -593,7 +645,26 @@ def _architecture(backbone: dict) -> str:
     if backbone["family"] == "resnet":
         return (f"resnet widths {'-'.join(map(str, backbone['widths']))}, "
                 f"{'-'.join(map(str, backbone['depths']))} blocks")
+    if backbone.get("causal"):
+        return f"{backbone['family']} {backbone['n_layer']} layers x {backbone['d_model']}, causal"
     return f"{backbone['family']} {backbone['n_layer']} layers x {backbone['d_model']}"
+
+
+def _audio_settings(checkpoints: list):
+    """The mel settings of the first audio checkpoint (every other must share them), or the defaults for a
+    pipeline-only grid."""
+    from ..data.audio import MelSettings
+
+    for entry in checkpoints:
+        path = entry.get("path") if isinstance(entry, dict) else entry
+        if path and (Path(str(path)) / "config.json").is_file():
+            try:
+                settings = (load_config(path).get("inputs") or {}).get("settings")
+            except UserError:
+                continue
+            if settings:
+                return MelSettings.from_dict(settings)
+    return MelSettings()
 
 
 def _sha256(path: Path) -> str:
@@ -646,10 +717,13 @@ def run_one(spec: CompareSpec, run: Run) -> dict:
 
 
 def _pipeline(spec: CompareSpec, train, s: dict, seed: int) -> tuple[dict, int]:
-    """The hand-designed reference of the grid's modality: TF-IDF (text) or HOG (images) + a linear model."""
-    from .classical import hog_linear, tfidf_linear
+    """The hand-designed reference of the grid's modality: TF-IDF (text), HOG (images) or MFCC statistics (audio)
+    + a linear model."""
+    from .classical import hog_linear, mfcc_linear, tfidf_linear
 
     metrics = spec.task["metrics"]
+    if spec.modality == "audio":
+        return mfcc_linear(train, spec.dev_set, metrics, seed=seed, C=s["C"], n_mfcc=s["n_mfcc"], test=spec.test_set)
     if spec.modality == "image":
         return hog_linear(train, spec.dev_set, metrics, seed=seed, C=s["C"], orientations=s["orientations"],
                           pixels_per_cell=(s["pixels_per_cell"],) * 2, cells_per_block=(s["cells_per_block"],) * 2,
@@ -715,6 +789,17 @@ def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int,
 
     s, task, test = run.method.settings, spec.task, spec.test_set
     init = "scratch" if run.method.method == "scratch" else "pretrained"
+    if run.method.method == "intermediate":
+        import tempfile
+        import warnings
+
+        with tempfile.TemporaryDirectory(prefix="intermediate-") as tmp, warnings.catch_warnings():
+            # dropping the source task's head is the method, not a surprise to warn about
+            warnings.filterwarnings("ignore", message="the trained .* head of .* was dropped")
+            through = _intermediate(run.source.path, s, spec.modality, run.seed, Path(tmp) / "model")
+            return _train_network(spec, Run(run.checkpoint, MethodSpec(run.method.label, "finetune", s), run.budget,
+                                            run.budget_size, run.seed, Checkpoint(run.source.name, str(through),
+                                            run.source.arch, "", "", ""), run.fingerprint, run.dev_size), train)
     model = from_pretrained(run.source.path, task=train.task, num_labels=train.num_labels,
                             label_names=train.label_names, init=init, seed=run.seed, max_len=s.get("max_len", 128),
                             pooling=s.get("pooling"), verbose=False, **image_adaptation(run.source.path, train))
@@ -749,6 +834,37 @@ def _train_network(spec: CompareSpec, run: Run, train) -> tuple[list[dict], int,
     return epochs, max(history["trainable_params"]), extra
 
 
+def read_source_task(source: dict, modality: str):
+    """The training split of an intermediate method's source task."""
+    if modality == "image":
+        from ..data.images import read_images
+
+        size = source.get("image_size")
+        size = (size, size) if isinstance(size, int) else tuple(size) if size else None
+        return read_images(source["train"], "train", resize=size, label_col=source.get("label_col"),
+                           path_col=source.get("path_col"))
+    from ..data.labeled import find_split, read_labeled
+
+    return read_labeled(find_split(source["train"], "train"), text_cols=source.get("text_cols"),
+                        label_col=source.get("label_col"), task=source.get("task"))
+
+
+def _intermediate(checkpoint: str, s: dict, modality: str, seed: int, out: Path) -> Path:
+    """Fine-tune ``checkpoint`` on the source task (a fresh head, all of its labels or ``source_max`` of them),
+    save it to ``out``; the target run then transfers from there, dropping the source head."""
+    data = read_source_task(s["source"], modality)
+    if s.get("source_max") and s["source_max"] < len(data):
+        data = data.subset(stratified_sample(data.labels, s["source_max"], seed, data.task))
+    model = from_pretrained(checkpoint, task=data.task, num_labels=data.num_labels, label_names=data.label_names,
+                            seed=seed, max_len=s.get("max_len", 128), pooling=s.get("pooling"), verbose=False,
+                            **image_adaptation(checkpoint, data))
+    model.compile(lr=s.get("source_lr") or s["lr"], weight_decay=s["weight_decay"], warmup=s["warmup"],
+                  schedule=s["schedule"], precision=s["precision"])
+    model.fit(data, epochs=s["source_epochs"], batch_size=s["batch_size"], seed=seed, verbose=False)
+    model.save(out)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ in a worker
 
 # Data sets a worker process has read, by CompareWork.token: read once per process, however many runs it does.
@@ -781,6 +897,10 @@ class CompareWork:
             return run_one(self.spec, run)
         if run.source is not None:
             run = replace(run, source=replace(run.source, path=self._path(run.source.path)))
+        if run.method.method == "intermediate":  # its source task's file, relative to where the grid started
+            source = run.method.settings["source"]
+            source = {**source, "train": self._path(str(source["train"]))}
+            run = replace(run, method=replace(run.method, settings={**run.method.settings, "source": source}))
         return run_one(self._spec_with_data(), run)
 
     def _path(self, path: str) -> str:

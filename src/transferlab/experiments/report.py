@@ -52,7 +52,7 @@ def headline(row: dict, setup: dict, metric: str | None = None) -> float:
 
 
 def _pipeline_name(setup: dict) -> str:
-    return "HOG" if setup["task"].get("modality") == "image" else "TF-IDF"
+    return {"image": "HOG", "audio": "MFCC"}.get(setup["task"].get("modality"), "TF-IDF")
 
 
 def entry_label(row: dict, setup: dict) -> str:

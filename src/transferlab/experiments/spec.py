@@ -29,6 +29,15 @@ def _construct(node, path: tuple, lines: dict):
     return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
 
 
+def read_spec(spec, keys: tuple[str, ...], example: str) -> tuple[dict, dict, str]:
+    """A spec given as a YAML path or as a dict (from Python): (data, lines, source); a dict has no lines, and its
+    errors name "spec" instead of a file."""
+    if isinstance(spec, dict):
+        return spec, {}, "spec"
+    data, lines = load_yaml(spec, keys, example)
+    return data, lines, str(spec)
+
+
 def load_yaml(path: str | Path, keys: tuple[str, ...], example: str) -> tuple[dict, dict]:
     """Read a YAML spec whose top level is a mapping (of ``keys``; ``example`` is the file to point users at).
     Returns (data, lines): ``lines[("task", "metric")]`` is the 1-based line of that entry."""
@@ -73,3 +82,18 @@ class SpecReader:
         for k in d:
             if k not in allowed:
                 raise self.error(path + (k,), f"unknown key '{k}'. Allowed here: {', '.join(allowed)}.")
+
+    def _check_training_choice(self, path: tuple, key: str, value) -> None:
+        """A training setting's named choice (``schedule``, ``augment``), checked here so a typo stops the spec."""
+        if key == "schedule":
+            from ..training.optim import SCHEDULES
+
+            if value not in SCHEDULES:
+                raise self.error(path, f"unknown schedule '{value}'; choose one of {', '.join(SCHEDULES)}.")
+        elif key == "augment":
+            from ..data.augment import augment_config
+
+            try:
+                augment_config(value)
+            except UserError as e:
+                raise self.error(path, str(e)) from None

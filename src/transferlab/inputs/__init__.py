@@ -1,7 +1,8 @@
 """The saved preprocessors, one per modality: how raw data becomes the tensors a backbone reads.
 
 - text: ``Tokenizer`` (inputs/text.py), saved as ``tokenizer.json`` beside the weights;
-- image: ``ImageInputs`` (inputs/image.py): size, channels and normalisation, recorded in ``config.json``.
+- image: ``ImageInputs`` (inputs/image.py): size, channels and normalisation, recorded in ``config.json``;
+- audio: ``AudioInputs`` (inputs/audio.py): sample rate, mel settings and normalisation, recorded in ``config.json``.
 
 Every preprocessor has ``modality`` and ``unit`` (what throughput counts), ``record()`` (the config.json entries
 that describe it), ``save(directory)`` (its files, if any), ``from_checkpoint(directory, config)`` and
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-MODALITIES = ("text", "image")
+MODALITIES = ("text", "image", "audio")
 
 
 def modality(config: dict) -> str:
@@ -33,6 +34,10 @@ def preprocessor_class(name: str):
         from .image import ImageInputs
 
         return ImageInputs
+    if name == "audio":
+        from .audio import AudioInputs
+
+        return AudioInputs
     raise UserError(f"unknown input modality '{name}'; this version reads {', '.join(MODALITIES)}. The checkpoint "
                     f"was written by a newer transferlab.")
 
@@ -47,6 +52,8 @@ def load_inputs(directory: str | Path, config: dict):
 # Reader options of one modality only: giving them for the other is a mistake worth naming.
 TEXT_OPTIONS = ("text_cols", "skip_bad_rows", "header", "format", "encoding", "coarse_labels")
 IMAGE_OPTIONS = ("resize", "path_col", "cache_dir")
+AUDIO_OPTIONS = ("path_col", "cache_dir")
+MODALITY_OPTIONS = {"text": TEXT_OPTIONS, "image": IMAGE_OPTIONS, "audio": AUDIO_OPTIONS}
 
 
 def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names: list[str] | None = None,
@@ -54,22 +61,26 @@ def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names
     """A labeled set of ``inputs``' modality from what a user hands a model: a labeled set already read, a file
     or folder, or Python data (texts or text pairs; an image array) with labels ``y``. ``options`` go to the
     modality's reader: ``text_cols``, ``label_col``, ``skip_bad_rows`` for text files; ``resize``,
-    ``label_col``, ``path_col`` for images. ``split`` picks the split of a directory or ``.npz`` holding several;
-    None means the one evaluation reads: dev for text (GLUE's test has no labels), test for images."""
+    ``label_col``, ``path_col`` for images; ``label_col``, ``path_col`` for audio (waveforms in Python are a list
+    of 1-D arrays at the model's sample rate). ``split`` picks the split of a directory or ``.npz`` holding several;
+    None means the one evaluation reads: dev for text (GLUE's test has no labels), test for images and audio."""
     from ..data.labeled import LabeledSet
 
     kind = inputs.modality
     if split is None:
-        split = "test" if kind == "image" else "dev"
+        split = "dev" if kind == "text" else "test"
+    mine = MODALITY_OPTIONS[kind]
+    others = list(dict.fromkeys(k for m, keys in MODALITY_OPTIONS.items() if m != kind for k in keys if k not in mine))
     # header=False is a given option too (its default is True)
-    wrong = [k for k in (TEXT_OPTIONS if kind == "image" else IMAGE_OPTIONS)
-             if options.get(k) or (k == "header" and options.get(k) is False)]
+    wrong = [k for k in others if options.get(k) or (k == "header" and options.get(k) is False)]
     if wrong:
-        raise UserError(f"{', '.join(wrong)} apply to {'text' if kind == 'image' else 'image'} data; this model "
-                        f"reads {kind}.")
-    options = {k: v for k, v in options.items() if k not in (TEXT_OPTIONS if kind == "image" else IMAGE_OPTIONS)}
+        owner = next(m for m, keys in MODALITY_OPTIONS.items() if wrong[0] in keys)
+        raise UserError(f"{', '.join(wrong)} apply to {owner} data; this model reads {kind}.")
+    options = {k: v for k, v in options.items() if k not in others}
     if isinstance(x, (str, Path)):
         check_data_modality(x, kind, "the data")
+    if kind == "audio":
+        return _audio_data(inputs, x, y, label_names, require_labels, split, options)
     if kind == "image":
         from ..data.images import ImageSet, read_images
 
@@ -107,13 +118,36 @@ def labeled_data(inputs, x, y=None, *, task: str = "classification", label_names
     return LabeledSet(a, b, labels, task, label_names, "<in-memory>", list(range(1, len(a) + 1)), [])
 
 
+def _audio_data(inputs, x, y, label_names, require_labels: bool, split: str, options: dict):
+    from ..data.audio import AudioSet, read_audio
+    from ..data.images import ImageSet
+    from ..data.labeled import LabeledSet
+
+    if isinstance(x, (LabeledSet, ImageSet)):
+        found = "text" if isinstance(x, LabeledSet) else "images"
+        raise UserError(f"{x.source} holds {found}, but this model reads audio; fine-tune a checkpoint of that "
+                        f"modality on it.")
+    if isinstance(x, AudioSet):
+        return inputs.check_data(x)
+    if isinstance(x, (str, Path)):
+        return inputs.check_data(read_audio(x, split, settings=inputs.settings, label_names=label_names,
+                                            require_labels=require_labels, **options))
+    if isinstance(x, tuple) and len(x) == 2 and y is None:
+        x, y = x
+    if require_labels and y is None:
+        raise UserError("training needs labels: pass them as y (or a labeled folder or CSV).")
+    return AudioSet.from_waveforms(list(x), y, settings=inputs.settings, label_names=label_names)
+
+
 TEXT_SUFFIXES = (".tsv", ".jsonl", ".txt", ".tsv.gz", ".jsonl.gz", ".txt.gz", ".csv.gz")
 
 
 def data_modality(path: str | Path) -> str | None:
     """What a data path holds, judged from names alone (no decoding): "image" for idx files, ``.npz``, image
-    files and folders of them, and CSVs with an image-path column; "text" for TSV / JSONL / text files and CSVs
-    without one; None when it cannot tell."""
+    files and folders of them, and CSVs with an image-path column; "audio" for audio files, folders of them
+    (flat or one level of class folders) and CSVs whose first path names an audio file; "text" for TSV / JSONL /
+    text files and other CSVs; None when it cannot tell."""
+    from ..data.audio import AUDIO_EXTENSIONS, AUDIO_PATH_COLUMNS
     from ..data.images import IMAGE_EXTENSIONS, PATH_COLUMN_CANDIDATES
 
     path = Path(path)
@@ -124,18 +158,29 @@ def data_modality(path: str | Path) -> str | None:
             return "image"
         if any(n.endswith(TEXT_SUFFIXES) for n in names):
             return "text"
-        if any(n.endswith(IMAGE_EXTENSIONS) for p in path.iterdir() if p.is_dir() for n in
-               (q.name.lower() for q in list(p.iterdir())[:20])):
+        inner = [q.name.lower() for p in path.iterdir() if p.is_dir() for q in list(p.iterdir())[:20]]
+        if any(n.endswith(IMAGE_EXTENSIONS) for n in inner):
             return "image"
+        if any(n.endswith(AUDIO_EXTENSIONS) for n in names + inner):
+            return "audio"
+        for split in ("train", "test", "val", "dev"):  # a directory of split CSVs
+            if (path / f"{split}.csv").is_file():
+                return data_modality(path / f"{split}.csv")
         return None
     if "idx3-ubyte" in name or name.endswith((".npz", *IMAGE_EXTENSIONS)):
         return "image"
+    if name.endswith(AUDIO_EXTENSIONS):
+        return "audio"
     if name.endswith(TEXT_SUFFIXES):
         return "text"
     if name.endswith(".csv") and path.is_file():
         with open(path, encoding="utf-8", errors="replace") as f:
-            header = {c.strip().strip('"').lower() for c in f.readline().split(",")}
-        return "image" if header & set(PATH_COLUMN_CANDIDATES) else "text"
+            header = [c.strip().strip('"').lower() for c in f.readline().split(",")]
+            first = [c.strip().strip('"').lower() for c in f.readline().split(",")]
+        paths = [v for c, v in zip(header, first) if c in set(PATH_COLUMN_CANDIDATES) | set(AUDIO_PATH_COLUMNS)]
+        if any(v.endswith(AUDIO_EXTENSIONS) for v in paths):
+            return "audio"
+        return "image" if set(header) & set(PATH_COLUMN_CANDIDATES) else "text"
     return None
 
 
@@ -143,7 +188,9 @@ def check_data_modality(path: str | Path, expected: str, option: str) -> None:
     """Refuse data of one modality given to a model of another, naming the option and the fix."""
     found = data_modality(path)
     if found is not None and found != expected:
-        fix = ("pretrain an image model first (`transferlab pretrain --objective supervised --data ...`) or start "
-               "from one" if found == "image" else "fine-tune a text checkpoint (a `transferlab pretrain "
-               "--corpus ...` run) on it")
+        fix = {"image": "pretrain an image model first (`transferlab pretrain --objective supervised --data ...`) "
+                        "or start from one",
+               "audio": "pretrain an audio model first (`transferlab pretrain --objective masked-frames --data "
+                        "AUDIO_FOLDER ...`) or start from one",
+               "text": "fine-tune a text checkpoint (a `transferlab pretrain --corpus ...` run) on it"}[found]
         raise UserError(f"{option} '{path}' holds {found} data, but the checkpoint is a {expected} model; {fix}.")

@@ -2,10 +2,12 @@
 config class (what ``config.json``'s ``backbone`` rebuilds through).
 
 Text presets live in ``config.py`` (the small BERTs). Image presets are below: the published ResNet and ViT
-families scaled down for 28x28 images on a CPU, with tiny ones for tests.
+families scaled down for 28x28 images on a CPU, with tiny ones for tests. Audio presets live in ``audio.py`` (the
+Keyword Transformer's widths).
 """
 
 from ..errors import UserError
+from .audio import AUDIO_PRESETS, AudioConfig, AudioTransformer, audio_preset
 from .config import FAMILIES as TEXT_FAMILIES
 from .config import PRESETS, ModelConfig, preset
 from .decoder import Decoder
@@ -17,8 +19,9 @@ from .rnn import BiLSTM
 from .vit import ViT, ViTConfig
 
 BACKBONES = {"encoder": Encoder, "decoder": Decoder, "encoder_decoder": EncoderDecoder, "embedding": WordVectors,
-             "rnn": BiLSTM, "resnet": ResNet, "vit": ViT}
-CONFIGS = {**{family: ModelConfig for family in TEXT_FAMILIES}, "resnet": ResNetConfig, "vit": ViTConfig}
+             "rnn": BiLSTM, "resnet": ResNet, "vit": ViT, "audio_transformer": AudioTransformer}
+CONFIGS = {**{family: ModelConfig for family in TEXT_FAMILIES}, "resnet": ResNetConfig, "vit": ViTConfig,
+           "audio_transformer": AudioConfig}
 
 # Sizes below: parameters with one input channel, and forward GFLOPs per 28x28 image counted with
 # torch.utils.flop_counter. The families pair up at about equal parameters and compute, so a ResNet-vs-ViT
@@ -79,10 +82,11 @@ def config_from_dict(d: dict):
 
 
 def build_backbone(cfg):
-    """The backbone of ``cfg`` (a ``ModelConfig``, ``ResNetConfig`` or ``ViTConfig``), freshly initialised."""
+    """The backbone of ``cfg`` (a ``ModelConfig``, ``ResNetConfig``, ``ViTConfig`` or ``AudioConfig``), freshly
+    initialised."""
     return BACKBONES[cfg.family](cfg)
 
 
 __all__ = ["PRESETS", "ModelConfig", "preset", "Encoder", "Decoder", "EncoderDecoder", "build_backbone", "BACKBONES",
            "WordVectors", "BiLSTM", "ResNet", "ResNetConfig", "ViT", "ViTConfig", "IMAGE_PRESETS", "image_preset",
-           "CONFIGS", "config_from_dict"]
+           "CONFIGS", "config_from_dict", "AudioConfig", "AudioTransformer", "AUDIO_PRESETS", "audio_preset"]

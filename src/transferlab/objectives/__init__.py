@@ -3,12 +3,15 @@
 OBJECTIVES maps a text objective's name on the command line to (backbone family, module class, corruption
 factory taking the tokenizer). IMAGE_OBJECTIVES maps an image objective's name to an ``ImageObjective``: which image
 backbone families it trains, how to build its module for a labeled image set, and its augmentation recipe.
+AUDIO_OBJECTIVES maps an audio objective's name to an ``AudioObjective``: whether its backbone is causal, its module
+and its corruption.
 """
 
 from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import UserError
+from .audio import APC, MASK_PROB, SHIFT, SPAN, MaskedFrames, SpanMasking, Unchanged
 from .classification import TASKS, SequenceClassifier
 from .contrastive import BYOL, SimCLR, byol_momentum, nt_xent
 from .clm import CausalLM, CLMCorruption
@@ -159,14 +162,54 @@ IMAGE_OBJECTIVES = {
 SELF_SUPERVISED = tuple(name for name, o in IMAGE_OBJECTIVES.items() if o.module is not None)
 
 
+@dataclass(frozen=True)
+class AudioObjective:
+    causal: bool  # whether the audio transformer it trains attends to the past only
+    module: Callable  # (backbone, **task settings) -> task module
+    corruption: Callable  # (mask_prob, noise dict) -> corruption run by the batch source
+    noise: tuple[str, ...]  # the settings it takes from --noise
+
+
+def _masked_frames(mask_prob: float | None, noise: dict) -> SpanMasking:
+    return SpanMasking(_rate(mask_prob, MASK_PROB), int(noise.get("span", SPAN)))
+
+
+def _apc_corruption(mask_prob: float | None, noise: dict) -> Unchanged:
+    _no_rate("apc", mask_prob)
+    return Unchanged()
+
+
+AUDIO_OBJECTIVES = {
+    "masked-frames": AudioObjective(False, MaskedFrames, _masked_frames, ("span",)),
+    "apc": AudioObjective(True, APC, _apc_corruption, ("shift",)),
+}
+
+
+def audio_objective_settings(name: str, noise: dict | None) -> dict:
+    """--noise of an audio objective, checked: {setting: whole number}."""
+    noise = dict(noise or {})
+    allowed = AUDIO_OBJECTIVES[name].noise
+    unknown = sorted(set(noise) - set(allowed))
+    if unknown:
+        raise UserError(f"--noise: {name} has no setting {', '.join(unknown)}; it takes {', '.join(allowed)} "
+                        f"(positions of 40 ms), e.g. --noise {allowed[0]}=2.")
+    bad = [k for k, v in noise.items() if v != int(v) or v < 1]
+    if bad:
+        raise UserError(f"--noise {bad[0]}={noise[bad[0]]} must be a whole number of positions, at least 1.")
+    return {k: int(v) for k, v in noise.items()}
+
+
 def objective_modality(name: str) -> str:
-    """"text" or "image" for a known objective; a UserError listing them all otherwise."""
+    """"text", "image" or "audio" for a known objective; a UserError listing them all otherwise."""
     if name in OBJECTIVES:
         return "text"
     if name in IMAGE_OBJECTIVES:
         return "image"
-    raise UserError(f"unknown --objective '{name}'; choose one of {', '.join([*OBJECTIVES, *IMAGE_OBJECTIVES])} "
-                    f"(text: {', '.join(OBJECTIVES)}; images: {', '.join(IMAGE_OBJECTIVES)}).")
+    if name in AUDIO_OBJECTIVES:
+        return "audio"
+    raise UserError(f"unknown --objective '{name}'; choose one of "
+                    f"{', '.join([*OBJECTIVES, *IMAGE_OBJECTIVES, *AUDIO_OBJECTIVES])} (text: {', '.join(OBJECTIVES)}; "
+                    f"images: {', '.join(IMAGE_OBJECTIVES)}; audio: {', '.join(AUDIO_OBJECTIVES)}).")
 
 
 __all__ = ["OBJECTIVES", "IMAGE_OBJECTIVES", "ImageObjective", "SUPERVISED", "SELF_SUPERVISED", "SimCLR", "BYOL",
@@ -174,4 +217,5 @@ __all__ = ["OBJECTIVES", "IMAGE_OBJECTIVES", "ImageObjective", "SUPERVISED", "SE
            "SequenceClassifier", "MaskedLM", "CausalLM", "MLMCorruption", "CLMCorruption", "mask_tokens", "PermutationLM",
            "PLMCorruption", "MPNet", "MPNetCorruption", "Electra", "ElectraCorruption", "SkipGram",
            "SkipGramCorruption", "BidirectionalLM", "OBJECTIVE_NOISE", "DenoisingLM", "MassLM", "Seq2SeqLM",
-           "BartCorruption", "MassCorruption"]
+           "BartCorruption", "MassCorruption", "AUDIO_OBJECTIVES", "AudioObjective", "audio_objective_settings",
+           "MaskedFrames", "APC", "SpanMasking"]

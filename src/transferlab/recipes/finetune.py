@@ -37,13 +37,27 @@ def _read(path: str, split: str, cfg: FinetuneConfig, modality: str, task: str |
     option = "--train" if split == "train" else f"--{split}"
     if cfg.format != FILES_PER_CLASS:
         check_data_modality(path, modality, option)
+    text_only = [flag for flag, given in (("--text-cols", cfg.text_cols), ("--no-header", not cfg.header),
+                                          ("--format", cfg.format != "auto"), ("--encoding", cfg.encoding != "utf-8"),
+                                          ("--coarse-labels", cfg.coarse_labels)) if given]
+    if modality == "audio":
+        from ..data.audio import read_audio
+        from ..inputs import load_inputs
+        from ..training.checkpoint import load_config
+
+        given = text_only + [flag for flag, on in (("--augment", cfg.augment), ("--image-size", cfg.image_size))
+                             if on]
+        if given:
+            raise UserError(f"{', '.join(given)} apply to text and image models; this checkpoint reads audio (its "
+                            f"mel settings come with it; a CSV's clip column is found by name, or named with "
+                            f"--path-col).")
+        source = cfg.like if cfg.init == "scratch" else cfg.init
+        settings = load_inputs(source, load_config(source)).settings
+        return read_audio(path, split, settings=settings, label_names=label_names, label_col=cfg.label_col,
+                          path_col=cfg.path_col, progress=cfg.progress)
     if modality == "image":
         from ..data.images import read_images
 
-        text_only = [flag for flag, given in (("--text-cols", cfg.text_cols), ("--no-header", not cfg.header),
-                                              ("--format", cfg.format != "auto"),
-                                              ("--encoding", cfg.encoding != "utf-8"),
-                                              ("--coarse-labels", cfg.coarse_labels)) if given]
         if text_only:
             raise UserError(f"{', '.join(text_only)} apply to text files; an image model reads image files (a CSV's "
                             f"image column is found by name, or named with --path-col).")

@@ -1,8 +1,9 @@
 """Pretraining: data + objective + preset -> a run directory with step checkpoints and final/.
 
 Text objectives (masked LM, causal LM, ...) read a prepared token corpus (``corpus``); image objectives (supervised
-pretraining on a big labeled source) read a labeled image set (``data``). Both then run the one training loop with
-the same run directory, resume and checkpoint rules.
+pretraining on a big labeled source) read a labeled image set (``data``); audio objectives (masked frames, APC) read
+a folder of clips (``data``, set up in ``recipes/audio.py``). All then run the one training loop with the same run
+directory, resume and checkpoint rules.
 """
 
 from __future__ import annotations
@@ -104,7 +105,15 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
                         f"({world_size} x {cfg.grad_accum}).")
     # Everything is read, built and checked before the run directory is touched: a bad setting must not leave a
     # run.json behind.
-    setup = _text_setup(cfg) if objective_modality(cfg.objective) == "text" else _image_setup(cfg)
+    kind = objective_modality(cfg.objective)
+    if cfg.mel and kind != "audio":
+        raise UserError(f"--mel sets how audio becomes log-mel features; --objective {cfg.objective} reads {kind}.")
+    if kind == "audio":
+        from .audio import audio_setup
+
+        setup = audio_setup(cfg)
+    else:
+        setup = _text_setup(cfg) if kind == "text" else _image_setup(cfg)
     resuming = _check_run_dir(cfg, resume, overwrite)
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     out = Path(cfg.out)

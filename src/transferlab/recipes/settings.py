@@ -19,7 +19,7 @@ from ..options import Settings, option
 from ..training.settings import FinetuneSettings, TrainSettings
 
 # The preset a pretraining run uses when --model is not given, per modality.
-DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small", "mae": "vit-mini"}  # MAE needs a ViT
+DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small", "audio": "audio-mini", "mae": "vit-mini"}  # MAE needs a ViT
 METHODS = ("finetune", "linear-probe", "gradual-unfreeze", "lora")  # transfer.methods.METHODS
 POOLINGS = ("cls", "mean", "last")  # heads.POOLINGS
 
@@ -45,17 +45,22 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
     corpus: str | None = option(None, "text objectives: a directory written by `transferlab corpus prepare`",
                                 metavar="DIR")
     data: str | None = option(None, "image objectives: labeled images (an MNIST idx directory, a MedMNIST .npz, a "
-                                    "folder with a sub-folder per class, or a CSV of path,label)", metavar="PATH")
+                                    "folder with a sub-folder per class, or a CSV of path,label); audio objectives: "
+                                    "a folder of WAV/FLAC clips (labels, if any, are ignored)", metavar="PATH")
     out: str | None = option(None, "the run directory (step checkpoints, final/, metrics.jsonl, run.json)",
                              metavar="RUN")
     objective: str = option("mlm", "text: mlm (BERT, encoder), clm (GPT, decoder), plm (XLNet), mpnet, electra "
                                    "(encoder), bart or mass (encoder-decoder), word2vec (word vectors), elmo "
                                    "(bidirectional LSTM); images: supervised (a classifier on the labels, e.g. MNIST "
                                    "standing in for ImageNet); self-supervised (labels ignored, read only by the kNN "
-                                   "monitor): simclr, byol (ResNet or ViT), mae (ViT)")
+                                   "monitor): simclr, byol (ResNet or ViT), mae (ViT); audio: masked-frames (speech "
+                                   "BERT: reconstruct masked spans of log-mel frames) or apc (speech GPT: predict the "
+                                   "frames 40 ms ahead, causal)")
     model: str | None = option(None, "preset: text tiny, mini, small, medium, base; images resnet-tiny, resnet-mini, "
-                                     "resnet-small, resnet18, vit-tiny, vit-mini, vit-small",
-                               default_text="tiny for text, resnet-small for images, vit-mini for mae")
+                                     "resnet-small, resnet18, vit-tiny, vit-mini, vit-small; audio audio-tiny, "
+                                     "audio-mini, audio-small",
+                               default_text="tiny for text, resnet-small for images, vit-mini for mae, audio-mini "
+                                            "for audio")
     augment: str | None = option(None, "images: an augmentation recipe (none, light, xray) with KEY=VALUE "
                                        "overrides, e.g. xray,rotation=5,hflip=1 (flips are off by default: left and "
                                        "right matter on X-rays)", default_text="the objective's own")
@@ -84,7 +89,8 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
     decoder_layers: int | None = option(None, "bart/mass: decoder blocks; mae: decoder blocks", at_least=1,
                                         default_text="bart/mass: as many as the encoder; mae: 2")
     noise: dict | None = option(None, "bart: mask, delete, infill, permute, rotate rates and poisson_lambda, e.g. "
-                                      "infill=0.3,permute=1; mass: span=0.5", parse=parse_noise,
+                                      "infill=0.3,permute=1; mass: span=0.5; masked-frames: span=4 (positions of "
+                                      "40 ms); apc: shift=1 (positions ahead)", parse=parse_noise,
                                 metavar="KEY=X[,KEY=X]", default_text="the objective's own")
     # A checkpoint to start from instead of random weights: continued pretraining on your own domain (DAPT/TAPT,
     # Gururangan et al. 2020). Its architecture and tokenizer are kept (model, lm_head, norm and position are then
@@ -97,6 +103,10 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
     momentum: float | None = option(None, "byol: the target network's base momentum, raised to 1.0 on a cosine "
                                           "schedule", default_text="0.99")
     mask_ratio: float | None = option(None, "mae: fraction of patches masked", default_text="0.75")
+    # Audio objectives: how clips become log-mel features (data.audio.MelSettings), recorded in the checkpoint.
+    mel: str | None = option(None, "audio: log-mel settings as KEY=VALUE overrides of sample_rate=16000, "
+                                   "window=400, hop=160, n_mels=80, f_min=0, f_max", metavar="KEY=N[,KEY=N]",
+                             default_text="16 kHz, 25 ms windows every 10 ms, 80 mel bins, f_max half the rate")
 
     def check(self) -> None:
         super().check()

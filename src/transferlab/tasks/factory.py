@@ -18,13 +18,14 @@ import torch
 from ..errors import UserError
 from ..inputs import load_inputs, modality
 from ..models import build_backbone, config_from_dict
-from ..objectives import IMAGE_OBJECTIVES, OBJECTIVES, SELF_SUPERVISED, SUPERVISED
+from ..objectives import AUDIO_OBJECTIVES, IMAGE_OBJECTIVES, OBJECTIVES, SELF_SUPERVISED, SUPERVISED
 from ..objectives.seq2seq_lm import Seq2SeqLM
 from ..training.checkpoint import check_weights, load_config, load_weights
 from ..objectives.classification import TASKS, SequenceClassifier
+from .multitask import MULTITASK, MultiTaskModule
 
 INITS = ("pretrained", "scratch")
-HEAD_KINDS = TASKS + (Seq2SeqLM.kind,)  # what a transfer can put on a backbone
+HEAD_KINDS = TASKS + (Seq2SeqLM.kind,)  # what a transfer can put on a backbone (and MULTITASK: several heads)
 
 
 def build_task(backbone, task: dict):
@@ -32,15 +33,19 @@ def build_task(backbone, task: dict):
     kind = task.get("kind")
     if kind in OBJECTIVES:
         return OBJECTIVES[kind][1](backbone)
+    if kind in AUDIO_OBJECTIVES:  # its settings (APC's shift) are recorded beside the kind
+        return AUDIO_OBJECTIVES[kind].module(backbone, **{k: v for k, v in task.items() if k != "kind"})
     if kind == Seq2SeqLM.kind:  # a fine-tuned seq2seq model: same module as bart/mass pretraining
         return Seq2SeqLM(backbone)
     if kind in SELF_SUPERVISED:  # simclr, byol, mae: their settings are the rest of the entry
         return IMAGE_OBJECTIVES[kind].module(backbone, **{k: v for k, v in task.items() if k != "kind"})
+    if kind == MULTITASK:
+        return MultiTaskModule.from_config(backbone, task)
     if kind in TASKS or kind == SUPERVISED:
         problem = "classification" if kind == SUPERVISED else kind
         return SequenceClassifier(backbone, task.get("num_labels") or 2, problem, task.get("pooling"),
                                   task.get("label_names"), kind=kind)
-    known = ", ".join(list(OBJECTIVES) + list(SELF_SUPERVISED) + list(HEAD_KINDS))
+    known = ", ".join(list(OBJECTIVES) + list(SELF_SUPERVISED) + list(AUDIO_OBJECTIVES) + list(HEAD_KINDS) + [MULTITASK])
     raise UserError(f"unknown task '{kind}'; choose one of {known}.")
 
 
@@ -119,6 +124,14 @@ def transfer_module(directory: str | Path, task: dict, init: str = "pretrained",
     carried = tuple(f"heads.{name}." for name in module.carried_heads)
     kept.update({k: v for k, v in weights.items()
                  if k.startswith(carried) and k in own and own[k].shape == v.shape})
+    if task.get("keep_heads"):  # asked for by name (a multi-task transfer): every one must be carried whole
+        for name in task["keep_heads"]:
+            wanted = [k for k in own if k.startswith(f"heads.{name}.")]
+            if not all(k in kept for k in wanted):
+                have = sorted({k.split(".")[1] for k in weights if k.startswith("heads.")})
+                raise UserError(f"keep_heads: '{directory}' has no head '{name}' of the same shape (its heads: "
+                                f"{', '.join(have) or 'none'}); a kept head needs the same task name and number of "
+                                f"labels. Drop it from keep_heads to train a fresh one.")
     missing, _ = module.load_state_dict(kept, strict=False)
     report.loaded = sorted(kept)
     report.dropped = sorted(k for k in weights if not k.startswith("backbone.") and k not in kept)

@@ -6,14 +6,17 @@ import sys
 from pathlib import Path
 
 from .facade import History, MeanSquaredError, SparseCategoricalCrossentropy, TransferModel
+from .multitask import MultiTaskModel
 from .pretrained import TransferReport, build_transfer, load_model
 
 
 def from_pretrained(directory: str | Path, task: str = "classification", num_labels: int | None = None,
                     label_names: list[str] | None = None, init: str = "pretrained", pooling: str | None = None,
                     seed: int = 0, max_len: int = 128, verbose: bool = True, dropout: float | str | None = "auto",
-                    channels: int | None = None, image_size: tuple[int, int] | None = None) -> TransferModel:
-    """Keep the backbone of ``directory``, drop its pretraining head, add a fresh ``task`` head.
+                    channels: int | None = None, image_size: tuple[int, int] | None = None, heads=None,
+                    keep_heads: tuple[str, ...] | list[str] = (), weighting: str = "equal"):
+    """Keep the backbone of ``directory``, drop its pretraining head, add a fresh ``task`` head (or, with
+    ``heads``, one fresh head per task: a ``MultiTaskModel``).
 
     Args:
         directory: a checkpoint directory (``RUN/final``) from pretraining or an earlier fine-tuning.
@@ -29,9 +32,20 @@ def from_pretrained(directory: str | Path, task: str = "classification", num_lab
         channels / image_size: for an image checkpoint, the input your data has when it differs from the
             checkpoint's: the first convolution is adapted (timm's rule: a grayscale model sums the RGB filters)
             and a ViT's position table resampled; the report says so.
+        heads: multi-task: task name -> a number of classes, "regression", or {"kind": "multilabel",
+            "num_labels": K} (``transfer.multitask.head_specs``); ``task`` and ``num_labels`` are then unused.
+        keep_heads: with ``heads``, heads of a multi-task checkpoint to carry over rather than make fresh.
+        weighting: with ``heads``, how task losses combine: "equal", "uncertainty" or "pcgrad".
     Returns:
-        a ``TransferModel`` with compile / fit / evaluate / predict / save; ``.report`` lists dropped and new keys.
+        a ``TransferModel`` with compile / fit / evaluate / predict / save (a ``MultiTaskModel`` with ``heads``);
+        ``.report`` lists dropped and new keys.
     """
+    if heads is not None:
+        from .multitask import multitask_from_pretrained
+
+        return multitask_from_pretrained(directory, heads, init=init, keep_heads=keep_heads, pooling=pooling,
+                                         weighting=weighting, seed=seed, max_len=max_len, verbose=verbose,
+                                         dropout=dropout, channels=channels, image_size=image_size)
     if task == "seq2seq":
         from ..errors import UserError
 
@@ -91,6 +105,10 @@ def load(directory: str | Path, max_len: int | None = None) -> TransferModel:
         max_len: longest token sequence (text); None uses the one it was fine-tuned with.
     """
     module, inputs, config = load_model(directory)
+    if config["task"]["kind"] == "multitask":
+        from .multitask import MultiTaskModel
+
+        return MultiTaskModel(module, inputs, max_len=config.get("max_len", 128))
     if not hasattr(module, "problem"):
         from ..errors import UserError
 
@@ -103,5 +121,5 @@ def load(directory: str | Path, max_len: int | None = None) -> TransferModel:
     return TransferModel(module, inputs, max_len=max_len or config.get("max_len", 128), pairs=config.get("pairs"))
 
 
-__all__ = ["from_pretrained", "load", "build_transfer", "TransferModel", "History", "TransferReport",
+__all__ = ["from_pretrained", "load", "build_transfer", "TransferModel", "MultiTaskModel", "History", "TransferReport",
            "SparseCategoricalCrossentropy", "MeanSquaredError"]

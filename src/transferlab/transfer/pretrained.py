@@ -15,9 +15,10 @@ from ..errors import UserError
 from ..tasks.factory import HEAD_KINDS, INITS, TransferReport, load_model, transfer_module
 
 # Dropout while fine-tuning, per modality, when the caller does not choose: pretraining here runs without it
-# (short CPU runs underfit), fine-tuning a text transformer wants BERT's 0.1; image backbones keep the
-# checkpoint's own (their head dropout, 0 by default, as ResNet and ViT fine-tuning recipes have it).
-FINETUNE_DROPOUT = {"text": 0.1}
+# (short CPU runs underfit), fine-tuning a text transformer wants BERT's 0.1, and so does an audio transformer
+# (HuBERT's and AST's fine-tuning recipes); image backbones keep the checkpoint's own (their head dropout, 0 by
+# default, as ResNet and ViT fine-tuning recipes have it).
+FINETUNE_DROPOUT = {"text": 0.1, "audio": 0.1}
 
 __all__ = ["INITS", "TransferReport", "build_transfer", "load_model"]
 
@@ -25,7 +26,8 @@ __all__ = ["INITS", "TransferReport", "build_transfer", "load_model"]
 def build_transfer(directory: str | Path, task: str = "classification", num_labels: int | None = None,
                    label_names: list[str] | None = None, init: str = "pretrained", pooling: str | None = None,
                    seed: int = 0, verbose: bool = True, dropout: float | str | None = "auto",
-                   channels: int | None = None, image_size: tuple[int, int] | None = None):
+                   channels: int | None = None, image_size: tuple[int, int] | None = None,
+                   task_spec: dict | None = None):
     """Backbone from ``directory`` + a fresh ``task`` head. Returns (module, inputs, report).
 
     Args:
@@ -33,14 +35,16 @@ def build_transfer(directory: str | Path, task: str = "classification", num_labe
         dropout: "auto" (0.1 for text, the checkpoint's own otherwise), a rate, or None (the checkpoint's own).
         channels / image_size: image checkpoints only: the input the new model must read, when it differs from
             the checkpoint's (the first convolution and the position table are fitted, and the report says how).
+        task_spec: the whole config.json-style task dict instead of one head (``task="multitask"``: several heads,
+            ``transfer.multitask``).
     """
-    if task not in HEAD_KINDS:
+    if task_spec is None and task not in HEAD_KINDS:
         raise UserError(f"unknown --task '{task}'; choose one of {', '.join(HEAD_KINDS)}.")
     if label_names is not None:
         if num_labels is not None and num_labels != len(label_names):
             raise UserError(f"num_labels={num_labels} but {len(label_names)} label names were given.")
         num_labels = len(label_names)
-    if task == "classification" and (num_labels is None or num_labels < 2):
+    if task == "classification" and task_spec is None and (num_labels is None or num_labels < 2):
         raise UserError("classification needs num_labels >= 2 (--num-labels), or label names from the data.")
     from ..inputs import modality
     from ..training.checkpoint import load_config
@@ -59,7 +63,7 @@ def build_transfer(directory: str | Path, task: str = "classification", num_labe
             overrides["in_channels"] = channels
         if image_size is not None and "image_size" in config["backbone"]:  # a ViT's positions; a ResNet takes any size
             overrides["image_size"] = tuple(image_size)
-    head = {"kind": task, "num_labels": num_labels or 1, "label_names": label_names, "pooling": pooling}
+    head = task_spec or {"kind": task, "num_labels": num_labels or 1, "label_names": label_names, "pooling": pooling}
     module, inputs, report = transfer_module(directory, head, init, seed, overrides)
     if channels is not None or image_size is not None:
         inputs = inputs.adapted(channels=channels, size=image_size)
