@@ -292,19 +292,23 @@ def _refuse_unreadable(bad: list[str], where: str) -> None:
                         f"path, for a cluster), then run the command again. Nothing has run yet.")
 
 
-class Sequential:
-    """One run after another in this process (what ``compare`` always did)."""
-
-    slots = 1
-
-    def __init__(self, threads: int):
-        self.threads = threads
+class _Local:
+    """An executor with nothing to start or stop: entering and leaving its ``with`` block do nothing."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         return False
+
+
+class Sequential(_Local):
+    """One run after another in this process (what ``compare`` always did)."""
+
+    slots = 1
+
+    def __init__(self, threads: int):
+        self.threads = threads
 
     def describe(self) -> str:
         return f"one at a time in this process, {self.threads} thread{'s' if self.threads > 1 else ''}"
@@ -400,18 +404,12 @@ _NO_START = ("a worker process could not start. Workers are started with 'spawn'
              "the worker said: ")
 
 
-class LocalPool:
+class LocalPool(_Local):
     """``workers`` processes on this machine, each running one run at a time with ``threads`` threads."""
 
     def __init__(self, workers: int, threads: int):
         self.workers, self.threads = workers, threads
         self.slots = workers
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
     def describe(self) -> str:
         return (f"{self.workers} worker processes on this machine x {self.threads} "
