@@ -343,6 +343,7 @@ def test_protocols_command_evaluates_a_checkpoint_on_a_labeled_set(checkpoints, 
     ("byol", "resnet-tiny", ["--momentum", "1.5"], "weight in [0, 1]"),
     ("byol", "resnet-tiny", ["--momentum", "-0.1"], "weight in [0, 1]"),
     ("simclr", "resnet-tiny", ["--augment", "none,blur=0"], "the two views are identical"),
+    ("byol", "resnet-tiny", ["--augment", "none"], "the two views are identical"),
     ("simclr", "resnet-tiny", ["--mask-ratio", "0.5"], "--mask-ratio do(es) not apply to --objective simclr"),
     ("simclr", "resnet-tiny", ["--temperature", "0"], "must be positive"),
 ])

@@ -152,7 +152,10 @@ def coerce(annotation, value, from_text: bool = False):
         if optional:
             return None
         raise ValueError(_what(annotation))
-    if from_text and optional and isinstance(value, str) and value.strip().lower() in ("none", "null"):
+    # "none" spells "not given" for an optional number, tuple or list; for an optional text it stays the word
+    # (augment's recipe "none" means no augmentation, not the default recipe)
+    if (from_text and optional and typ is not str and isinstance(value, str)
+            and value.strip().lower() in ("none", "null")):
         return None
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     if typ is bool:
