@@ -292,6 +292,16 @@ def _refuse_unreadable(bad: list[str], where: str) -> None:
                         f"path, for a cluster), then run the command again. Nothing has run yet.")
 
 
+def _outcome(run, status: str, payload, wall: float) -> Event:
+    """The event for a worker's (status, payload, wall) answer; a user error in the run's settings is raised, since
+    every other run of the grid would meet it too."""
+    if status == "ok":
+        return Event("done", run, row=payload, wall_s=wall)
+    if status == "user":
+        raise UserError(f"{run.label}: {payload}")
+    return Event("failed", run, log=payload, wall_s=wall)
+
+
 class _Local:
     """An executor with nothing to start or stop: entering and leaving its ``with`` block do nothing."""
 
@@ -323,13 +333,7 @@ class Sequential(_Local):
         try:
             for run in runs:
                 yield Event("start", run)
-                status, payload, wall = _call(work, run, self.threads)
-                if status == "ok":
-                    yield Event("done", run, row=payload, wall_s=wall)
-                elif status == "user":
-                    raise UserError(f"{run.label}: {payload}")
-                else:
-                    yield Event("failed", run, log=payload, wall_s=wall)
+                yield _outcome(run, *_call(work, run, self.threads))
         finally:
             torch.set_num_threads(previous)
 
@@ -482,14 +486,8 @@ class LocalPool(_Local):
                         if queue and len(idle) + len(busy) < self.workers:
                             idle.append(spawn())
                         continue
-                    status, payload, wall = message
                     idle.append(worker)
-                    if status == "ok":
-                        yield Event("done", run, row=payload, wall_s=wall)
-                    elif status == "user":
-                        raise UserError(f"{run.label}: {payload}")
-                    else:
-                        yield Event("failed", run, log=payload, wall_s=wall)
+                    yield _outcome(run, *message)
         finally:
             # All asked first, then all waited for: the workers wind down in parallel.
             for worker in idle:
@@ -632,16 +630,11 @@ class RayExecutor:
                 for ref in finished:
                     run = pending.pop(ref)
                     try:
-                        status, payload, wall = ray.get(ref)
+                        answer = ray.get(ref)
                     except ray.exceptions.RayError as e:  # its worker or node died twice, or Ray gave up on it
                         yield Event("failed", run, log=f"Ray could not finish this run (after one retry): {e}")
                         continue
-                    if status == "ok":
-                        yield Event("done", run, row=payload, wall_s=wall)
-                    elif status == "user":
-                        raise UserError(f"{run.label}: {payload}")
-                    else:
-                        yield Event("failed", run, log=payload, wall_s=wall)
+                    yield _outcome(run, *answer)
         finally:
             for ref in pending:
                 with contextlib.suppress(Exception):
