@@ -312,6 +312,21 @@ def cmd_probe_vision_bias(a):
     print(f"wrote {Path(a.out) / 'vision_bias.md'}")
 
 
+def _grid_parser(sub, name: str, help: str, example: str, func) -> None:
+    """A subcommand that runs a resumable grid from a YAML spec (compare, multitask): the spec, where results go,
+    quiet, and where the runs execute (ExecutorConfig)."""
+    from .cli_args import add_settings
+    from .experiments.executors import ExecutorConfig
+
+    p = sub.add_parser(name, help=help)
+    p.add_argument("spec", help=f"YAML spec (see {example})")
+    p.add_argument("--out", help=f"output directory, re-running into it resumes [default: the spec's `out:`, else "
+                                 f"runs/{name}/NAME]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
+    add_settings(p, ExecutorConfig)
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The training commands' options are generated from their settings dataclasses (cli_args.py): type, default,
     # unit, help and allowed values are declared once, there.
@@ -509,13 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    cmp = sub.add_parser("compare", help="methods x label budgets x seeds from a YAML spec, with a report")
-    cmp.add_argument("spec", help="YAML spec (see examples/compare_sst2.yaml)")
-    cmp.add_argument("--out", help="output directory, re-running into it resumes [default: the spec's "
-                                   "`out:`, else runs/compare/NAME]")
-    cmp.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
-    add_settings(cmp, ExecutorConfig)
-    cmp.set_defaults(func=cmd_compare)
+    _grid_parser(sub, "compare", "methods x label budgets x seeds from a YAML spec, with a report",
+                 "examples/compare_sst2.yaml", cmd_compare)
     pt = sub.add_parser("protocols", help="kNN, linear probes (logistic regression, a trained linear layer) and "
                                           "fine-tuning of one checkpoint on any labeled set, selected on dev")
     pt.add_argument("--model", required=True, help="checkpoint directory (RUN/final)")
@@ -539,14 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--quiet", action="store_true", help="no progress bar, no printed table")
     pt.set_defaults(func=cmd_protocols)
 
-    mt = sub.add_parser("multitask", help="tasks trained jointly on one backbone vs each alone, from a YAML spec: "
-                                          "per-task metrics, Δm, negative transfer flagged")
-    mt.add_argument("spec", help="YAML spec (see examples/multitask_glue.yaml)")
-    mt.add_argument("--out", help="output directory, re-running into it resumes [default: the spec's "
-                                  "`out:`, else runs/multitask/NAME]")
-    mt.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
-    add_settings(mt, ExecutorConfig)
-    mt.set_defaults(func=cmd_multitask)
+    _grid_parser(sub, "multitask", "tasks trained jointly on one backbone vs each alone, from a YAML spec: "
+                                   "per-task metrics, Δm, negative transfer flagged",
+                 "examples/multitask_glue.yaml", cmd_multitask)
 
     asx = sub.add_parser("assess", help="rank checkpoints for a labeled task from frozen features (LogME, kNN, "
                                         "linear probe), without fine-tuning them")
