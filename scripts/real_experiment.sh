@@ -2,19 +2,20 @@
 # The real experiment of docs/results/README.md: pretrain on ../shared/data/pretrain_corpus (+ the unlabeled sentences of
 # the SST-2 and MRPC training sets), continue on those task sentences alone, then run the transfer grids of examples/compare_sst2.yaml and compare_mrpc.yaml
 # (6 methods x budgets 100/300/1000/all x 3 seeds). Re-running skips finished work (the grids resume run by run).
-# Usage: [STEPS=N LR=X MODEL=P TASKS="sst2 mrpc"] scripts/real_experiment.sh [WORKDIR] (default runs/real; the
+# Usage: [STEPS=N LR=X MODEL=P TAPT_STEPS=N TASKS="sst2 mrpc"] scripts/real_experiment.sh [WORKDIR] (default runs/real; the
 # example specs read runs/real/tapt-tiny/final, so another WORKDIR or MODEL needs specs of its own). The two
 # grids can run side by side, one per core: TASKS=sst2 OMP_NUM_THREADS=1 taskset -c 0 ... and TASKS=mrpc on core 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=.venv/bin/transferlab
-PY=.venv/bin/python
+T=${T:-.venv/bin/transferlab}
+PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../shared/data}
 W=${1:-runs/real}
 STEPS=${STEPS:-9000}  # 70 minutes on one core of this CPU (docs/results/README.md)
 LR=${LR:-3e-3}
 MODEL=${MODEL:-tiny}
-TASKS=${TASKS:-sst2 mrpc}
+TAPT_STEPS=${TAPT_STEPS:-2000}  # 0: stop after the general pretraining
+TASKS=${TASKS-sst2 mrpc}  # empty: no transfer grids
 mkdir -p "$W"
 
 if [ ! -f "$W/task_text.txt" ]; then
@@ -43,10 +44,11 @@ fi
     --eval-every 500 --log-every 50 --out "$W/pretrain-$MODEL" --resume auto 2> >(tee "$W/pretrain-$MODEL.log" >&2)
 
 # Task-adaptive pretraining (Gururangan et al. 2020): the same model continues on the task text alone.
+[ "$TAPT_STEPS" -gt 0 ] || exit 0
 [ -f "$W/corpus-task/meta.json" ] || $T corpus prepare --input "$W/task_text.txt" --tokenizer "$W/tok" \
     --out "$W/corpus-task" --quiet
 [ -d "$W/tapt-$MODEL/final" ] || /usr/bin/time -v $T pretrain --init "$W/pretrain-$MODEL/final" \
-    --corpus "$W/corpus-task" --objective mlm --steps 2000 --seq-len 128 --batch-size 64 --lr 1e-3 --warmup 100 \
+    --corpus "$W/corpus-task" --objective mlm --steps "$TAPT_STEPS" --seq-len 128 --batch-size 64 --lr 1e-3 --warmup 100 \
     --save-every 500 --eval-every 500 --log-every 50 --out "$W/tapt-$MODEL" --resume auto \
     2> >(tee "$W/tapt-$MODEL.log" >&2)
 
