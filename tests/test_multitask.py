@@ -434,6 +434,15 @@ def test_shared_file_with_missing_labels_runs_and_drop_incomplete_drops(pretrain
                                              progress=False))
     dropped = train_multitask(MultitaskConfig(init=str(pretrained_dir), tasks=tasks, data=data, steps=2,
                                               batch_size=8, progress=False, drop_incomplete=True))
+    # one file labelling both tasks: every step holds both, so PCGrad has gradients to project ...
+    train_multitask(MultitaskConfig(init=str(pretrained_dir), tasks=tasks, data=data, steps=2, batch_size=8,
+                                    progress=False, weighting="pcgrad"))
+    # ... with a file per task it would be 'equal' under another name: refused before training
+    model = transferlab.from_pretrained(pretrained_dir, heads={"animal": 2, "length": "regression"},
+                                        weighting="pcgrad", verbose=False)
+    with pytest.raises(UserError, match="no step holds two tasks"):
+        model.fit({"animal": str(text_tasks / "animal"), "length": str(text_tasks / "length")}, steps=2,
+                  batch_size=8, verbose=False)
     n_masked = sum(masked["train_examples"].values())
     n_dropped = sum(dropped["train_examples"].values())
     assert n_masked == 64 - len([i for i in range(64) if i % 3 == 0 and i % 4 == 1]), "unlabelled rows train nothing"
@@ -450,6 +459,7 @@ def test_shared_file_with_missing_labels_runs_and_drop_incomplete_drops(pretrain
      "sampling.weights", "sum to 0"),
     (lambda s: s["tasks"][0].update(column="missing"), "tasks", "every label of task 'animal'"),
     (lambda s: s["tasks"][1].update(train="IMAGES", dev="IMAGES"), "tasks.1.train", "holds image data"),
+    (lambda s: s.update(weighting=["equal", "pcgrad"]), "weighting", "pcgrad would train exactly as 'equal'"),
 ])
 def test_bad_specs_name_the_line_and_the_fix_before_training(pretrained_dir, text_tasks, tmp_path, capsys, change,
                                                              line_of, match):

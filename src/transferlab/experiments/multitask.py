@@ -32,9 +32,9 @@ from ..errors import UserError
 from ..evaluation.multitask import check_task_metrics, default_task_metrics
 from ..fsutil import write_text
 from ..inputs import data_modality
-from ..recipes.multitask import MultitaskConfig, read_sources
+from ..recipes.multitask import MultitaskConfig, read_sources, tasks_by_file
 from ..tasks.factory import checkpoint_modality
-from ..tasks.weighting import WEIGHTINGS
+from ..tasks.weighting import PCGRAD_ONE_TASK_PER_STEP, WEIGHTINGS
 from .grid import RESULTS, run_grid
 from .report import markdown_table
 from .spec import SpecReader, read_spec
@@ -106,6 +106,8 @@ class MultitaskSpec(SpecReader):
         self.seeds = self._seeds(data.get("seeds", 3))
         self.base = MultitaskConfig(init=init, like=like, tasks=tasks, data=shared, progress=False, **sampling,
                                     **train, metrics={t["name"]: t["metrics"] for t in tasks if t["metrics"]})
+        if "pcgrad" in weightings and all(len(group) == 1 for _, group in tasks_by_file(self.base)):
+            raise self.error(("weighting",), PCGRAD_ONE_TASK_PER_STEP)
         self.variants = {("joint" if len(weightings) == 1 else f"joint-{w}"): w for w in weightings}
         self._read_all()
         return self

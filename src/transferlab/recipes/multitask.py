@@ -81,7 +81,7 @@ class MultitaskConfig:
 _CACHE: dict = {}
 
 
-def _group(cfg: MultitaskConfig) -> list[tuple[dict, list[dict]]]:
+def tasks_by_file(cfg: MultitaskConfig) -> list[tuple[dict, list[dict]]]:
     """Tasks grouped by the file they read: [(file settings, [task dicts])], in first-seen order."""
     groups: dict[tuple, tuple[dict, list]] = {}
     for t in cfg.tasks:
@@ -99,7 +99,7 @@ def read_sources(cfg: MultitaskConfig, split: str, modality: str, label_names: d
     """The sources of ``split`` ("train", "dev", "test"); a group without that split is left out. Examples
     labelled for none of their source's tasks are dropped (they train nothing)."""
     out = []
-    for where, tasks in _group(cfg):
+    for where, tasks in tasks_by_file(cfg):
         path = where.get(split)
         if not path:
             if split == "dev":
@@ -147,7 +147,7 @@ def train_multitask(cfg: MultitaskConfig, overwrite: bool = False) -> dict:
         source_dir, init = cfg.init, "pretrained"
     modality = checkpoint_modality(source_dir)
     train = read_sources(cfg, "train", modality)
-    maxes = [where.get("max_train") for where, _ in _group(cfg) if where.get("train")]
+    maxes = [where.get("max_train") for where, _ in tasks_by_file(cfg) if where.get("train")]
     train = [_subsample(s, m, cfg.seed) for s, m in zip(train, maxes)]
     if cfg.drop_incomplete:
         train = [s.complete() for s in train]

@@ -31,6 +31,12 @@ from torch import nn
 from ..errors import UserError
 
 WEIGHTINGS = ("equal", "uncertainty", "pcgrad")
+# A step draws its batch from one source, so PCGrad has something to project only where one source labels several tasks.
+PCGRAD_ONE_TASK_PER_STEP = (
+    "weighting 'pcgrad' projects the conflicting gradients of the tasks in a step, but every training source here "
+    "labels one task and each step draws its batch from one source, so no step holds two tasks and pcgrad would "
+    "train exactly as 'equal'. Use weighting 'equal' or 'uncertainty', or give the tasks one file with a label "
+    "column each, so that every step holds them all.")
 
 
 @dataclass

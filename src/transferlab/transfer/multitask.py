@@ -25,6 +25,7 @@ from ..training.callbacks import Callback
 from ..training.checkpoint import save_checkpoint
 from ..training.distributed import world
 from ..training.loop import TrainConfig, train
+from ..tasks.weighting import PCGRAD_ONE_TASK_PER_STEP
 from ..training.optim import build_scheduler, param_groups
 from .facade import History
 from .pretrained import build_transfer
@@ -220,6 +221,8 @@ class MultiTaskModel:
             raise UserError("weighting 'pcgrad' computes per-task gradients inside the forward pass, which DDP does "
                             "not see; run it in one process, or use weighting 'equal' or 'uncertainty' under torchrun.")
         train_sources = self.sources(x, "train", **options)
+        if self.module.weighting.name == "pcgrad" and all(len(s.tasks) == 1 for s in train_sources):
+            raise UserError(PCGRAD_ONE_TASK_PER_STEP)
         dev_sources = self.sources(validation_data, "dev", **options) if validation_data is not None else None
         rank, world_size = world()
         sizes = [len(s) for s in train_sources]
