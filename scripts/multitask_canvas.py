@@ -7,7 +7,9 @@ MNIST's training digits, test canvases its test digits, so no digit image is sha
 
     missing  (issue 17, result 2) masking the missing labels vs dropping incomplete examples vs reading '?' as 'no',
              at label fractions 0.25 / 0.5 / 0.8 / 0.9 / 1.0, 3 seeds
-    capacity (result 3) one network for three tasks vs a network per task, at three backbone widths, 3 seeds
+    capacity (result 3) one network for three tasks vs a network per task, at four backbone widths, 3 seeds
+    weighting the loss weightings on capacity's three tasks (one file, so every step holds all three and PCGrad
+             has gradients to project): uncertainty and pcgrad against capacity's equal, widths 4-8-16, 3 seeds
     datasum  (result 4) 'is there a 3?' from 100 labelled canvases, alone or beside k = 1, 3, 9 other
              'is there a d?' tasks of 500 canvases each, 3 seeds
 
@@ -104,10 +106,10 @@ def model(tasks: list[dict], seed: int, widths=None):
 
 
 def fit_and_score(tasks, train_sources, test_source, seed: int, widths=None, sampling="proportional",
-                  weights=None) -> dict:
+                  weights=None, weighting="equal") -> dict:
     m = model(tasks, seed, widths)
     m.compile(lr=SETTINGS["lr"], warmup=SETTINGS["warmup"], weight_decay=SETTINGS["weight_decay"],
-              precision=SETTINGS["precision"], sampling=sampling, sampling_weights=weights,
+              precision=SETTINGS["precision"], sampling=sampling, sampling_weights=weights, weighting=weighting,
               metrics={t["name"]: (["pearson"] if t["kind"] == "regression" else ["roc_auc", "accuracy"])
                        for t in tasks})
     m.fit(train_sources, steps=SETTINGS["steps"], batch_size=SETTINGS["batch_size"], seed=seed, verbose=False)
@@ -168,7 +170,7 @@ def run_capacity(run: Run) -> dict:
     keep = {t["name"] for t in wanted}
     train = source_from_arrays(x, {k: v for k, v in _capacity_labels(digits).items() if k in keep}, names)
     test = source_from_arrays(tx, {k: v for k, v in _capacity_labels(tdigits).items() if k in keep}, names)
-    scores = fit_and_score(wanted, [train], test, run.seed, widths)
+    scores = fit_and_score(wanted, [train], test, run.seed, widths, weighting=run.setting.get("weighting", "equal"))
     return {"scores": scores, "params": _backbone_params(widths)}
 
 
@@ -210,9 +212,11 @@ def run_datasum(run: Run) -> dict:
 EXPERIMENTS = {
     "missing": (run_missing, [{"fraction": 1.0, "method": "mask"}] + [
         {"fraction": f, "method": m} for f in (0.25, 0.5, 0.8, 0.9) for m in ("mask", "drop", "negative")]),
-    "capacity": (run_capacity, [{"width": w, "task": t} for w in (2, 4, 8)
+    "capacity": (run_capacity, [{"width": w, "task": t} for w in (2, 4, 8, 16)
                                 for t in ("all", "count", "largest", "has7")]),
     "datasum": (run_datasum, [{"k": k} for k in (0, 1, 3, 9)]),
+    # 'equal' is capacity's joint run at the same width (the same settings): not trained twice
+    "weighting": (run_capacity, [{"width": 4, "task": "all", "weighting": m} for m in ("uncertainty", "pcgrad")]),
 }
 
 

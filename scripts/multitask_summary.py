@@ -89,6 +89,35 @@ def capacity(rs: list[dict]) -> str:
                            "Δm per seed"], body)
 
 
+def weighting(rs: list[dict], capacity_rows: list[dict]) -> str:
+    """uncertainty / pcgrad runs against capacity's joint run at the same width, which is 'equal'."""
+    metric = {"count": "pearson", "largest": "accuracy", "has7": "roc_auc"}
+    by = {}
+    widths = {r["setting"]["width"] for r in rs}
+    for r in capacity_rows:
+        if r["setting"]["task"] == "all" and r["setting"]["width"] in widths:
+            by.setdefault((r["setting"]["width"], "equal"), {})[r["seed"]] = r
+    for r in rs:
+        by.setdefault((r["setting"]["width"], r["setting"]["weighting"]), {})[r["seed"]] = r
+    body = []
+    for width, method in sorted(by):
+        cell = by[(width, method)]
+        line = [f"{width}-{2 * width}-{4 * width}", method]
+        for t, m in metric.items():
+            line.append(ms([r["scores"][t][m] for r in cell.values()]))
+        if method != "equal" and (width, "equal") in by:
+            base = by[(width, "equal")]
+            seeds = sorted(set(cell) & set(base))
+            d = [delta_m({t: cell[s]["scores"][t][m] for t, m in metric.items()},
+                         {t: base[s]["scores"][t][m] for t, m in metric.items()}, metric) for s in seeds]
+            line.append(ms(d) + "%")
+        else:
+            line.append("")
+        body.append(line)
+    return markdown_table(["widths", "weighting", "count (Pearson)", "largest digit (accuracy)", "has 7 (AUC)",
+                           "Δm against equal (per seed)"], body)
+
+
 def datasum(rs: list[dict]) -> str:
     by = {}
     for r in rs:
@@ -112,7 +141,9 @@ def datasum(rs: list[dict]) -> str:
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/multitask")
-    for name, fn in (("missing", missing), ("capacity", capacity), ("datasum", datasum)):
+    capacity_rows = rows(root / "capacity" / "results.jsonl")
+    for name, fn in (("missing", missing), ("capacity", capacity), ("datasum", datasum),
+                     ("weighting", lambda rs: weighting(rs, capacity_rows))):
         rs = rows(root / name / "results.jsonl")
         if rs:
             seeds = len({r["seed"] for r in rs})
