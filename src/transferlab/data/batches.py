@@ -20,12 +20,27 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
 
 
-@dataclass
-class BlockBatches:
-    """Pretraining batches: packed token blocks from an infinite seeded stream, then the objective's corruption.
+class _Stream:
+    """What the pretraining sources share: ``global_batch`` items per step drawn from an infinite seeded stream
+    (a fresh permutation every epoch), the whole global batch made and corrupted with the step's generator, then
+    this rank keeping every ``world_size``-th row, so the union over ranks is exactly the batch a single process
+    would train on (masks included). Subclasses (dataclasses) declare global_batch, seed, rank and world_size."""
 
-    ``global_batch`` blocks per step across the world; this rank takes every ``world_size``-th of them.
-    """
+    def _stream(self, n: int) -> None:
+        self.order = InfiniteBlockSampler(n, self.seed)
+
+    def _ids(self, step: int) -> list[int]:
+        return [self.order.index_at(p) for p in range(step * self.global_batch, (step + 1) * self.global_batch)]
+
+    def _this_rank(self, batch: dict) -> dict:
+        if self.world_size == 1:
+            return batch
+        return {k: v[self.rank::self.world_size] for k, v in batch.items()}
+
+
+@dataclass
+class BlockBatches(_Stream):
+    """Pretraining batches of text: packed token blocks from the stream, then the objective's corruption."""
 
     blocks: PackedBlocks
     corruption: Callable[[torch.Tensor, torch.Generator], dict]
@@ -36,17 +51,11 @@ class BlockBatches:
     steps_per_epoch: int | None = None  # an infinite stream
 
     def __post_init__(self):
-        self.order = InfiniteBlockSampler(len(self.blocks), self.seed)
+        self._stream(len(self.blocks))
 
     def batch(self, step: int) -> dict:
-        # The whole global batch is read and corrupted with the step's generator, then this rank keeps its rows:
-        # the union over ranks is exactly the batch a single process would train on (masks included).
-        positions = range(step * self.global_batch, (step + 1) * self.global_batch)
-        tokens = self.blocks.get_batch(np.fromiter((self.order.index_at(p) for p in positions), dtype=np.int64))
-        batch = self.corruption(tokens, step_generator(self.seed, step))
-        if self.world_size == 1:
-            return batch
-        return {k: v[self.rank::self.world_size] for k, v in batch.items()}
+        tokens = self.blocks.get_batch(np.asarray(self._ids(step), dtype=np.int64))
+        return self._this_rank(self.corruption(tokens, step_generator(self.seed, step)))
 
 
 # Sequence lengths of a padded batch are rounded up to this. On CPU, bf16 matmuls run through oneDNN, which compiles
@@ -206,11 +215,9 @@ class AudioExamples:
 
 
 @dataclass
-class FrameCrops:
-    """Pretraining batches of audio: ``global_batch`` clips per step from an infinite seeded stream (a fresh
-    permutation of the clips every epoch), a random crop of ``crop`` frames from each (a shorter clip is kept whole
-    and padded), normalised, then the objective's corruption. Like ``BlockBatches``, a batch is a pure function of
-    (seed, step), and rank r keeps every world_size-th row of the global batch."""
+class FrameCrops(_Stream):
+    """Pretraining batches of audio: clips from the stream, a random crop of ``crop`` frames from each (a shorter
+    clip is kept whole and padded), normalised, then the objective's corruption."""
 
     data: object  # an AudioSet
     mean: tuple[float, ...]
@@ -224,20 +231,16 @@ class FrameCrops:
     steps_per_epoch: int | None = None  # an infinite stream
 
     def __post_init__(self):
-        self.order = InfiniteBlockSampler(len(self.data), self.seed)
+        self._stream(len(self.data))
 
     def batch(self, step: int) -> dict:
         g = step_generator(self.seed, step)
-        positions = range(step * self.global_batch, (step + 1) * self.global_batch)
-        ids = [self.order.index_at(p) for p in positions]
+        ids = self._ids(step)
         room = np.maximum(self.data.lengths[ids] - self.crop, 0) + 1  # possible start frames per clip
         starts = (torch.rand(len(ids), generator=g, dtype=torch.float64).numpy() * room).astype(np.int64)
         clips = [self.data.clip(i)[s:s + self.crop] for i, s in zip(ids, starts)]
         frames, attention = normalise_frames(clips, self.mean, self.std)
-        batch = self.corruption({"frames": frames, "attention": attention}, g)
-        if self.world_size == 1:
-            return batch
-        return {k: v[self.rank::self.world_size] for k, v in batch.items()}
+        return self._this_rank(self.corruption({"frames": frames, "attention": attention}, g))
 
 
 @dataclass
