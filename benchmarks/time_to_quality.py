@@ -151,8 +151,8 @@ def hf_training(side: Side, model, objective: str, data, evaluate, precision: st
     scored = LossOf(model, objective)
     model.train()
     for step in range(steps):
+        t0 = side.clock()  # from the batch on, as our loop's time (a Trainer's data loader is on its clock too)
         batch = data.batch(step)
-        t0 = side.clock()
         with autocast(precision):
             loss = step_loss(batch)
         loss.backward()
