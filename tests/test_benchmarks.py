@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -22,6 +24,7 @@ def _load(name: str):
 throughput = _load("throughput")
 images = _load("images")
 self_supervised = _load("self_supervised")
+time_to_quality = _load("time_to_quality")
 
 
 @pytest.mark.parametrize("workload", throughput.WORKLOADS)
@@ -122,3 +125,58 @@ def test_int8_benchmark_reports_accuracy_change_and_latency(pretrained_dir, labe
     assert set(rows) == {"fp32", "auto", "int8"}
     assert all(r["batch1_ms"] > 0 and r["batch32_ms"] > 0 and 0 <= r["accuracy"] <= 1 for r in rows.values())
     assert abs(rows["int8"]["accuracy_change"]) <= 0.05 and rows["int8"]["model_mb"] < rows["fp32"]["model_mb"]
+
+
+# Tiny runs of the time-to-quality race on the test corpus (vocabulary 120, so both sides start near ln 120 = 4.8):
+# batch 8 x 32, an evaluation every 5 steps on 2 held-out batches. Both sides pass these targets within 25 steps.
+TTQ = ["--batch-size", "8", "--seq-len", "32", "--steps", "60", "--eval-every", "5", "--eval-batches", "2",
+       "--chunk", "5", "--threads", "1", "--clock", "cpu", "--cap-s", "60"]
+
+
+@pytest.mark.parametrize("objective,target", [("mlm", 4.0), ("clm", 3.5)])
+def test_time_to_quality_reaches_an_easy_target_on_both_sides(corpus_dir, tmp_path, capsys, objective, target):
+    pytest.importorskip("transformers")
+    out = tmp_path / "ttq.json"
+    time_to_quality.main(["--corpus", str(corpus_dir), "--objective", objective, "--target", str(target), *TTQ,
+                          "--json", str(out)])
+    report = json.loads(out.read_text())
+    ours, theirs = report["sides"]
+    assert (ours["side"], theirs["side"]) == ("transferlab", "transformers")
+    assert theirs["model"] == {"mlm": "BertForMaskedLM", "clm": "GPT2LMHeadModel"}[objective]
+    for side in (ours, theirs):
+        assert side["reached"] and side["stop"] == "target" and side["steps"] == side["steps_to_target"] <= 25
+        curve = side["curve"]
+        assert [c["step"] for c in curve] == list(range(5, side["steps"] + 1, 5))
+        assert curve[-1]["loss"] <= target < curve[0]["loss"] < math.log(120) + 0.5
+        assert side["time_to_target_s"] == curve[-1]["seconds"] > 0 and side["eval_s"] > 0
+        assert side["tokens"] == side["steps"] * 8 * 32 and side["tokens_per_s"] > 0
+        assert len(side["train_losses"]) == side["steps"]
+    assert report["ratio"] == pytest.approx(theirs["time_to_target_s"] / ours["time_to_target_s"])
+    printed = capsys.readouterr().out
+    assert f"ratio (transformers time / transferlab time): {report['ratio']:.2f}x" in printed
+    assert f"{ours['time_to_target_s']:.1f} s" in printed
+
+
+def test_time_to_quality_reports_a_target_not_reached(corpus_dir):
+    pytest.importorskip("transformers")
+    # a loss no model reaches here: both sides stop at the cap (after one step) or the end of the schedule
+    capped = time_to_quality.race(str(corpus_dir), "mlm", target=0.1, cap_s=1e-6, eval_every=5, eval_batches=2,
+                                  batch_size=8, seq_len=32, steps=10, chunk=5, clock="cpu")
+    ended = time_to_quality.race(str(corpus_dir), "clm", target=0.1, cap_s=60, eval_every=5, eval_batches=2,
+                                 batch_size=8, seq_len=32, steps=10, chunk=5, clock="cpu")
+    for report, stop, steps in ((capped, "cap", 1), (ended, "steps", 10)):
+        assert report["ratio"] is None
+        for side in report["sides"]:
+            assert not side["reached"] and side["time_to_target_s"] is None
+            assert side["stop"] == stop and side["steps"] == steps and side["curve"][-1]["step"] == steps
+        text = time_to_quality.table(report, 0.1)
+        assert text.count("not reached in") == 2 and "- (transferlab did not reach 0.1)" in text
+
+
+def test_time_to_quality_ratio_is_a_lower_bound_when_only_ours_reaches():
+    side = dict(steps=100, tokens=25600, final_loss=3.9, tokens_per_s=1000.0, eval_s=1.0, model="m")
+    ours = dict(side, side="transferlab", reached=True, time_to_target_s=10.0, steps_to_target=40,
+                tokens_to_target=10240, train_s=10.0)
+    theirs = dict(side, side="transformers", reached=False, train_s=30.0)
+    text = time_to_quality.table({"sides": [ours, theirs], "ratio": 3.0, "ratio_is_lower_bound": True}, 4.0)
+    assert "not reached in 30 s" in text and "> 3.00x (transformers did not reach 4 in 30 s)" in text
