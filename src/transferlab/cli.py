@@ -216,8 +216,11 @@ def cmd_protocols(a):
 
 def cmd_multitask(a):
     from .experiments.multitask import run_multitask
+    from .recipes.settings import MultitaskConfig
 
-    run_multitask(a.spec, a.out, progress=not a.quiet, executor=_executor(a))
+    # Only the options given: the others keep the spec's value, else the declared default.
+    overrides = {k: getattr(a, k) for k in MultitaskConfig.train_keys() if hasattr(a, k)}
+    run_multitask(a.spec, a.out, progress=not a.quiet, executor=_executor(a), overrides=overrides)
 
 
 def cmd_assess(a):
@@ -312,9 +315,12 @@ def cmd_probe_vision_bias(a):
     print(f"wrote {Path(a.out) / 'vision_bias.md'}")
 
 
-def _grid_parser(sub, name: str, help: str, example: str, func) -> None:
+def _grid_parser(sub, name: str, help: str, example: str, func, settings=None, keys=()) -> None:
     """A subcommand that runs a resumable grid from a YAML spec (compare, multitask): the spec, where results go,
-    quiet, and where the runs execute (ExecutorConfig)."""
+    quiet, where the runs execute (ExecutorConfig), and ``settings``' fields named in ``keys`` as overrides of the
+    spec's `train:` section."""
+    from dataclasses import fields
+
     from .cli_args import add_settings
     from .experiments.executors import ExecutorConfig
 
@@ -324,6 +330,9 @@ def _grid_parser(sub, name: str, help: str, example: str, func) -> None:
                                  f"runs/{name}/NAME]")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
     add_settings(p, ExecutorConfig)
+    if settings is not None:
+        add_settings(p, settings, skip=[f.name for f in fields(settings) if f.name not in keys],
+                     title="multi-task settings (the spec's `train:` keys; given here, they win over the spec)")
     p.set_defaults(func=func)
 
 
@@ -335,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiments.executors import ExecutorConfig
     from .experiments.vision_bias import VisionBiasConfig
     from .options import field_of, type_hints
-    from .recipes.settings import FinetuneConfig, PretrainConfig, Seq2SeqConfig
+    from .recipes.settings import FinetuneConfig, MultitaskConfig, PretrainConfig, Seq2SeqConfig
 
     p = Parser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -551,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _grid_parser(sub, "multitask", "tasks trained jointly on one backbone vs each alone, from a YAML spec: "
                                    "per-task metrics, Δm, negative transfer flagged",
-                 "examples/multitask_glue.yaml", cmd_multitask)
+                 "examples/multitask_glue.yaml", cmd_multitask, MultitaskConfig, MultitaskConfig.train_keys())
 
     asx = sub.add_parser("assess", help="rank checkpoints for a labeled task from frozen features (LogME, kNN, "
                                         "linear probe), without fine-tuning them")
