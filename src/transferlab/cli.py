@@ -205,10 +205,12 @@ def cmd_compare(a):
 
 
 def cmd_protocols(a):
+    from .experiments.grid_settings import PROTOCOL_KEYS, ProtocolSettings
+
+    settings = {k: getattr(a, k) for k in PROTOCOL_KEYS if hasattr(a, k)}  # those given; the grid has the others
+    ProtocolSettings(**settings)  # ranges and rules, named as the options, before any run
     from .experiments.protocols import run_protocols
 
-    settings = {k: v for k, v in (("epochs", a.epochs), ("lr", a.lr), ("batch_size", a.batch_size),
-                                  ("augment", a.augment)) if v is not None}
     protocols = a.protocols or ["knn", "logistic-probe", "linear-probe", "finetune"]
     run_protocols(a.model, a.train, a.dev, a.test, protocols, a.budgets, a.seeds, a.out, settings, a.image_size,
                   progress=not a.quiet)
@@ -339,9 +341,12 @@ def _grid_parser(sub, name: str, help: str, example: str, func, settings=None, k
 def build_parser() -> argparse.ArgumentParser:
     # The training commands' options are generated from their settings dataclasses (cli_args.py): type, default,
     # unit, help and allowed values are declared once, there.
+    from dataclasses import fields
+
     from .cli_args import Parser, _converter, add_settings
     from .data.labeled import ReadOptions
     from .experiments.executors import ExecutorConfig
+    from .experiments.grid_settings import PROTOCOL_KEYS, ProtocolSettings
     from .experiments.vision_bias import VisionBiasConfig
     from .options import field_of, type_hints
     from .recipes.settings import FinetuneConfig, MultitaskConfig, PretrainConfig, Seq2SeqConfig
@@ -547,10 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "finetune, scratch (default: all but scratch)")
     pt.add_argument("--budgets", type=_csv, default=["all"], help="label budgets, e.g. 10,100,all")
     pt.add_argument("--seeds", type=int, default=1)
-    pt.add_argument("--epochs", type=float, help="trained protocols: epochs (default 10 for images)")
-    pt.add_argument("--lr", type=float, help="trained protocols: learning rate")
-    pt.add_argument("--batch-size", type=int, help="trained protocols: batch size")
-    pt.add_argument("--augment", help="trained protocols, images: an augmentation recipe (default none)")
+    # the trained protocols' settings (linear-probe, finetune, scratch), as a compare spec's `train:` takes them
+    add_settings(pt, ProtocolSettings, skip=[f.name for f in fields(ProtocolSettings) if f.name not in PROTOCOL_KEYS])
     # the pretraining setting's own converter: one definition of what an image size is
     size = _converter(PretrainConfig, field_of(PretrainConfig, "image_size"), type_hints(PretrainConfig)["image_size"])
     pt.add_argument("--image-size", type=size, metavar="H,W", help="images: resize every image to H,W while reading")
