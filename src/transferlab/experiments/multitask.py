@@ -36,9 +36,9 @@ from ..inputs import data_modality
 from ..options import SettingError, check_value
 from ..recipes.multitask import MultitaskConfig, read_sources
 from ..tasks.factory import checkpoint_modality
+from ..tasks.weighting import WEIGHTINGS
 from ..training.checkpoint import load_config
 from ..training.optim import default_lr_for, default_lr_line, format_lr
-from ..tasks.weighting import WEIGHTINGS
 from .grid import RESULTS, run_grid
 from .report import markdown_table
 from .spec import SpecReader, read_spec
