@@ -538,7 +538,7 @@ def test_the_lr_follows_the_width_printed_and_recorded_and_an_explicit_lr_wins(p
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(r["lr"] for r in rows if "lr" in r) == pytest.approx(1e-3), "the schedule ran at it"
     given = train_multitask(MultitaskConfig(init=str(pretrained_dir), tasks=tasks, data=data, steps=2, batch_size=8,
-                                            lr=2e-4, progress=False))
+                                            lr=2e-4, grad_accum=2, optimizer="adam", progress=False))
     assert given["lr"] == pytest.approx(2e-4) and "default for" not in capsys.readouterr().err
     # Python's multi-task model chooses the same way
     model = transferlab.from_pretrained(pretrained_dir, heads={"animal": 2}, verbose=False).compile()
