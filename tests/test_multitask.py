@@ -525,3 +525,159 @@ def test_image_csv_with_label_columns_reads_images_and_masks(tmp_path):
     assert int(src.data.images[3].max()) == 120, "rows stay in file order"
     np.testing.assert_array_equal(src.tasks["bar"].values, [1, -1, 0, 1])
     np.testing.assert_array_equal(src.tasks["count"].present, [True, True, False, True])
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+
+def test_the_lr_follows_the_width_printed_and_recorded_and_an_explicit_lr_wins(pretrained_dir, text_tasks,
+                                                                                 tmp_path, capsys):
+    from transferlab.recipes.multitask import MultitaskConfig, train_multitask
+
+    tasks = [{"name": "animal", "kind": "classification", "columns": ["animal"]},
+             {"name": "length", "kind": "regression", "columns": ["length"]}]
+    data = {"train": str(text_tasks / "both_train.tsv"), "dev": str(text_tasks / "both_dev.tsv")}
+    run = tmp_path / "default"
+    chosen = train_multitask(MultitaskConfig(init=str(pretrained_dir), tasks=tasks, data=data, steps=4,
+                                             batch_size=8, warmup=0.0, schedule="constant", out=str(run),
+                                             progress=False))
+    # the tiny preset (d_model 128) at fine-tuning's width rule, not BERT-base's 5e-5, exactly as finetune says it
+    assert "lr 1e-3 (default for d_model 128; --lr to change it)" in capsys.readouterr().err
+    assert chosen["lr"] == pytest.approx(1e-3)
+    assert json.loads((run / "run.json").read_text())["lr"] == pytest.approx(1e-3)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["lr"] for r in rows if "lr" in r) == pytest.approx(1e-3), "the schedule ran at it"
+    given = train_multitask(MultitaskConfig(init=str(pretrained_dir), tasks=tasks, data=data, steps=2, batch_size=8,
+                                            lr=2e-4, grad_accum=2, optimizer="adam", progress=False))
+    assert given["lr"] == pytest.approx(2e-4) and "default for" not in capsys.readouterr().err
+    # Python's multi-task model chooses the same way
+    model = transferlab.from_pretrained(pretrained_dir, heads={"animal": 2}, verbose=False).compile()
+    assert model.compiled["settings"].lr == pytest.approx(1e-3)
+
+
+def test_a_grid_trains_joint_and_single_runs_at_the_chosen_lr_and_the_command_line_wins(pretrained_dir, text_tasks,
+                                                                                        tmp_path, capsys):
+    import yaml
+
+    spec = _spec(tmp_path, text_tasks, pretrained_dir, weighting="equal", seeds=1)
+    data = yaml.safe_load(open(spec))
+    del data["train"]["lr"]
+    data["train"].update(steps=2, warmup=0.0)
+    with open(spec, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    assert main(["multitask", spec, "--quiet"]) == 0
+    assert capsys.readouterr().err.count("lr 1e-3 (default for d_model 128; --lr to change it)") == 1
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert {(r["variant"], r["task"]) for r in rows} == {("joint", None), ("single", "animal"), ("single", "length")}
+    assert all(r["lr"] == pytest.approx(1e-3) for r in rows)
+    assert "at lr 1e-3" in (tmp_path / "out" / "report.md").read_text()
+    data["baselines"] = False
+    with open(spec, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    assert main(["multitask", spec, "--quiet", "--lr", "3e-4", "--out", str(tmp_path / "cli")]) == 0
+    assert "default for" not in capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "cli" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["lr"] == pytest.approx(3e-4)
+
+
+def test_single_task_baselines_train_with_the_joint_runs_settings(pretrained_dir, text_tasks, tmp_path):
+    from transferlab.experiments.multitask import MultitaskSpec
+    from transferlab.recipes.settings import MultitaskConfig
+
+    spec = MultitaskSpec.parse(_spec(tmp_path, text_tasks, pretrained_dir, weighting="equal", seeds=1),
+                               overrides={"warmup": 0.2, "schedule": "cosine", "max_len": 48})
+    runs = spec.plan()
+    assert [r.variant for r in runs] == ["joint", "single", "single"]
+    for key in MultitaskConfig.train_keys():
+        assert len({json.dumps(getattr(r.cfg, key)) for r in runs}) == 1, key
+    assert (runs[1].cfg.warmup, runs[1].cfg.schedule, runs[1].cfg.max_len, runs[1].cfg.lr) == (0.2, "cosine", 48, 1e-3)
+
+
+def test_an_unknown_train_key_is_refused_naming_its_line_and_the_valid_keys(pretrained_dir, text_tasks, tmp_path,
+                                                                            capsys):
+    import yaml
+
+    from transferlab.recipes.settings import MultitaskConfig
+
+    spec = _spec(tmp_path, text_tasks, pretrained_dir)
+    data = yaml.safe_load(open(spec))
+    data["train"]["learning_rate"] = 1e-3
+    with open(spec, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    line = next(i for i, text in enumerate(open(spec), 1) if "learning_rate" in text)
+    assert main(["multitask", spec, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"spec.yaml:{line}: train.learning_rate: unknown key 'learning_rate'" in err, err
+    assert all(k in err for k in MultitaskConfig.train_keys())
+    assert not (tmp_path / "out").exists(), "nothing trained"
+
+
+@pytest.mark.parametrize("spec_value,flag,value,problem", [
+    ({"lr": 0}, "--lr", "0", "must be above 0, got 0"),
+    ({"schedule": "step"}, "--schedule", "step", "schedule 'step'; choose linear, cosine"),
+    ({"augment": "lighter"}, "--augment", "lighter", "unknown augmentation recipe 'lighter'"),
+    ({"batch_size": 10, "grad_accum": 4}, "--grad-accum", "3", "must be divisible by --grad-accum"),
+])
+def test_a_bad_value_gets_one_sentence_from_the_spec_and_the_command_line(pretrained_dir, text_tasks, tmp_path,
+                                                                           capsys, spec_value, flag, value, problem):
+    import yaml
+
+    spec = _spec(tmp_path, text_tasks, pretrained_dir)
+    data = yaml.safe_load(open(spec))
+    good = dict(data["train"])
+    data["train"].update(spec_value)
+    with open(spec, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    assert main(["multitask", spec, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    key = next(iter(spec_value))
+    assert f"spec.yaml:" in err and f": train.{key}: " in err and problem in err, err
+    data["train"] = good
+    with open(spec, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    try:  # a type or choice is refused by the parser (exit 2 as it says), a range when the settings are built
+        code = main(["multitask", spec, "--quiet", flag, value])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and flag in err and problem in err, err
+    assert not (tmp_path / "out").exists(), "nothing trained"
+
+
+def test_the_command_line_and_the_spec_take_the_same_training_settings(pretrained_dir, text_tasks, tmp_path):
+    from dataclasses import fields
+
+    from transferlab.cli import build_parser
+    from transferlab.experiments.multitask import MultitaskSpec
+    from transferlab.options import flag_of
+    from transferlab.recipes.settings import MultitaskConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["multitask"]
+    grid = {"help", "out", "quiet", "executor", "workers", "threads", "address"}
+    cli = {a.dest: a.option_strings[0] for a in sub._actions if a.option_strings and a.dest not in grid}
+    keys = MultitaskConfig.train_keys()
+    assert set(cli) == set(keys)
+    assert {cli[k] for k in keys} == {flag_of(f) for f in fields(MultitaskConfig) if f.name in keys}
+    # every one of them, written in a spec as its default (or a value where the default is None), is read
+    given = {"steps": 2, "epochs": 1.0, "lr": 1e-3, "log_every": 1, "eval_every": 1, "pooling": "mean",
+             "augment": "none", "save_every": 5}
+    train = {k: given.get(k, MultitaskConfig.defaults().get(k)) for k in keys}
+    spec = MultitaskSpec.parse(_spec(tmp_path, text_tasks, pretrained_dir, train=train))
+    assert {k: getattr(spec.base, k) for k in keys} == train
+    # and the command line reads each the same way
+    args = [str(a) for k in keys if not isinstance(train[k], bool) for a in (cli[k], ",".join(train[k])
+                                                                            if isinstance(train[k], list)
+                                                                            else train[k])]
+    parsed = parser.parse_args(["multitask", "spec.yaml", *args])
+    assert {k: getattr(parsed, k) for k in keys if not isinstance(train[k], bool)} == \
+        {k: v for k, v in train.items() if not isinstance(v, bool)}
+
+
+def test_light_copies_of_the_multitask_choices_agree_with_the_code_that_uses_them():
+    from transferlab.data import multitask
+    from transferlab.recipes import settings
+    from transferlab.tasks.weighting import WEIGHTINGS
+
+    assert (settings.SAMPLING, settings.MT_KINDS, settings.WEIGHTINGS) == (multitask.SAMPLING, multitask.MT_KINDS,
+                                                                          WEIGHTINGS)

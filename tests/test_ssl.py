@@ -334,6 +334,24 @@ def test_protocols_command_evaluates_a_checkpoint_on_a_labeled_set(checkpoints, 
     assert "unknown protocol(s) svm" in capsys.readouterr().err
 
 
+def test_protocols_training_options_are_the_grid_settings_declared_once(tmp_path, capsys, monkeypatch):
+    import transferlab.experiments.protocols as protocols
+
+    given = {}
+    monkeypatch.setattr(protocols, "run_protocols", lambda *a, **k: given.update(a[8] if len(a) > 8 else {}))
+    base = ["protocols", "--model", str(tmp_path / "m"), "--train", str(tmp_path / "t"), "--quiet"]
+    assert main(base + ["--lr", "1e-3", "--epochs", "2", "--batch-size", "16", "--augment", "light"]) == 0
+    assert given == {"lr": 1e-3, "epochs": 2.0, "batch_size": 16, "augment": "light"}
+    for args, message in ((["--lr", "-1"], "--lr must be above 0, got -1.0"),
+                          (["--epochs", "0"], "--epochs must be above 0, got 0.0")):
+        assert main(base + args) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["protocols", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lr X peak learning rate (AdamW) [default: 5e-5 for text, 1e-3 for images and audio]" in text
+
+
 @pytest.mark.parametrize("objective, model, extra, message", [
     ("simclr", "resnet-tiny", ["--batch-size", "4"], "too few for simclr"),
     ("mae", "vit-tiny", ["--mask-ratio", "1.0"], "strictly between 0 and 1"),

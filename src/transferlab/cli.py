@@ -205,10 +205,12 @@ def cmd_compare(a):
 
 
 def cmd_protocols(a):
+    from .experiments.grid_settings import PROTOCOL_KEYS, ProtocolSettings
+
+    settings = {k: getattr(a, k) for k in PROTOCOL_KEYS if hasattr(a, k)}  # those given; the grid has the others
+    ProtocolSettings(**settings)  # ranges and rules, named as the options, before any run
     from .experiments.protocols import run_protocols
 
-    settings = {k: v for k, v in (("epochs", a.epochs), ("lr", a.lr), ("batch_size", a.batch_size),
-                                  ("augment", a.augment)) if v is not None}
     protocols = a.protocols or ["knn", "logistic-probe", "linear-probe", "finetune"]
     run_protocols(a.model, a.train, a.dev, a.test, protocols, a.budgets, a.seeds, a.out, settings, a.image_size,
                   progress=not a.quiet)
@@ -216,8 +218,11 @@ def cmd_protocols(a):
 
 def cmd_multitask(a):
     from .experiments.multitask import run_multitask
+    from .recipes.settings import MultitaskConfig
 
-    run_multitask(a.spec, a.out, progress=not a.quiet, executor=_executor(a))
+    # Only the options given: the others keep the spec's value, else the declared default.
+    overrides = {k: getattr(a, k) for k in MultitaskConfig.train_keys() if hasattr(a, k)}
+    run_multitask(a.spec, a.out, progress=not a.quiet, executor=_executor(a), overrides=overrides)
 
 
 def cmd_assess(a):
@@ -312,9 +317,12 @@ def cmd_probe_vision_bias(a):
     print(f"wrote {Path(a.out) / 'vision_bias.md'}")
 
 
-def _grid_parser(sub, name: str, help: str, example: str, func) -> None:
+def _grid_parser(sub, name: str, help: str, example: str, func, settings=None, keys=()) -> None:
     """A subcommand that runs a resumable grid from a YAML spec (compare, multitask): the spec, where results go,
-    quiet, and where the runs execute (ExecutorConfig)."""
+    quiet, where the runs execute (ExecutorConfig), and ``settings``' fields named in ``keys`` as overrides of the
+    spec's `train:` section."""
+    from dataclasses import fields
+
     from .cli_args import add_settings
     from .experiments.executors import ExecutorConfig
 
@@ -324,18 +332,24 @@ def _grid_parser(sub, name: str, help: str, example: str, func) -> None:
                                  f"runs/{name}/NAME]")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
     add_settings(p, ExecutorConfig)
+    if settings is not None:
+        add_settings(p, settings, skip=[f.name for f in fields(settings) if f.name not in keys],
+                     title="multi-task settings (the spec's `train:` keys; given here, they win over the spec)")
     p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
     # The training commands' options are generated from their settings dataclasses (cli_args.py): type, default,
     # unit, help and allowed values are declared once, there.
+    from dataclasses import fields
+
     from .cli_args import Parser, _converter, add_settings
     from .data.labeled import ReadOptions
     from .experiments.executors import ExecutorConfig
+    from .experiments.grid_settings import PROTOCOL_KEYS, ProtocolSettings
     from .experiments.vision_bias import VisionBiasConfig
     from .options import field_of, type_hints
-    from .recipes.settings import FinetuneConfig, PretrainConfig, Seq2SeqConfig
+    from .recipes.settings import FinetuneConfig, MultitaskConfig, PretrainConfig, Seq2SeqConfig
 
     p = Parser(prog="transferlab", description="Pretrain, transfer, fine-tune, and measure.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -538,10 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "finetune, scratch (default: all but scratch)")
     pt.add_argument("--budgets", type=_csv, default=["all"], help="label budgets, e.g. 10,100,all")
     pt.add_argument("--seeds", type=int, default=1)
-    pt.add_argument("--epochs", type=float, help="trained protocols: epochs (default 10 for images)")
-    pt.add_argument("--lr", type=float, help="trained protocols: learning rate")
-    pt.add_argument("--batch-size", type=int, help="trained protocols: batch size")
-    pt.add_argument("--augment", help="trained protocols, images: an augmentation recipe (default none)")
+    # the trained protocols' settings (linear-probe, finetune, scratch), as a compare spec's `train:` takes them
+    add_settings(pt, ProtocolSettings, skip=[f.name for f in fields(ProtocolSettings) if f.name not in PROTOCOL_KEYS])
     # the pretraining setting's own converter: one definition of what an image size is
     size = _converter(PretrainConfig, field_of(PretrainConfig, "image_size"), type_hints(PretrainConfig)["image_size"])
     pt.add_argument("--image-size", type=size, metavar="H,W", help="images: resize every image to H,W while reading")
@@ -551,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _grid_parser(sub, "multitask", "tasks trained jointly on one backbone vs each alone, from a YAML spec: "
                                    "per-task metrics, Δm, negative transfer flagged",
-                 "examples/multitask_glue.yaml", cmd_multitask)
+                 "examples/multitask_glue.yaml", cmd_multitask, MultitaskConfig, MultitaskConfig.train_keys())
 
     asx = sub.add_parser("assess", help="rank checkpoints for a labeled task from frozen features (LogME, kNN, "
                                         "linear probe), without fine-tuning them")

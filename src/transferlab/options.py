@@ -298,9 +298,10 @@ def setting_error(f: dataclasses.Field, problem: str) -> SettingError:
                         f"{message}. {name}: {about}." if about else f"{message}.")
 
 
-def _copy_field(base: dataclasses.Field, default):
-    # A described default ("from --epochs") describes the base class's None, not a value a subclass sets.
-    metadata = dict(base.metadata, default_text=None) if default is not None else base.metadata
+def _copy_field(base: dataclasses.Field, default, text: str | None = None):
+    # A described default ("from --epochs") describes the base class's None, not a value a subclass sets; a subclass
+    # that resolves its own None describes it itself (``text``).
+    metadata = dict(base.metadata, default_text=text) if default is not None or text else base.metadata
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -309,18 +310,23 @@ def _copy_field(base: dataclasses.Field, default):
 @dataclass
 class Settings:
     """Base of every settings dataclass: each field is validated from its declaration, then ``check()`` runs the
-    rules that involve several fields. ``defaults={...}`` in a subclass's bases line changes inherited defaults."""
+    rules that involve several fields. ``defaults={...}`` in a subclass's bases line changes inherited defaults;
+    ``described={name: text}`` beside it says in --help what a default stands for (a None resolved in ``check()``,
+    or a value that depends on what the command reads)."""
 
-    def __init_subclass__(cls, defaults: dict | None = None, **kwargs):
+    def __init_subclass__(cls, defaults: dict | None = None, described: dict | None = None, **kwargs):
         super().__init_subclass__(**kwargs)
-        for name, value in (defaults or {}).items():
+        defaults, described = defaults or {}, described or {}
+        for name in {**defaults, **described}:
             base = next((c.__dataclass_fields__[name] for c in cls.__mro__[1:]
                          if name in getattr(c, "__dataclass_fields__", {})), None)
             if base is None:
                 raise TypeError(f"{cls.__name__}: defaults names '{name}', which no base class declares")
+            value = defaults[name] if name in defaults else \
+                base.default_factory() if base.default_factory is not MISSING else base.default
             # Redeclared in the subclass, a field keeps its place in the order and (here) its metadata.
             cls.__annotations__ = {**cls.__dict__.get("__annotations__", {}), name: base.type}
-            setattr(cls, name, _copy_field(base, value))
+            setattr(cls, name, _copy_field(base, value, described.get(name)))
 
     def __post_init__(self):
         hints = type_hints(type(self))

@@ -36,16 +36,15 @@ from ..data.sampling import stratified_sample
 from ..errors import UserError
 from ..evaluation.metrics import METRIC_TASK, METRICS, compute_metrics, default_metrics
 from ..fsutil import ProvisionalDir
-from ..heads.heads import POOLINGS
-from ..options import SettingError, check_value, option
+from ..options import SettingError, check_value
 from ..inputs import data_modality, modality
 from ..tasks.factory import image_adaptation
 from ..training.checkpoint import load_config
-from ..training.settings import FinetuneSettings
 from ..transfer import from_pretrained
 from . import report
 from .executors import ExecutorConfig
 from .grid import RESULTS, read_results, run_grid
+from .grid_settings import GridSettings, ImageGridSettings
 from .report import NO_CHECKPOINT
 from .spec import SpecReader, read_spec
 
@@ -58,35 +57,6 @@ METHODS = DEEP_METHODS + ("knn", "logistic-probe", "pipeline")
 FROZEN = ("knn", "logistic-probe")  # methods that read the frozen backbone's features and train no network
 UNTRAINED = FROZEN + ("pipeline",)  # methods that take none of the training settings
 LOGISTIC_CS = (0.01, 0.1, 1.0, 10.0)
-
-
-@dataclass
-class GridSettings(FinetuneSettings, defaults={"lr": 5e-5}):  # a grid's runs keep BERT's fixed rate
-    """The training settings of one grid cell: the spec's `train:` keys (and a method's own), declared and validated
-    with the other training settings.
-
-    100 labels at batch 32 for 3 epochs are 12 optimizer steps, too few to learn anything, and 67k labels for 3
-    epochs take hours on a CPU: a fixed epoch count would measure under- or over-training rather than the value of
-    labels, hence ``min_epoch_size`` and ``max_steps``."""
-
-    min_epoch_size: int = option(0, "an epoch of a smaller budget repeats its examples (reshuffled) until it holds "
-                                    "at least this many (0: off)", unit="examples", at_least=0)
-    max_steps: int = option(0, "a cap on optimizer steps per run: large budgets then train for fewer, possibly "
-                               "fractional, epochs (0: no cap)", unit="steps", at_least=0)
-    max_len: int = option(128, "longest token sequence", unit="tokens", at_least=2)
-    pooling: str | None = option(None, "how the head reads the sequence", choices=POOLINGS,
-                                 default_text="the model's own")
-    augment: str | None = option(None, "images: an augmentation recipe (none, light, xray) with KEY=VALUE overrides")
-    eval_every_epochs: int = option(1, "evaluate on dev every N epochs (the last epoch always is)", unit="epochs",
-                                    at_least=1)
-
-
-# Images: a network trained from scratch (or a whole transferred ResNet) wants AdamW's usual 1e-3, not BERT's
-# fine-tuning rate, and more epochs; augmentation is off unless the spec names a recipe (data.augment).
-@dataclass
-class ImageGridSettings(GridSettings, defaults={"epochs": 10, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.05,
-                                                "augment": "none"}):
-    """The training settings of one image grid cell."""
 
 
 # The defaults a spec's runs start from (their keys and values are part of every run's fingerprint, so a key is

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,9 +33,12 @@ from ..errors import UserError
 from ..evaluation.multitask import check_task_metrics, default_task_metrics
 from ..fsutil import write_text
 from ..inputs import data_modality
+from ..options import SettingError, check_value
 from ..recipes.multitask import MultitaskConfig, read_sources, tasks_by_file
 from ..tasks.factory import checkpoint_modality
 from ..tasks.weighting import PCGRAD_ONE_TASK_PER_STEP, WEIGHTINGS
+from ..training.checkpoint import load_config
+from ..training.optim import default_lr_for, default_lr_line, format_lr
 from .grid import RESULTS, run_grid
 from .report import markdown_table
 from .spec import SpecReader, read_spec
@@ -45,9 +49,6 @@ TASK_KEYS = ("name", "kind", "column", "columns", "train", "dev", "test", "text_
              "max_train", "metric", "metrics")
 DATA_KEYS = ("train", "dev", "test", "text_cols", "path_col", "image_size", "max_train")
 SAMPLING_KEYS = ("strategy", "temperature", "weights")
-TRAIN_DEFAULTS = dict(steps=500, batch_size=32, lr=5e-5, weight_decay=0.01, warmup=0.1, schedule="linear",
-                      max_len=128, precision="auto", weighting_lr=1e-2)
-TRAIN_OPTIONAL = ("pooling", "augment", "eval_every")
 LOWER_IS_BETTER = {"loss", "mse", "mae"}
 SUMMARY, REPORT_MD = "summary.csv", "report.md"
 SINGLE = "single"
@@ -60,6 +61,7 @@ class MultitaskRun:
     seed: int
     cfg: MultitaskConfig
     fingerprint: str
+    examples: int = 0  # training examples the run draws from (its ETA when it trains for epochs)
 
     @property
     def key(self) -> tuple:
@@ -70,7 +72,9 @@ class MultitaskRun:
         return f"{self.variant}{f' {self.task}' if self.task else ''}, seed {self.seed}"
 
     def cost(self) -> float:
-        return float(self.cfg.steps * self.cfg.batch_size)
+        if self.cfg.steps is not None:
+            return float(self.cfg.steps * self.cfg.batch_size)
+        return float(self.cfg.epochs * self.examples)
 
 
 @dataclass
@@ -87,10 +91,15 @@ class MultitaskSpec(SpecReader):
     modality: str = "text"
     headline: dict = field(default_factory=dict)  # task -> its headline metric
     data_id: str = ""
+    lr_note: str | None = None  # the line saying which lr the runs use, when the model chose it
+    sizes: dict = field(default_factory=dict)  # task -> training examples of its source
+    train_examples: int = 0  # of every source together
     lines: dict = field(repr=False, default_factory=dict)
 
     @classmethod
-    def parse(cls, spec: str | Path | dict) -> "MultitaskSpec":
+    def parse(cls, spec: str | Path | dict, overrides: dict | None = None) -> "MultitaskSpec":
+        """Read and check ``spec``; ``overrides``: training settings from the command line (``train_keys()``),
+        which win over the spec's `train:` section."""
         data, lines, source = read_spec(spec, TOP_KEYS, "examples/multitask_glue.yaml")
         self = cls(source=source, lines=lines)
         self._check_keys(data, (), TOP_KEYS)
@@ -99,13 +108,26 @@ class MultitaskSpec(SpecReader):
         init, like = self._checkpoint(data)
         shared = self._data(data.get("data"))
         tasks = self._tasks(data.get("tasks"), shared)
-        train = self._train(data.get("train") or {})
+        given = self._train(data.get("train") or {})
+        train = {**given, **(overrides or {})}
         sampling = self._sampling(data.get("sampling", "proportional"), [t["name"] for t in tasks])
         weightings = self._weightings(data.get("weighting", "equal"))
         self.baselines = self._bool(("baselines",), data.get("baselines", True))
         self.seeds = self._seeds(data.get("seeds", 3))
-        self.base = MultitaskConfig(init=init, like=like, tasks=tasks, data=shared, progress=False, **sampling,
-                                    **train, metrics={t["name"]: t["metrics"] for t in tasks if t["metrics"]})
+        if train.get("lr") is None:
+            # Chosen once, from the checkpoint, as finetune chooses it: every run (joint and single-task) trains at
+            # it, the report says it, and it is part of each run's fingerprint.
+            config = load_config(like or init)
+            d_model = config["backbone"].get("d_model") if isinstance(config.get("backbone"), dict) else None
+            train["lr"] = default_lr_for(self.modality, d_model)
+            self.lr_note = default_lr_line(train["lr"], self.modality, d_model)
+        try:
+            self.base = MultitaskConfig(init=init, like=like, tasks=tasks, data=shared, progress=False, **sampling,
+                                        **train, metrics={t["name"]: t["metrics"] for t in tasks if t["metrics"]})
+        except SettingError as e:  # a rule across settings, or a range the command line's parser leaves to here
+            if e.name in given and e.name not in (overrides or {}):
+                raise self.error(("train", e.name), e.problem) from None
+            raise
         if "pcgrad" in weightings and all(len(group) == 1 for _, group in tasks_by_file(self.base)):
             raise self.error(("weighting",), PCGRAD_ONE_TASK_PER_STEP)
         self.variants = {("joint" if len(weightings) == 1 else f"joint-{w}"): w for w in weightings}
@@ -201,24 +223,15 @@ class MultitaskSpec(SpecReader):
         return out
 
     def _train(self, train) -> dict:
-        self._check_keys(train, ("train",), tuple(TRAIN_DEFAULTS) + TRAIN_OPTIONAL)
-        out = dict(TRAIN_DEFAULTS)
+        """The spec's training settings, each checked as its declaration says (``MultitaskConfig``), with the
+        sentence the command line gives for the same value."""
+        self._check_keys(train, ("train",), MultitaskConfig.train_keys())
+        out = {}
         for k, v in train.items():
-            path = ("train", k)
-            if k in ("steps", "batch_size", "max_len", "eval_every"):
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise self.error(path, f"'{v}' is not a positive whole number.")
-            elif k in ("lr", "weight_decay", "warmup", "weighting_lr"):
-                try:
-                    v = float(v)  # YAML 1.1 reads 1e-4 (no dot) as a string
-                except (TypeError, ValueError):
-                    raise self.error(path, f"'{v}' is not a number.") from None
-                if v < 0 or (k in ("lr", "weighting_lr") and v == 0):
-                    raise self.error(path, f"must be {'positive' if k in ('lr', 'weighting_lr') else 'non-negative'} "
-                                           f"(got {v}).")
-            else:
-                self._check_training_choice(path, k, v)
-            out[k] = v
+            try:
+                out[k] = check_value(MultitaskConfig, k, v, from_text=True)
+            except SettingError as e:
+                raise self.error(("train", k), e.problem) from None
         return out
 
     def _sampling(self, sampling, names: list[str]) -> dict:
@@ -309,6 +322,8 @@ class MultitaskSpec(SpecReader):
             by_source = [sum(cfg.sampling_weights[n] for n in s.tasks) for s in train]
             if not sum(by_source) > 0:
                 raise self.error(("sampling", "weights"), "no source of training data has a positive weight.")
+        self.sizes = {n: len(s) for s in train for n in s.tasks}
+        self.train_examples = sum(len(s) for s in train)
         files = sorted({s.name for s in train + dev})
         self.data_id = _hash(json.dumps([[f, _file_hash(f)] for f in files]))
 
@@ -339,7 +354,8 @@ class MultitaskSpec(SpecReader):
         # the fingerprint sees the paths as the spec wrote them; the run reads them absolute, so a worker process
         # (or a Ray node with the same file system) started elsewhere reads the same files
         fingerprint = _hash(json.dumps([asdict(cfg), self.data_id, ckpt_id], sort_keys=True, default=str))[:16]
-        return MultitaskRun(variant, task, cfg.seed, _absolute(cfg), fingerprint)
+        examples = self.sizes.get(task, 0) if task else self.train_examples
+        return MultitaskRun(variant, task, cfg.seed, _absolute(cfg), fingerprint, examples)
 
     def paths(self) -> list[str]:
         """Every file and directory a run reads, absolute: the checkpoint and the tasks' data files."""
@@ -357,7 +373,7 @@ class MultitaskSpec(SpecReader):
                 "headline": self.headline, "variants": self.variants, "seeds": self.seeds,
                 "sampling": self.base.sampling, "temperature": self.base.temperature,
                 "sampling_weights": self.base.sampling_weights,
-                "train": {k: getattr(self.base, k) for k in TRAIN_DEFAULTS}}
+                "train": {k: getattr(self.base, k) for k in MultitaskConfig.train_keys()}}
 
 
 def _absolute(cfg: MultitaskConfig) -> MultitaskConfig:
@@ -389,7 +405,7 @@ def run_one(run: MultitaskRun) -> dict:
     start = time.perf_counter()
     results = train_multitask(run.cfg)
     return {"variant": run.variant, "task": run.task, "seed": run.seed, "weighting": run.cfg.weighting,
-            "tasks": results["tasks"], "task_weights": results.get("task_weights"),
+            "lr": results["lr"], "tasks": results["tasks"], "task_weights": results.get("task_weights"),
             "train_examples": results["train_examples"], "wall_s": round(time.perf_counter() - start, 3),
             "fingerprint": run.fingerprint}
 
@@ -504,12 +520,14 @@ def conclusions(summary: dict, setup: dict) -> list[str]:
 
 def render(setup: dict, summary: dict, paragraphs: list[str]) -> str:
     seeds = len(setup["seeds"])
+    t = setup["train"]
+    length = f"{t['steps']} steps" if t.get("steps") is not None else f"{t['epochs']} epochs"
     lines = [f"# Multi-task: {setup['name']}", "",
              f"Backbone: `{setup['checkpoint']}` ({setup['init']}); {setup['modality']} tasks; sampling "
              f"{setup['sampling']}" + (f" (T = {setup['temperature']})" if setup["sampling"] == "temperature" else "")
-             + f"; {seeds} seed(s). Every run trains for {setup['train']['steps']} steps of "
-               f"{setup['train']['batch_size']} at lr {setup['train']['lr']}; a single-task baseline is the same "
-               f"recipe with one head. Headline metric per task on {summary['split']}.", ""]
+             + f"; {seeds} seed(s). Every run trains for {length} of {t['batch_size']} at lr {format_lr(t['lr'])} "
+               f"({t['schedule']} schedule, {t['warmup']} warm-up, weight decay {t['weight_decay']}); a single-task "
+               f"baseline is the same recipe with one head. Headline metric per task on {summary['split']}.", ""]
     header = ["task", "metric", "single"] + [v for v in setup["variants"]]
     body = []
     singles = {s["task"]: s for s in summary["singles"]}
@@ -541,7 +559,8 @@ def summary_csv(summary: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def run_multitask(spec_or_path, out: str | Path | None = None, progress: bool = True, executor=None) -> dict:
+def run_multitask(spec_or_path, out: str | Path | None = None, progress: bool = True, executor=None,
+                  overrides: dict | None = None) -> dict:
     """Run (or resume) a multi-task spec and write results.jsonl, summary.csv and report.md.
 
     Args:
@@ -549,10 +568,17 @@ def run_multitask(spec_or_path, out: str | Path | None = None, progress: bool = 
         out: the output directory (default: the spec's ``out:``, else runs/multitask/NAME).
         progress: print progress and the report.
         executor: an ``experiments.executors.ExecutorConfig`` (worker processes, Ray); None: this process.
+        overrides: training settings that win over the spec's `train:` (``MultitaskConfig.train_keys()``; the
+            command line's --lr, --steps, ...).
     Returns:
         {"rows", "summary", "conclusion", "files", "ran", "skipped"}.
     """
-    spec = spec_or_path if isinstance(spec_or_path, MultitaskSpec) else MultitaskSpec.parse(spec_or_path)
+    if isinstance(spec_or_path, MultitaskSpec) and overrides:
+        raise UserError("run_multitask: a parsed spec has its settings already; pass overrides to "
+                        "MultitaskSpec.parse(spec, overrides) instead.")
+    spec = spec_or_path if isinstance(spec_or_path, MultitaskSpec) else MultitaskSpec.parse(spec_or_path, overrides)
+    if spec.lr_note:  # said even when quiet, as finetune says it
+        print(spec.lr_note, file=sys.stderr)
     out = Path(out) if out is not None else Path(spec.out) if spec.out else Path("runs") / "multitask" / spec.name
     results_path = out / RESULTS
     if out.is_dir() and any(out.iterdir()) and not results_path.is_file():

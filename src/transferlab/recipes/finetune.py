@@ -14,7 +14,7 @@ from ..options import changed_settings
 from ..tasks.factory import checkpoint_modality, image_adaptation
 from ..training.distributed import barrier, is_main
 from ..training.loop import RESUME_HINT
-from ..training.optim import format_lr
+from ..training.optim import default_lr_line
 from ..training.settings import BEFORE_OPTIMIZER
 from ..transfer import from_pretrained
 from ..transfer.methods import check_distributed
@@ -135,9 +135,7 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False,
                   method_options={"lora_rank": cfg.lora_rank} if cfg.method == "lora" else None)
     if cfg.lr is None:  # chosen from the model: said even with --quiet, and recorded as the lr the run used
         lr = model.compiled.settings.lr
-        what = (f"d_model {model.module.config.d_model}" if model.inputs.modality == "text"
-                else f"{model.inputs.modality} models")
-        _say(f"lr {format_lr(lr)} (default for {what}; --lr to change it)")
+        _say(default_lr_line(lr, model.inputs.modality, getattr(model.module.config, "d_model", None)))
         recorded = replace(recorded, lr=lr)
     # Only now, with data and model validated, is the output directory looked at.
     resuming = _run_dir(cfg, asdict(recorded), overwrite, resume)

@@ -4,77 +4,29 @@ of `transferlab multitask` (a single-task baseline is the same function with one
 Tasks come from separate files (GLUE-style: each task its own train/dev files) or share one file (``data``) with a
 label column per task, where an empty cell or ``?`` is a missing label. Tasks reading the same file share its
 examples (one source); every other task is a source of its own, and each training step draws its batch from one
-source (``sampling``). ``MultitaskConfig`` holds the settings in the style of ``FinetuneConfig``, so that it can
-nest the shared training-settings dataclass when that lands.
+source (``sampling``). ``MultitaskConfig`` (``recipes/settings.py``) is fine-tuning's training settings plus the
+tasks, their sampling and loss weighting: declared once, validated when built, and the source of the spec's
+`train:` keys and of `transferlab multitask`'s options.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import sys
+from dataclasses import asdict, replace
 
 import numpy as np
 
-from ..data.multitask import MT_KINDS, SAMPLING, TaskSource, read_task_source
+from ..data.multitask import TaskSource, read_task_source
 from ..errors import UserError
 from ..fsutil import check_output_dir, clear_output_dir, write_json
 from ..tasks.factory import checkpoint_modality
-from ..tasks.weighting import WEIGHTINGS
 from ..training.distributed import barrier, is_main
-from ..training.optim import SCHEDULES
+from ..training.optim import default_lr_line
+from .settings import MultitaskConfig
+
+__all__ = ["MultitaskConfig", "train_multitask", "read_sources"]
 
 DATA_KEYS = ("train", "dev", "test", "text_cols", "path_col", "image_size", "max_train")
-
-
-@dataclass
-class MultitaskConfig:
-    init: str  # a checkpoint directory, or "scratch" (then `like` names the architecture to copy)
-    tasks: list[dict]  # {name, kind, columns, and (unless `data` holds them) train, dev, test, text_cols, path_col}
-    data: dict | None = None  # a file shared by the tasks without their own: train, dev, test, text_cols, path_col
-    like: str | None = None
-    out: str | None = None
-    steps: int = 500
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    schedule: str = "linear"
-    max_len: int = 128
-    seed: int = 0
-    precision: str = "auto"
-    sampling: str = "proportional"  # proportional | uniform | temperature | round-robin | weighted
-    temperature: float = 2.0
-    sampling_weights: dict | None = None  # task -> weight, for sampling "weighted"
-    weighting: str = "equal"  # equal | uncertainty | pcgrad
-    weighting_lr: float = 1e-2
-    metrics: dict | None = None  # task -> metric names (the first is the task's headline)
-    pooling: str | None = None
-    augment: str | None = None  # images: an augmentation recipe (data.augment)
-    eval_every: int | None = None  # None: evaluate once, at the end
-    keep_heads: list[str] = field(default_factory=list)  # heads of a multi-task checkpoint to carry over
-    drop_incomplete: bool = False  # train only on examples labelled for every task of their source (no masking)
-    device: str = "cpu"
-    progress: bool = True
-
-    def __post_init__(self):
-        for key in ("steps", "batch_size", "max_len"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise UserError(f"{key} must be a positive whole number, got {getattr(self, key)!r}.")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise UserError(f"lr must be positive, got {self.lr}.")
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}.")
-        if self.sampling not in SAMPLING:
-            raise UserError(f"unknown sampling '{self.sampling}'; choose one of {', '.join(SAMPLING)}.")
-        if self.weighting not in WEIGHTINGS:
-            raise UserError(f"unknown weighting '{self.weighting}'; choose one of {', '.join(WEIGHTINGS)}.")
-        if not self.tasks:
-            raise UserError("a multi-task run needs at least one task.")
-        for t in self.tasks:
-            if t.get("kind", "classification") not in MT_KINDS:
-                raise UserError(f"task '{t.get('name')}': unknown kind '{t.get('kind')}'; choose one of "
-                                f"{', '.join(MT_KINDS)}.")
 
 
 # A grid reads the same files for every run; in one process they are read once (in a pool, once per worker).
@@ -134,8 +86,9 @@ def train_multitask(cfg: MultitaskConfig, overwrite: bool = False) -> dict:
 
     Returns:
         {"tasks": {name: {"dev": metrics, "test": metrics (if a test split), "train_examples": n}},
-         "history": per-evaluation rows, "train_examples": per source, "config": the settings}. With ``out``,
-        also RUN/{metrics.jsonl, final/, results.json}.
+         "history": per-evaluation rows, "train_examples": per source, "weighting", "lr": the learning rate it
+         trained at (the model's default when ``cfg.lr`` is None), "task_weights" (learned weightings)}. With
+        ``out``, also RUN/{run.json (the settings, with that lr), metrics.jsonl, final/, results.json}.
     """
     from ..transfer import from_pretrained
 
@@ -161,9 +114,14 @@ def train_multitask(cfg: MultitaskConfig, overwrite: bool = False) -> dict:
     model = from_pretrained(source_dir, heads=train, init=init, keep_heads=cfg.keep_heads, pooling=cfg.pooling,
                             weighting=cfg.weighting, seed=cfg.seed, max_len=cfg.max_len,
                             verbose=cfg.progress and is_main(), **_adaptation(source_dir, train))
-    model.compile(lr=cfg.lr, sampling=cfg.sampling, temperature=cfg.temperature,
-                  sampling_weights=cfg.sampling_weights, metrics=cfg.metrics, weight_decay=cfg.weight_decay,
-                  warmup=cfg.warmup, schedule=cfg.schedule, precision=cfg.precision, weighting_lr=cfg.weighting_lr)
+    model.compile(settings=cfg, sampling=cfg.sampling, temperature=cfg.temperature,
+                  sampling_weights=cfg.sampling_weights, metrics=cfg.metrics, weighting_lr=cfg.weighting_lr)
+    recorded = cfg
+    if cfg.lr is None:  # chosen from the model, as finetune does: said even when quiet, and recorded
+        recorded = replace(cfg, lr=model.compiled["settings"].lr)
+        if is_main():
+            print(default_lr_line(recorded.lr, modality, getattr(model.module.config, "d_model", None)),
+                  file=sys.stderr)
     out = None
     if cfg.out is not None:
         out = check_output_dir(cfg.out, overwrite, "multi-task output")
@@ -171,11 +129,9 @@ def train_multitask(cfg: MultitaskConfig, overwrite: bool = False) -> dict:
         if is_main():
             clear_output_dir(cfg.out, overwrite, "multi-task output")
             out.mkdir(parents=True, exist_ok=True)
-            write_json(out / "run.json", asdict(cfg))
+            write_json(out / "run.json", asdict(recorded))
     # Without eval_every, the dev split is scored once, below, rather than also by the loop at its last step.
-    history = model.fit(train, validation_data=dev if cfg.eval_every else None, steps=cfg.steps,
-                        batch_size=cfg.batch_size, seed=cfg.seed, run_dir=out, verbose=cfg.progress,
-                        device=cfg.device, augment=cfg.augment, eval_every=cfg.eval_every)
+    history = model.fit(train, validation_data=dev if cfg.eval_every else None, run_dir=out, augment=cfg.augment)
     dev_scores = model.evaluate(dev)
     test_scores = model.evaluate(test) if test else {}
     tasks = {}
@@ -189,7 +145,7 @@ def train_multitask(cfg: MultitaskConfig, overwrite: bool = False) -> dict:
                 tasks[name]["test"] = test_scores[name]
     weights = getattr(model.module.weighting, "weights", None)
     results = {"tasks": tasks, "history": history.history, "train_examples": {s.name: len(s) for s in train},
-               "weighting": cfg.weighting, **({"task_weights": weights()} if weights else {})}
+               "weighting": cfg.weighting, "lr": recorded.lr, **({"task_weights": weights()} if weights else {})}
     if out is not None and is_main():
         write_json(out / "results.json", results)
     return results

@@ -12,9 +12,10 @@ model code import it inside ``check``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..data.labeled import ReadOptions
+from ..errors import UserError
 from ..options import Settings, option
 from ..training.settings import FinetuneSettings, TrainSettings
 
@@ -184,4 +185,88 @@ class Seq2SeqConfig(TrainSettings, defaults={"epochs": 3, "lr": 1e-4, "warmup": 
     skip_bad_rows: bool = option(False, "drop malformed rows (they are listed) instead of stopping at the first")
 
 
-__all__ = ["PretrainConfig", "FinetuneConfig", "Seq2SeqConfig", "DEFAULT_PRESET", "Settings", "parse_noise"]
+# Light copies (the modules that use them import torch); tests/test_multitask.py checks they agree.
+MT_KINDS = ("classification", "regression", "multilabel")  # data.multitask.MT_KINDS
+SAMPLING = ("proportional", "uniform", "temperature", "round-robin", "weighted")  # data.multitask.SAMPLING
+WEIGHTINGS = ("equal", "uncertainty", "pcgrad")  # tasks.weighting.WEIGHTINGS
+MULTITASK_STEPS = 500  # a run's length when neither steps nor epochs is given
+
+
+def augment_rule(value: str) -> str | None:
+    """What is wrong with an augmentation recipe (``data.augment``), or None: checked when the settings are built,
+    so a typo stops a grid before its first run."""
+    from ..data.augment import augment_config
+
+    try:
+        augment_config(value)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+@dataclass(kw_only=True)
+class MultitaskConfig(FinetuneSettings, defaults={"steps": None, "epochs": None},
+                      described={"steps": f"{MULTITASK_STEPS}, unless --epochs is given"}):
+    """One run of `transferlab multitask`: tasks trained jointly on one backbone, a head each (a single-task
+    baseline is the same run with one task). The training settings are fine-tuning's, lr from the model's width
+    included; the spec's `train:` section and the command line take the fields in ``train_keys()``."""
+
+    init: str = option(help="the checkpoint to start from (a run's final/ or step-N/), or 'scratch' (with `like`)",
+                       cli=False)
+    tasks: list[dict] = option(help="the tasks: {name, kind, columns} and, unless `data` holds them, their own "
+                                    "train, dev, test, text_cols, path_col, image_size, max_train", cli=False)
+    data: dict | None = option(None, "a file shared by the tasks without their own files (train, dev, test, "
+                                     "text_cols, path_col, image_size, max_train), a label column per task",
+                               cli=False)
+    like: str | None = option(None, "with init 'scratch': the checkpoint whose architecture the from-scratch twin "
+                                    "copies", cli=False)
+    out: str | None = option(None, "the run directory (final/, metrics.jsonl, run.json, results.json)", cli=False)
+    max_len: int = option(128, "longest token sequence of a text task (never more than the checkpoint's positions)",
+                          unit="tokens", at_least=2)
+    pooling: str | None = option(None, "how every head reads the sequence: cls, mean, or the last token",
+                                 choices=POOLINGS, default_text="mean (last token for causal models)")
+    augment: str | None = option(None, "images: an augmentation recipe (none, light, xray) with KEY=VALUE overrides, "
+                                       "applied to every training batch", default_text="none", rule=augment_rule)
+    # The spec has sections of its own for these (sampling:, weighting:, tasks' metric:).
+    sampling: str = option("proportional", "which task's data each step trains on: proportional to its size, "
+                                           "uniform, temperature (p ∝ n^(1/T)), round-robin, or weighted",
+                           choices=SAMPLING, cli=False)
+    temperature: float = option(2.0, "with sampling 'temperature': T (1 is proportional, large T uniform)", above=0,
+                                cli=False)
+    sampling_weights: dict | None = option(None, "with sampling 'weighted': task -> weight (a source labelling "
+                                                 "several tasks weighs their sum)", cli=False)
+    weighting: str = option("equal", "how the task losses combine: their sum, Kendall et al.'s uncertainty "
+                                     "weighting, or PCGrad", choices=WEIGHTINGS, cli=False)
+    metrics: dict | None = option(None, "task -> metric names, the first the task's headline",
+                                  default_text="by kind: accuracy,f1 / pearson,spearman / roc_auc", cli=False)
+    weighting_lr: float = option(1e-2, "learning rate of a learned weighting's parameters (uncertainty's "
+                                       "log-variances, which must travel ~1 to matter)", above=0)
+    keep_heads: list[str] = option([], "heads of a multi-task checkpoint to carry over (same task name and size) "
+                                       "instead of training fresh ones", metavar="A,B", default_text="none")
+    drop_incomplete: bool = option(False, "train only on examples labelled for every task of their source (the "
+                                          "baseline that masking missing labels is measured against)")
+
+    # Fields a grid's runs take from the spec's other sections (seeds:) or that do not apply to them: a grid runs
+    # without torchrun, keeps no per-run logs, progress or checkpoints (a row of results.jsonl each), and scores
+    # every dev example.
+    NOT_TRAIN_KEYS = ("seed", "progress", "distributed", "eval_sample", "log_every", "save_every", "keep_checkpoints")
+
+    @classmethod
+    def train_keys(cls) -> tuple[str, ...]:
+        """The settings a multi-task spec's `train:` section and `transferlab multitask --OPTION` take."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("cli", True) and f.name not in cls.NOT_TRAIN_KEYS)
+
+    def check(self) -> None:
+        super().check()
+        if self.steps is None and self.epochs is None:
+            self.steps = MULTITASK_STEPS
+        if not self.tasks:
+            raise UserError("a multi-task run needs at least one task.")
+        for t in self.tasks:
+            if t.get("kind", "classification") not in MT_KINDS:
+                raise UserError(f"task '{t.get('name')}': unknown kind '{t.get('kind')}'; choose one of "
+                                f"{', '.join(MT_KINDS)}.")
+
+
+__all__ = ["PretrainConfig", "FinetuneConfig", "Seq2SeqConfig", "MultitaskConfig", "DEFAULT_PRESET", "Settings",
+           "parse_noise"]

@@ -48,6 +48,18 @@ def default_finetune_lr(d_model: int) -> float:
     return float(f"{lr:.2g}")
 
 
+def default_lr_for(modality: str, d_model: int | None) -> float:
+    """The fine-tuning learning rate used when none is given: from the width for text models
+    (``default_finetune_lr``), BERT's 5e-5 for other modalities (their recipes set their own)."""
+    return default_finetune_lr(d_model) if modality == "text" else 5e-5
+
+
+def default_lr_line(lr: float, modality: str, d_model: int | None) -> str:
+    """What a run prints when it chose its learning rate: "lr 1e-3 (default for d_model 128; --lr to change it)"."""
+    what = f"d_model {d_model}" if modality == "text" else f"{modality} models"
+    return f"lr {format_lr(lr)} (default for {what}; --lr to change it)"
+
+
 def format_lr(lr: float) -> str:
     """1e-3, 3.1e-4: a learning rate as it is written on the command line."""
     mantissa, exponent = f"{lr:.1e}".split("e")

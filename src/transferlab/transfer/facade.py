@@ -26,7 +26,7 @@ from ..training.distributed import is_main, world
 from ..training.fsdp import full_state, is_sharded
 from ..training.checkpoint import save_checkpoint
 from ..training.loop import RESUME_HINT, plan_steps, train
-from ..training.optim import build_optimizer, build_scheduler, default_finetune_lr
+from ..training.optim import build_optimizer, build_scheduler, default_lr_for
 from ..training.settings import FinetuneSettings, TrainSettings
 from .methods import apply_method, check_distributed, trainable_parameters
 
@@ -161,6 +161,19 @@ class Compiled:
     settings: FinetuneSettings
 
 
+def compiled_settings(settings: TrainSettings | None, overrides: dict, default_lr) -> FinetuneSettings:
+    """The training settings a model's ``compile`` stores: ``settings`` (any training settings; None: fine-tuning's
+    defaults) with ``overrides`` by keyword, each checked with the messages the command line gives; an lr left None
+    becomes ``default_lr()`` (the model's: ``default_lr_for``)."""
+    unknown = sorted(set(overrides) - {f.name for f in fields(FinetuneSettings)})
+    if unknown:
+        raise UserError(f"compile() got unknown setting(s) {', '.join(unknown)}; the training settings are "
+                        f"{', '.join(f.name for f in fields(FinetuneSettings))}.")
+    base = FinetuneSettings.of(settings) if settings is not None else FinetuneSettings()
+    settings = replace(base, **overrides)  # validated again, field by field
+    return settings if settings.lr is not None else replace(settings, lr=default_lr())
+
+
 class TransferModel:
     """A task module + its preprocessor (``inputs``: a tokenizer, an image preprocessor), with the Keras workflow.
     Get one from ``from_pretrained``; it reads texts, images and files of its own modality."""
@@ -200,18 +213,11 @@ class TransferModel:
         modalities 5e-5. ``compiled.settings.lr`` says what was chosen."""
         metrics = list(metrics) if metrics else self.default_metrics()
         check_metrics_fit_task(metrics, self.problem)
-        unknown = sorted(set(overrides) - {f.name for f in fields(FinetuneSettings)})
-        if unknown:
-            raise UserError(f"compile() got unknown setting(s) {', '.join(unknown)}; the training settings are "
-                            f"{', '.join(f.name for f in fields(FinetuneSettings))}.")
-        base = FinetuneSettings.of(settings) if settings is not None else FinetuneSettings()
-        settings = replace(base, **overrides)  # validated again, field by field
+        settings = compiled_settings(settings, overrides, self.default_lr)
         if loss is not None:
             check_loss(loss, self.problem, self.module.num_labels)
         if method is not None:
             self.method = apply_method(self.module, method, **(method_options or {}))
-        if settings.lr is None:
-            settings = replace(settings, lr=self.default_lr())
         if isinstance(optimizer, str):
             settings = replace(settings, optimizer=optimizer)  # checked as --optimizer is
         self.compiled = Compiled(settings.optimizer if optimizer is None or isinstance(optimizer, str) else optimizer,
@@ -229,9 +235,7 @@ class TransferModel:
     def default_lr(self) -> float:
         """The fine-tuning learning rate used when none is given: from the width for text models
         (``training.optim.default_finetune_lr``), 5e-5 for other modalities."""
-        if self.inputs.modality == "text":
-            return default_finetune_lr(self.module.config.d_model)
-        return 5e-5
+        return default_lr_for(self.inputs.modality, getattr(self.module.config, "d_model", None))
 
     def default_metrics(self) -> list[str]:
         return default_metrics(self.problem, self.module.num_labels, self.inputs.modality)

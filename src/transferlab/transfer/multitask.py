@@ -13,6 +13,7 @@ loop (``training.loop.train``) with ``MultiTaskBatches`` as its data and ``evalu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,13 @@ import torch
 from ..data.multitask import MultiTaskBatches, SourceSampler, TaskSource, read_task_source, source_from_arrays
 from ..errors import UserError
 from ..evaluation.multitask import check_task_metrics, default_task_metrics, evaluate_multitask, task_logits
+from ..tasks.weighting import PCGRAD_ONE_TASK_PER_STEP
 from ..training.callbacks import Callback
 from ..training.checkpoint import save_checkpoint
 from ..training.distributed import world
-from ..training.loop import TrainConfig, train
-from ..tasks.weighting import PCGRAD_ONE_TASK_PER_STEP
-from ..training.optim import build_scheduler, param_groups
+from ..training.loop import plan_steps, train
+from ..training.optim import build_optimizer, build_scheduler, default_lr_for, param_groups
+from ..training.settings import TrainSettings
 from .facade import History
 from .pretrained import build_transfer
 
@@ -109,11 +111,14 @@ class MultiTaskModel:
     def tasks(self) -> list[str]:
         return self.module.task_names
 
-    def compile(self, lr: float = 5e-5, weighting=None, sampling: str = "proportional", temperature: float = 2.0,
+    def compile(self, weighting=None, sampling: str = "proportional", temperature: float = 2.0,
                 sampling_weights: dict[str, float] | None = None, metrics: dict[str, list[str]] | None = None,
-                weight_decay: float = 0.01, schedule: str = "linear", warmup: float = 0.1, precision: str = "auto",
-                clip: float = 1.0, weighting_lr: float = WEIGHTING_LR, method: str = "finetune"):
-        """Training settings.
+                weighting_lr: float = WEIGHTING_LR, method: str = "finetune", settings: TrainSettings | None = None,
+                **overrides):
+        """How the model trains: the task sampling and loss weighting, and the training settings as
+        ``TransferModel.compile`` takes them (a ``FinetuneSettings``: start from ``settings``, change fields by
+        keyword, e.g. ``lr=1e-4, warmup=0.06, precision="fp32"``; ``lr`` None picks the model's default,
+        ``default_lr``).
 
         Args:
             weighting: "equal", "uncertainty", "pcgrad" (None keeps the model's).
@@ -125,8 +130,10 @@ class MultiTaskModel:
             method: "finetune", or "linear-probe" (only the heads train).
         """
         from ..tasks.weighting import build_weighting
+        from .facade import compiled_settings
         from .methods import apply_method
 
+        settings = compiled_settings(settings, overrides, self.default_lr)
         if weighting is not None:
             kinds = {t["name"]: t["kind"] for t in self.module.tasks}
             self.module.weighting = build_weighting(weighting, kinds)
@@ -139,10 +146,13 @@ class MultiTaskModel:
 
         if sampling not in SAMPLING:
             raise UserError(f"unknown sampling '{sampling}'; choose one of {', '.join(SAMPLING)}.")
-        self.compiled = dict(lr=lr, sampling=sampling, temperature=temperature, sampling_weights=sampling_weights,
-                             metrics=dict(metrics or {}), weight_decay=weight_decay, schedule=schedule, warmup=warmup,
-                             precision=precision, clip=clip, weighting_lr=weighting_lr)
+        self.compiled = dict(settings=settings, sampling=sampling, temperature=temperature,
+                             sampling_weights=sampling_weights, metrics=dict(metrics or {}), weighting_lr=weighting_lr)
         return self
+
+    def default_lr(self) -> float:
+        """The learning rate used when none is given, as for a single-task model (``default_lr_for``)."""
+        return default_lr_for(self.inputs.modality, getattr(self.module.config, "d_model", None))
 
     # ---- data ----
     def sources(self, data, split: str | None = "train", **options) -> list[TaskSource]:
@@ -205,46 +215,57 @@ class MultiTaskModel:
 
     # ---- Keras API ----
     def fit(self, x, validation_data=None, steps: int | None = None, epochs: float | None = None,
-            batch_size: int = 32, seed: int = 0, run_dir: str | Path | None = None, verbose: bool = True,
-            callbacks: list[Callback] | None = None, device: str = "cpu", augment=None, eval_every: int | None = None,
-            resume: bool = False, **options) -> History:
+            batch_size: int | None = None, seed: int | None = None, run_dir: str | Path | None = None,
+            verbose: bool | None = None, callbacks: list[Callback] | None = None, device: str | None = None,
+            augment=None, eval_every: int | None = None, resume: bool = False, **options) -> History:
         """Train every head jointly on ``x`` (see ``sources``) for ``steps`` optimizer steps (or ``epochs``: one
         epoch draws as many examples as all sources hold). Each step's batch comes from one source, drawn by the
-        compiled ``sampling``; its loss is the weighting of the per-task means over the labels present.
-        ``validation_data``: scored per task every ``eval_every`` steps (default: once per epoch, or 10 times)."""
+        compiled ``sampling`` (with ``grad_accum``, each micro-batch draws its own); its loss is the weighting of the
+        per-task means over the labels present. ``validation_data``: scored per task every ``eval_every`` steps
+        (default: once per epoch, or 10 times). ``steps``, ``epochs``, ``batch_size``, ``seed``, ``device``,
+        ``eval_every`` and ``verbose`` (the progress bar) override the compiled settings for this call."""
         if self.compiled is None:
             self.compile()
         c = self.compiled
-        if steps is None and epochs is None:
-            raise UserError("fit needs steps= (optimizer steps) or epochs=.")
-        if self.module.weighting.name == "pcgrad" and world()[1] > 1:
+        given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device,
+                 "eval_every": eval_every, "progress": verbose}
+        s = replace(c["settings"], **{k: v for k, v in given.items() if v is not None})
+        rank, world_size = world()
+        if s.eval_sample is not None:
+            raise UserError("eval_sample: a multi-task evaluation scores every dev example of every task; leave "
+                            "eval_sample unset (give a smaller dev file to evaluate faster).")
+        if world_size > 1 and s.distributed != "ddp":
+            raise UserError(f"--distributed {s.distributed}: multi-task models train under ddp (a model copy per "
+                            f"process); use --distributed ddp.")
+        if self.module.weighting.name == "pcgrad" and world_size > 1:
             raise UserError("weighting 'pcgrad' computes per-task gradients inside the forward pass, which DDP does "
                             "not see; run it in one process, or use weighting 'equal' or 'uncertainty' under torchrun.")
         train_sources = self.sources(x, "train", **options)
         if self.module.weighting.name == "pcgrad" and all(len(s.tasks) == 1 for s in train_sources):
             raise UserError(PCGRAD_ONE_TASK_PER_STEP)
         dev_sources = self.sources(validation_data, "dev", **options) if validation_data is not None else None
-        rank, world_size = world()
-        sizes = [len(s) for s in train_sources]
+        sizes = [len(src) for src in train_sources]
         weights = None
         if c["sampling"] == "weighted":
             w = c["sampling_weights"] or {}
-            missing = [n for s in train_sources for n in s.tasks if n not in w]
+            missing = [n for src in train_sources for n in src.tasks if n not in w]
             if missing:
                 raise UserError(f"sampling 'weighted' needs a weight for every task; missing: {', '.join(missing)}.")
-            weights = [sum(float(w[n]) for n in s.tasks) for s in train_sources]
-        sampler = SourceSampler(sizes, c["sampling"], seed, c["temperature"], weights)
-        data = MultiTaskBatches(train_sources, self._examples(train_sources, self._augment(augment)), batch_size,
-                                sampler, seed, rank, world_size)
+            weights = [sum(float(w[n]) for n in src.tasks) for src in train_sources]
+        sampler = SourceSampler(sizes, c["sampling"], s.seed, c["temperature"], weights)
+        data = MultiTaskBatches(train_sources, self._examples(train_sources, self._augment(augment)),
+                                s.batch_size // s.grad_accum, sampler, s.seed, rank, world_size)
         dev_examples = self._examples(dev_sources) if dev_sources else None
         groups = param_groups(torch.nn.ModuleDict({"backbone": self.module.backbone, "heads": self.module.heads}),
-                              c["weight_decay"])
+                              s.weight_decay)
         learned = [p for p in self.module.weighting.parameters() if p.requires_grad]
         if learned:
             groups.append({"params": learned, "weight_decay": 0.0, "lr": c["weighting_lr"]})
-        optimizer = torch.optim.AdamW(groups, lr=c["lr"])
-        total = steps if steps is not None else max(1, int(np.ceil(epochs * data.steps_per_epoch)))
-        scheduler = build_scheduler(optimizer, c["schedule"], total, c["warmup"])
+        optimizer = build_optimizer(self.module, s.lr, s.weight_decay, name=s.optimizer, groups=groups)
+        total, _ = plan_steps(s, data.steps_per_epoch)
+        scheduler = build_scheduler(optimizer, s.schedule, total, s.warmup)
+        if s.log_every is None:
+            s = replace(s, log_every=max(1, min(50, total // 10)))
         history = History()
 
         metrics = {n: self.metrics_for(n) for n in self.tasks}
@@ -252,10 +273,7 @@ class MultiTaskModel:
         def evaluate(module):
             return evaluate_multitask(module, dev_sources, dev_examples, metrics)
 
-        cfg = TrainConfig(steps=steps, epochs=epochs, precision=c["precision"], clip=c["clip"], seed=seed,
-                          progress=verbose, device=device, eval_every=eval_every,
-                          log_every=max(1, min(50, total // 10)))
-        train(self.module, data, cfg, evaluate=evaluate if dev_sources else None, run_dir=run_dir,
+        train(self.module, data, s, evaluate=evaluate if dev_sources else None, run_dir=run_dir,
               inputs=self.inputs, extra_config={"max_len": self.max_len},
               callbacks=[_EvalHistory(history), *(callbacks or [])], optimizer=optimizer, scheduler=scheduler,
               resume=resume)
