@@ -19,17 +19,22 @@ process of its own, so the RSS is that configuration's alone. Inference also get
     python benchmarks/throughput.py --models mini,small --workloads mlm,clm
     python benchmarks/throughput.py --workloads mlm,clm --steps 200 --corpus runs/real2/corpus   # equal-steps loss
     python benchmarks/throughput.py --compile                        # also transferlab under torch.compile
+    python benchmarks/throughput.py --workloads finetune,infer --pooling cls   # the classifier transformers has
 
 transferlab runs as a user gets it (precision "auto": bf16 autocast where the CPU has AMX/AVX512-BF16, sparse
 MLM head, chunked cross-entropy, SDPA); `transformers` runs under the same bf16 autocast (the baseline) and in its
 default fp32 (the second column). Both sides use BERT's LM-head transform for MLM and a tied, bias-free head for CLM,
-so the architectures are identical. BART's tokens are the clean tokens reconstructed (the decoder's targets), as
+so the architectures are identical. The classifier (finetune, infer) pools as the library does by default (the mean of
+the tokens for an encoder); ``--pooling cls`` reads [CLS] through BERT's pooler as `transformers` does, and then our
+last block computes that position alone. Our inference runs as ``predict_logits`` does: bf16 weights held for the
+whole pass instead of autocast's cast on every call. BART's tokens are the clean tokens reconstructed (the decoder's targets), as
 pretraining counts them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -46,7 +51,7 @@ from transferlab.models import build_backbone, preset  # noqa: E402
 from transferlab.objectives import BartCorruption, CausalLM, DenoisingLM, MaskedLM, MLMCorruption  # noqa: E402
 from transferlab.objectives.classification import SequenceClassifier  # noqa: E402
 from transferlab.training.optim import build_optimizer  # noqa: E402
-from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
+from transferlab.training.precision import autocast, configure_cpu, inference_weights, resolve_precision  # noqa: E402
 
 WORKLOADS = ("mlm", "clm", "bart", "finetune", "infer")
 SENTENCE_END = 7  # synthetic ids: the most frequent Zipfian id ends a sentence (about one token in ten)
@@ -76,12 +81,15 @@ def config(model: str, workload: str, vocab: int, seq_len: int, dropout: float):
 
 
 def model_flops_per_token(cfg, workload: str, seq_len: int, predicted_fraction: float,
-                          encoder_fraction: float = 1.0) -> float:
+                          encoder_fraction: float = 1.0, pooling: str | None = None) -> float:
     """FLOPs one token needs (forward + backward = 3x forward; forward only for inference): 2 per weight in the
     blocks, 4·T·d per layer for attention scores and values, and the vocabulary projection only for the tokens
     that are predicted (all of them in CLM and BART, the masked ones in MLM). Counted the same for both sides.
     BART's token is a decoder target; its encoder reads ``encoder_fraction`` tokens per target (infilling shortens
-    the input), and each decoder layer adds cross-attention (q/o per target, k/v per encoder token)."""
+    the input), and each decoder layer adds cross-attention (q/o per target, k/v per encoder token). A classifier
+    pooling one position ("cls": the only one `transformers`' BERT classifier reads) needs only keys and values of
+    the last block at every token, the rest of that block once per sequence: counted so on both sides, as MLM's
+    vocabulary projection is (the side that computes the rest does work the prediction never reads)."""
     d, L = cfg.d_model, cfg.n_layer
     block = L * (4 * d * d + 2 * d * cfg.d_ff)
     forward = 2 * block + L * 4 * seq_len * d
@@ -95,6 +103,9 @@ def model_flops_per_token(cfg, workload: str, seq_len: int, predicted_fraction: 
         forward += predicted_fraction * 2 * (d * cfg.vocab_size + d * d)
     elif workload == "clm":
         forward += 2 * d * cfg.vocab_size
+    elif pooling in ("cls", "last"):
+        per_layer = 2 * (4 * d * d + 2 * d * cfg.d_ff) + 4 * seq_len * d
+        forward += 2 * 2 * d * d + (2 * (2 * d * d + 2 * d * cfg.d_ff) + 4 * seq_len * d) / seq_len - per_layer
     return forward if workload == "infer" else 3 * forward
 
 
@@ -145,7 +156,7 @@ def workload_batches(workload: str, n: int, batch: int, seq_len: int, vocab: int
 # ---------------------------------------------------------------------------------------------------- models
 
 
-def build(side: str, workload: str, cfg, num_labels: int = 2):
+def build(side: str, workload: str, cfg, num_labels: int = 2, pooling: str | None = None):
     torch.manual_seed(0)
     if side == "transferlab":
         if workload == "mlm":
@@ -154,7 +165,7 @@ def build(side: str, workload: str, cfg, num_labels: int = 2):
             return CausalLM(build_backbone(cfg))
         if workload == "bart":
             return DenoisingLM(build_backbone(cfg))
-        return SequenceClassifier(build_backbone(cfg), num_labels)
+        return SequenceClassifier(build_backbone(cfg), num_labels, pooling=pooling)
     from transferlab.compat import import_torchvision
 
     import_torchvision()  # transformers imports torchvision when installed; PyPI's fails beside the CPU torch
@@ -204,8 +215,8 @@ def forward_fn(side: str, model):
 
 
 def run_training(side: str, workload: str, cfg, data: list, precision: str, compile_: bool,
-                 clock=time.perf_counter) -> dict:
-    model = build(side, workload, cfg)
+                 clock=time.perf_counter, pooling: str | None = None) -> dict:
+    model = build(side, workload, cfg, pooling=pooling)
     model.train()
     step_loss = loss_fn(side, workload, model)
     compile_s = 0.0
@@ -241,13 +252,16 @@ def run_training(side: str, workload: str, cfg, data: list, precision: str, comp
             "losses": losses, "compile_s": compile_s, "params": sum(p.numel() for p in model.parameters())}
 
 
-def run_inference(side: str, cfg, data: list, precision: str, compile_: bool, clock=time.perf_counter) -> dict:
-    model = build(side, "finetune", cfg).eval()
+def run_inference(side: str, cfg, data: list, precision: str, compile_: bool, clock=time.perf_counter,
+                  pooling: str | None = None) -> dict:
+    model = build(side, "finetune", cfg, pooling=pooling).eval()
     forward = forward_fn(side, model)
     if compile_:
         forward = torch.compile(forward)
     out = {}
-    with torch.inference_mode():
+    # ours as its predict path runs it: bf16 weights held for the whole pass (predict_logits), not cast per call
+    weights = inference_weights(model, precision) if side == "transferlab" else contextlib.nullcontext()
+    with torch.inference_mode(), weights:
         for bs in (1, 32):
             batches = [{k: v[:bs] for k, v in b.items()} for b in data]
             for b in batches[:WARMUP]:
@@ -272,10 +286,11 @@ def child(spec: dict) -> dict:
     cfg = config(spec["model"], w, spec["vocab_size"], spec["seq_len"], spec["dropout"])
     data = workload_batches(w, spec["steps"] + WARMUP, spec["batch_size"], spec["seq_len"], spec["vocab_size"],
                             spec["corpus"])
+    pooling = spec.get("pooling")
     if w == "infer":
-        row = run_inference(spec["side"], cfg, data, spec["precision"], spec["compile"], clock)
+        row = run_inference(spec["side"], cfg, data, spec["precision"], spec["compile"], clock, pooling)
     else:
-        row = run_training(spec["side"], w, cfg, data, spec["precision"], spec["compile"], clock)
+        row = run_training(spec["side"], w, cfg, data, spec["precision"], spec["compile"], clock, pooling)
     if w == "mlm":
         predicted = sum(int((b["labels"] != -100).sum()) for b in data) / sum(b["input_ids"].numel() for b in data)
     else:
@@ -283,7 +298,8 @@ def child(spec: dict) -> dict:
     encoder_fraction = 1.0
     if w == "bart":
         encoder_fraction = sum(int(b["attention"].sum()) for b in data) / sum(b["labels"].numel() for b in data)
-    row["flops_per_token"] = model_flops_per_token(cfg, w, spec["seq_len"], predicted, encoder_fraction)
+    row["flops_per_token"] = model_flops_per_token(cfg, w, spec["seq_len"], predicted, encoder_fraction,
+                                                   pooling if w in ("finetune", "infer") else None)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {**spec, **row}
 
@@ -348,6 +364,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help=f"timed steps (after {WARMUP} warm-up steps)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dropout", type=float, default=0.0, help="both sides; 0 is transferlab's pretraining default")
+    p.add_argument("--pooling", choices=("mean", "cls"),
+                   help="finetune/infer: our classifier's pooling (default: the library's, mean for encoders); cls "
+                        "is what transformers' BERT classifier reads, so both sides compute the same function")
     p.add_argument("--compile", action="store_true", help="also run transferlab under torch.compile")
     p.add_argument("--no-hf-bf16", action="store_true", help="skip transformers under bf16 autocast")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
@@ -389,7 +408,8 @@ def main() -> None:
             for side, precision, compile_ in sides:
                 spec = dict(model=model, workload=workload, side=side, precision=precision, compile=compile_,
                             steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=vocab,
-                            corpus=a.corpus, threads=a.threads, dropout=a.dropout, clock=a.clock)
+                            corpus=a.corpus, threads=a.threads, dropout=a.dropout, clock=a.clock,
+                            pooling=a.pooling)
                 rows.append(spawn(spec))
             add_ratios(rows, peak)
             for r in rows:
