@@ -127,3 +127,15 @@ def test_inference_weights_leaves_a_weight_tied_to_an_embedding_fp32():
         assert out.weight.dtype == torch.float32
     with inference_weights(model, "fp32"):
         assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_int8_export_of_a_last_token_classifier_runs_the_shortcut():
+    """A decoder classifier (last-token pooling) exported to int8 keeps its packed weights through the
+    one-position last block, and stays within the int8 tolerance the docs state (logits within 0.02 of fp32)."""
+    from transferlab.tasks.quantize import quantize_int8
+
+    model, batch = _classifier("decoder", "last").eval(), _padded_batch()
+    quantized = quantize_int8(model)
+    with torch.no_grad():
+        fp32, int8 = model(batch)["logits"], quantized(batch)["logits"]
+    assert (int8 - fp32).abs().max() < 0.02

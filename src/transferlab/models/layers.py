@@ -145,11 +145,14 @@ class Attention(nn.Module):
         B, T, C = x.shape
         if kv is None:
             q, k, v = self.qkv(x).split(C, dim=-1)
-        else:
+        elif torch.is_tensor(self.qkv.weight):
             w_q, w_kv = self.qkv.weight.split([C, 2 * C], dim=0)
             b_q, b_kv = self.qkv.bias.split([C, 2 * C], dim=0)
             q = F.linear(x, w_q, b_q)
             k, v = F.linear(kv, w_kv, b_kv).split(C, dim=-1)
+        else:  # an int8 export's quantized Linear keeps its weights packed: project both streams whole
+            q = self.qkv(x)[..., :C]
+            k, v = self.qkv(kv)[..., C:].split(C, dim=-1)
         S = k.shape[1]
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
