@@ -214,68 +214,138 @@ def forward_fn(side: str, model):
 # ---------------------------------------------------------------------------------------------------- one run
 
 
+class TrainingRun:
+    """One side's training, a step at a time: ``step`` runs one batch and returns the clock's seconds for it, so
+    sides can run one after another (separate processes) or in lockstep (one process, alternating steps)."""
+
+    def __init__(self, side: str, workload: str, cfg, precision: str, compile_: bool, clock=time.perf_counter,
+                 pooling: str | None = None):
+        self.workload, self.precision, self.clock, self.compile = workload, precision, clock, compile_
+        self.model = build(side, workload, cfg, pooling=pooling)
+        self.model.train()
+        self.step_loss = loss_fn(side, workload, self.model)
+        self.compile_s = 0.0
+        if compile_:
+            t = time.perf_counter()
+            self.step_loss = torch.compile(self.step_loss)
+            self.compile_s = -(time.perf_counter() - t)  # the compile itself happens in the first call, timed below
+        lr = 1e-3 if workload != "finetune" else 1e-4
+        # Each side's optimizer as its users get it: ours from the library, HF's as its Trainer defaults to on
+        # torch >= 2.8 (fused AdamW; weight decay on every parameter).
+        self.opt = (build_optimizer(self.model, lr, weight_decay=0.01) if side == "transferlab"
+                    else torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01, fused=True))
+        self.losses, self.seconds = [], []
+
+    def step(self, b: dict) -> float:
+        ts = self.clock()
+        with autocast(self.precision):
+            loss = self.step_loss(b)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.append(float(loss.detach()))
+        self.seconds.append(self.clock() - ts)
+        return self.seconds[-1]
+
+    def result(self, data: list) -> dict:
+        seconds = sum(self.seconds[WARMUP:])
+        steady = seconds / (len(data) - WARMUP)
+        if self.compile:
+            self.compile_s += self.seconds[0] - steady
+        tokens = sum((b["labels"] if self.workload == "bart" else b["input_ids"]).numel() for b in data[WARMUP:])
+        losses = self.losses
+        return {"tokens_per_s": tokens / seconds, "final_loss": sum(losses[-5:]) / min(5, len(losses)),
+                "losses": losses, "compile_s": self.compile_s,
+                "params": sum(p.numel() for p in self.model.parameters())}
+
+
 def run_training(side: str, workload: str, cfg, data: list, precision: str, compile_: bool,
                  clock=time.perf_counter, pooling: str | None = None) -> dict:
-    model = build(side, workload, cfg, pooling=pooling)
-    model.train()
-    step_loss = loss_fn(side, workload, model)
-    compile_s = 0.0
-    if compile_:
-        t = time.perf_counter()
-        step_loss = torch.compile(step_loss)
-        compile_s = -(time.perf_counter() - t)  # the compile itself happens in the first call, timed below
-    lr = 1e-3 if workload != "finetune" else 1e-4
-    # Each side's optimizer as its users get it: ours from the library, HF's as its Trainer defaults to on
-    # torch >= 2.8 (fused AdamW; weight decay on every parameter).
-    opt = (build_optimizer(model, lr, weight_decay=0.01) if side == "transferlab"
-           else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True))
-    losses, t0, first = [], None, None
-    for i, b in enumerate(data):
-        if i == WARMUP:
-            t0 = clock()
-        ts = clock()
-        with autocast(precision):
-            loss = step_loss(b)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if i == 0:
-            first = clock() - ts
-    seconds = clock() - t0
-    steady = seconds / (len(data) - WARMUP)
-    if compile_:
-        compile_s += first - steady
-    tokens = sum((b["labels"] if workload == "bart" else b["input_ids"]).numel() for b in data[WARMUP:])
-    return {"tokens_per_s": tokens / seconds, "final_loss": sum(losses[-5:]) / min(5, len(losses)),
-            "losses": losses, "compile_s": compile_s, "params": sum(p.numel() for p in model.parameters())}
+    run = TrainingRun(side, workload, cfg, precision, compile_, clock, pooling)
+    for b in data:
+        run.step(b)
+    return run.result(data)
+
+
+class InferenceRun:
+    """One side's classifier inference, a batch at a time (see TrainingRun); ``weights`` is the context the
+    timed calls run in."""
+
+    def __init__(self, side: str, cfg, precision: str, compile_: bool, clock=time.perf_counter,
+                 pooling: str | None = None):
+        self.model = build(side, "finetune", cfg, pooling=pooling).eval()
+        self.forward = forward_fn(side, self.model)
+        if compile_:
+            self.forward = torch.compile(self.forward)
+        self.precision, self.clock = precision, clock
+        # ours as its predict path runs it: bf16 weights held for the whole pass (predict_logits), not cast per call
+        self.weights = (inference_weights(self.model, precision) if side == "transferlab"
+                        else contextlib.nullcontext())
+        self.seconds: dict[int, list[float]] = {}
+
+    def step(self, b: dict, bs: int) -> float:
+        """One forward of ``b``, timed under the batch size ``bs`` it stands for (32: at most 32 rows)."""
+        ts = self.clock()
+        with autocast(self.precision):
+            self.forward(b)
+        self.seconds.setdefault(bs, []).append(self.clock() - ts)
+        return self.seconds[bs][-1]
+
+    def result(self, batches: dict[int, list]) -> dict:
+        out = {}
+        for bs, timed in batches.items():
+            seconds = sum(self.seconds[bs][WARMUP:])
+            out[f"batch{bs}_ms"] = 1000 * seconds / len(timed[WARMUP:])
+            if bs == 32:
+                out["tokens_per_s"] = sum(b["input_ids"].numel() for b in timed[WARMUP:]) / seconds
+        return out
+
+
+def inference_batches(data: list) -> dict[int, list]:
+    return {bs: [{k: v[:bs] for k, v in b.items()} for b in data] for bs in (1, 32)}
 
 
 def run_inference(side: str, cfg, data: list, precision: str, compile_: bool, clock=time.perf_counter,
                   pooling: str | None = None) -> dict:
-    model = build(side, "finetune", cfg, pooling=pooling).eval()
-    forward = forward_fn(side, model)
-    if compile_:
-        forward = torch.compile(forward)
-    out = {}
-    # ours as its predict path runs it: bf16 weights held for the whole pass (predict_logits), not cast per call
-    weights = inference_weights(model, precision) if side == "transferlab" else contextlib.nullcontext()
-    with torch.inference_mode(), weights:
-        for bs in (1, 32):
-            batches = [{k: v[:bs] for k, v in b.items()} for b in data]
-            for b in batches[:WARMUP]:
-                with autocast(precision):
-                    forward(b)
-            t0 = clock()
-            for b in batches[WARMUP:]:
-                with autocast(precision):
-                    forward(b)
-            seconds = clock() - t0
-            out[f"batch{bs}_ms"] = 1000 * seconds / len(batches[WARMUP:])
-            if bs == 32:
-                out["tokens_per_s"] = sum(b["input_ids"].numel() for b in batches[WARMUP:]) / seconds
-    return out
+    run = InferenceRun(side, cfg, precision, compile_, clock, pooling)
+    batches = inference_batches(data)
+    with torch.inference_mode(), run.weights:
+        for bs, bs_batches in batches.items():
+            for b in bs_batches:
+                run.step(b, bs)
+    return run.result(batches)
+
+
+def run_lockstep(specs: list[dict]) -> list[dict]:
+    """Every side of one workload in this process, a step of each in turn, each timed on its own: a change in
+    the machine's load then falls on every side alike (peak RSS is the process's, so not reported per side)."""
+    spec = specs[0]
+    torch.set_num_threads(spec["threads"])
+    configure_cpu()
+    w, clock = spec["workload"], CLOCKS[spec.get("clock", "wall")]
+    cfg = config(spec["model"], w, spec["vocab_size"], spec["seq_len"], spec["dropout"])
+    data = workload_batches(w, spec["steps"] + WARMUP, spec["batch_size"], spec["seq_len"], spec["vocab_size"],
+                            spec["corpus"])
+    rows = []
+    if w == "infer":
+        runs = [InferenceRun(s["side"], cfg, s["precision"], s["compile"], clock, s.get("pooling")) for s in specs]
+        batches = inference_batches(data)
+        with torch.inference_mode(), contextlib.ExitStack() as held:
+            for run in runs:
+                held.enter_context(run.weights)
+            for bs, bs_batches in batches.items():
+                for b in bs_batches:
+                    for run in runs:
+                        run.step(b, bs)
+        rows = [run.result(batches) for run in runs]
+    else:
+        runs = [TrainingRun(s["side"], w, cfg, s["precision"], s["compile"], clock, s.get("pooling")) for s in specs]
+        for b in data:
+            for run in runs:
+                run.step(b)
+        rows = [run.result(data) for run in runs]
+    return [{**s, **describe(s, cfg, data, row), "peak_rss_mb": float("nan")} for s, row in zip(specs, rows)]
 
 
 def child(spec: dict) -> dict:
@@ -291,6 +361,14 @@ def child(spec: dict) -> dict:
         row = run_inference(spec["side"], cfg, data, spec["precision"], spec["compile"], clock, pooling)
     else:
         row = run_training(spec["side"], w, cfg, data, spec["precision"], spec["compile"], clock, pooling)
+    row = describe(spec, cfg, data, row)
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {**spec, **row}
+
+
+def describe(spec: dict, cfg, data: list, row: dict) -> dict:
+    """``row`` with the model FLOPs per token of its workload (what MFU is computed from)."""
+    w = spec["workload"]
     if w == "mlm":
         predicted = sum(int((b["labels"] != -100).sum()) for b in data) / sum(b["input_ids"].numel() for b in data)
     else:
@@ -298,10 +376,9 @@ def child(spec: dict) -> dict:
     encoder_fraction = 1.0
     if w == "bart":
         encoder_fraction = sum(int(b["attention"].sum()) for b in data) / sum(b["labels"].numel() for b in data)
-    row["flops_per_token"] = model_flops_per_token(cfg, w, spec["seq_len"], predicted, encoder_fraction,
-                                                   pooling if w in ("finetune", "infer") else None)
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**spec, **row}
+    pooling = spec.get("pooling") if w in ("finetune", "infer") else None
+    return {**row, "flops_per_token": model_flops_per_token(cfg, w, spec["seq_len"], predicted, encoder_fraction,
+                                                            pooling)}
 
 
 BASELINES = {"bf16": "vs_hf_bf16", "fp32": "vs_hf_fp32"}  # transformers' precision -> ratio key suffix
@@ -340,7 +417,8 @@ def format_row(r: dict) -> str:
             + compiled)
 
 
-def spawn(spec: dict) -> dict:
+def spawn(spec: dict | list[dict]) -> dict | list[dict]:
+    """Run one side (a spec) or every side in lockstep (a list of specs) in a child process; its row(s)."""
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed for {spec}:\n{proc.stderr[-3000:]}")
@@ -352,7 +430,8 @@ def spawn(spec: dict) -> dict:
 
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(child(json.loads(sys.argv[2]))))
+        spec = json.loads(sys.argv[2])
+        print(json.dumps(run_lockstep(spec) if isinstance(spec, list) else child(spec)))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="mini", help="comma-separated presets, e.g. mini,small")
@@ -371,6 +450,9 @@ def main() -> None:
     p.add_argument("--no-hf-bf16", action="store_true", help="skip transformers under bf16 autocast")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: the process's CPU time (with --threads 1, on a shared machine)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="run every side of a workload in one process, a step of each in turn (a changing load on a "
+                        "shared machine falls on all alike; no per-side peak RSS)")
     p.add_argument("--json", help="also write every result (with per-step losses) here")
     a = p.parse_args()
     if a.clock == "cpu" and a.threads != 1:
@@ -404,13 +486,11 @@ def main() -> None:
     results = []
     for model in a.models.split(","):
         for workload in a.workloads.split(","):
-            rows = []
-            for side, precision, compile_ in sides:
-                spec = dict(model=model, workload=workload, side=side, precision=precision, compile=compile_,
-                            steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=vocab,
-                            corpus=a.corpus, threads=a.threads, dropout=a.dropout, clock=a.clock,
-                            pooling=a.pooling)
-                rows.append(spawn(spec))
+            specs = [dict(model=model, workload=workload, side=side, precision=precision, compile=compile_,
+                          steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=vocab,
+                          corpus=a.corpus, threads=a.threads, dropout=a.dropout, clock=a.clock, pooling=a.pooling)
+                     for side, precision, compile_ in sides]
+            rows = spawn(specs) if a.lockstep else [spawn(spec) for spec in specs]
             add_ratios(rows, peak)
             for r in rows:
                 print(format_row(r), flush=True)
