@@ -19,17 +19,22 @@ process of its own, so the RSS is that configuration's alone. Inference also get
     python benchmarks/throughput.py --models mini,small --workloads mlm,clm
     python benchmarks/throughput.py --workloads mlm,clm --steps 200 --corpus runs/real2/corpus   # equal-steps loss
     python benchmarks/throughput.py --compile                        # also transferlab under torch.compile
+    python benchmarks/throughput.py --workloads finetune,infer --pooling cls   # the classifier transformers has
 
 transferlab runs as a user gets it (precision "auto": bf16 autocast where the CPU has AMX/AVX512-BF16, sparse
 MLM head, chunked cross-entropy, SDPA); `transformers` runs under the same bf16 autocast (the baseline) and in its
 default fp32 (the second column). Both sides use BERT's LM-head transform for MLM and a tied, bias-free head for CLM,
-so the architectures are identical. BART's tokens are the clean tokens reconstructed (the decoder's targets), as
+so the architectures are identical. The classifier (finetune, infer) pools as the library does by default (the mean of
+the tokens for an encoder); ``--pooling cls`` reads [CLS] through BERT's pooler as `transformers` does, and then our
+last block computes that position alone. Our inference runs as ``predict_logits`` does: bf16 weights held for the
+whole pass instead of autocast's cast on every call. BART's tokens are the clean tokens reconstructed (the decoder's targets), as
 pretraining counts them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -46,7 +51,7 @@ from transferlab.models import build_backbone, preset  # noqa: E402
 from transferlab.objectives import BartCorruption, CausalLM, DenoisingLM, MaskedLM, MLMCorruption  # noqa: E402
 from transferlab.objectives.classification import SequenceClassifier  # noqa: E402
 from transferlab.training.optim import build_optimizer  # noqa: E402
-from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
+from transferlab.training.precision import autocast, configure_cpu, inference_weights, resolve_precision  # noqa: E402
 
 WORKLOADS = ("mlm", "clm", "bart", "finetune", "infer")
 SENTENCE_END = 7  # synthetic ids: the most frequent Zipfian id ends a sentence (about one token in ten)
@@ -76,12 +81,15 @@ def config(model: str, workload: str, vocab: int, seq_len: int, dropout: float):
 
 
 def model_flops_per_token(cfg, workload: str, seq_len: int, predicted_fraction: float,
-                          encoder_fraction: float = 1.0) -> float:
+                          encoder_fraction: float = 1.0, pooling: str | None = None) -> float:
     """FLOPs one token needs (forward + backward = 3x forward; forward only for inference): 2 per weight in the
     blocks, 4·T·d per layer for attention scores and values, and the vocabulary projection only for the tokens
     that are predicted (all of them in CLM and BART, the masked ones in MLM). Counted the same for both sides.
     BART's token is a decoder target; its encoder reads ``encoder_fraction`` tokens per target (infilling shortens
-    the input), and each decoder layer adds cross-attention (q/o per target, k/v per encoder token)."""
+    the input), and each decoder layer adds cross-attention (q/o per target, k/v per encoder token). A classifier
+    pooling one position ("cls": the only one `transformers`' BERT classifier reads) needs only keys and values of
+    the last block at every token, the rest of that block once per sequence: counted so on both sides, as MLM's
+    vocabulary projection is (the side that computes the rest does work the prediction never reads)."""
     d, L = cfg.d_model, cfg.n_layer
     block = L * (4 * d * d + 2 * d * cfg.d_ff)
     forward = 2 * block + L * 4 * seq_len * d
@@ -95,6 +103,9 @@ def model_flops_per_token(cfg, workload: str, seq_len: int, predicted_fraction: 
         forward += predicted_fraction * 2 * (d * cfg.vocab_size + d * d)
     elif workload == "clm":
         forward += 2 * d * cfg.vocab_size
+    elif pooling in ("cls", "last"):
+        per_layer = 2 * (4 * d * d + 2 * d * cfg.d_ff) + 4 * seq_len * d
+        forward += 2 * 2 * d * d + (2 * (2 * d * d + 2 * d * cfg.d_ff) + 4 * seq_len * d) / seq_len - per_layer
     return forward if workload == "infer" else 3 * forward
 
 
@@ -145,7 +156,7 @@ def workload_batches(workload: str, n: int, batch: int, seq_len: int, vocab: int
 # ---------------------------------------------------------------------------------------------------- models
 
 
-def build(side: str, workload: str, cfg, num_labels: int = 2):
+def build(side: str, workload: str, cfg, num_labels: int = 2, pooling: str | None = None):
     torch.manual_seed(0)
     if side == "transferlab":
         if workload == "mlm":
@@ -154,7 +165,7 @@ def build(side: str, workload: str, cfg, num_labels: int = 2):
             return CausalLM(build_backbone(cfg))
         if workload == "bart":
             return DenoisingLM(build_backbone(cfg))
-        return SequenceClassifier(build_backbone(cfg), num_labels)
+        return SequenceClassifier(build_backbone(cfg), num_labels, pooling=pooling)
     from transferlab.compat import import_torchvision
 
     import_torchvision()  # transformers imports torchvision when installed; PyPI's fails beside the CPU torch
@@ -203,65 +214,141 @@ def forward_fn(side: str, model):
 # ---------------------------------------------------------------------------------------------------- one run
 
 
-def run_training(side: str, workload: str, cfg, data: list, precision: str, compile_: bool,
-                 clock=time.perf_counter) -> dict:
-    model = build(side, workload, cfg)
-    model.train()
-    step_loss = loss_fn(side, workload, model)
-    compile_s = 0.0
-    if compile_:
-        t = time.perf_counter()
-        step_loss = torch.compile(step_loss)
-        compile_s = -(time.perf_counter() - t)  # the compile itself happens in the first call, timed below
-    lr = 1e-3 if workload != "finetune" else 1e-4
-    # Each side's optimizer as its users get it: ours from the library, HF's as its Trainer defaults to on
-    # torch >= 2.8 (fused AdamW; weight decay on every parameter).
-    opt = (build_optimizer(model, lr, weight_decay=0.01) if side == "transferlab"
-           else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True))
-    losses, t0, first = [], None, None
-    for i, b in enumerate(data):
-        if i == WARMUP:
-            t0 = clock()
-        ts = clock()
-        with autocast(precision):
-            loss = step_loss(b)
+class TrainingRun:
+    """One side's training, a step at a time: ``step`` runs one batch and returns the clock's seconds for it, so
+    sides can run one after another (separate processes) or in lockstep (one process, alternating steps)."""
+
+    def __init__(self, side: str, workload: str, cfg, precision: str, compile_: bool, clock=time.perf_counter,
+                 pooling: str | None = None):
+        self.workload, self.precision, self.clock, self.compile = workload, precision, clock, compile_
+        self.model = build(side, workload, cfg, pooling=pooling)
+        self.model.train()
+        self.step_loss = loss_fn(side, workload, self.model)
+        self.compile_s = 0.0
+        if compile_:
+            t = time.perf_counter()
+            self.step_loss = torch.compile(self.step_loss)
+            self.compile_s = -(time.perf_counter() - t)  # the compile itself happens in the first call, timed below
+        lr = 1e-3 if workload != "finetune" else 1e-4
+        # Each side's optimizer as its users get it: ours from the library, HF's as its Trainer defaults to on
+        # torch >= 2.8 (fused AdamW; weight decay on every parameter).
+        self.opt = (build_optimizer(self.model, lr, weight_decay=0.01) if side == "transferlab"
+                    else torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01, fused=True))
+        self.losses, self.seconds = [], []
+
+    def step(self, b: dict) -> float:
+        ts = self.clock()
+        with autocast(self.precision):
+            loss = self.step_loss(b)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if i == 0:
-            first = clock() - ts
-    seconds = clock() - t0
-    steady = seconds / (len(data) - WARMUP)
-    if compile_:
-        compile_s += first - steady
-    tokens = sum((b["labels"] if workload == "bart" else b["input_ids"]).numel() for b in data[WARMUP:])
-    return {"tokens_per_s": tokens / seconds, "final_loss": sum(losses[-5:]) / min(5, len(losses)),
-            "losses": losses, "compile_s": compile_s, "params": sum(p.numel() for p in model.parameters())}
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.append(float(loss.detach()))
+        self.seconds.append(self.clock() - ts)
+        return self.seconds[-1]
+
+    def result(self, data: list) -> dict:
+        seconds = sum(self.seconds[WARMUP:])
+        steady = seconds / (len(data) - WARMUP)
+        if self.compile:
+            self.compile_s += self.seconds[0] - steady
+        tokens = sum((b["labels"] if self.workload == "bart" else b["input_ids"]).numel() for b in data[WARMUP:])
+        losses = self.losses
+        return {"tokens_per_s": tokens / seconds, "final_loss": sum(losses[-5:]) / min(5, len(losses)),
+                "losses": losses, "compile_s": self.compile_s,
+                "params": sum(p.numel() for p in self.model.parameters())}
 
 
-def run_inference(side: str, cfg, data: list, precision: str, compile_: bool, clock=time.perf_counter) -> dict:
-    model = build(side, "finetune", cfg).eval()
-    forward = forward_fn(side, model)
-    if compile_:
-        forward = torch.compile(forward)
-    out = {}
-    with torch.inference_mode():
-        for bs in (1, 32):
-            batches = [{k: v[:bs] for k, v in b.items()} for b in data]
-            for b in batches[:WARMUP]:
-                with autocast(precision):
-                    forward(b)
-            t0 = clock()
-            for b in batches[WARMUP:]:
-                with autocast(precision):
-                    forward(b)
-            seconds = clock() - t0
-            out[f"batch{bs}_ms"] = 1000 * seconds / len(batches[WARMUP:])
+def run_training(side: str, workload: str, cfg, data: list, precision: str, compile_: bool,
+                 clock=time.perf_counter, pooling: str | None = None) -> dict:
+    run = TrainingRun(side, workload, cfg, precision, compile_, clock, pooling)
+    for b in data:
+        run.step(b)
+    return run.result(data)
+
+
+class InferenceRun:
+    """One side's classifier inference, a batch at a time (see TrainingRun); ``weights`` is the context the
+    timed calls run in."""
+
+    def __init__(self, side: str, cfg, precision: str, compile_: bool, clock=time.perf_counter,
+                 pooling: str | None = None):
+        self.model = build(side, "finetune", cfg, pooling=pooling).eval()
+        self.forward = forward_fn(side, self.model)
+        if compile_:
+            self.forward = torch.compile(self.forward)
+        self.precision, self.clock = precision, clock
+        # ours as its predict path runs it: bf16 weights held for the whole pass (predict_logits), not cast per call
+        self.weights = (inference_weights(self.model, precision) if side == "transferlab"
+                        else contextlib.nullcontext())
+        self.seconds: dict[int, list[float]] = {}
+
+    def step(self, b: dict, bs: int) -> float:
+        """One forward of ``b``, timed under the batch size ``bs`` it stands for (32: at most 32 rows)."""
+        ts = self.clock()
+        with autocast(self.precision):
+            self.forward(b)
+        self.seconds.setdefault(bs, []).append(self.clock() - ts)
+        return self.seconds[bs][-1]
+
+    def result(self, batches: dict[int, list]) -> dict:
+        out = {}
+        for bs, timed in batches.items():
+            seconds = sum(self.seconds[bs][WARMUP:])
+            out[f"batch{bs}_ms"] = 1000 * seconds / len(timed[WARMUP:])
             if bs == 32:
-                out["tokens_per_s"] = sum(b["input_ids"].numel() for b in batches[WARMUP:]) / seconds
-    return out
+                out["tokens_per_s"] = sum(b["input_ids"].numel() for b in timed[WARMUP:]) / seconds
+        return out
+
+
+def inference_batches(data: list) -> dict[int, list]:
+    """Batch size -> its batches: the first 32 rows of each batch, and every row on its own for batch 1 (a call
+    of ~25 ms, timed over only as many calls as steps, moved by a third between runs on a shared core)."""
+    rows = [{k: v[i:i + 1] for k, v in b.items()} for b in data for i in range(b["input_ids"].shape[0])]
+    return {1: rows, 32: [{k: v[:32] for k, v in b.items()} for b in data]}
+
+
+def run_inference(side: str, cfg, data: list, precision: str, compile_: bool, clock=time.perf_counter,
+                  pooling: str | None = None) -> dict:
+    run = InferenceRun(side, cfg, precision, compile_, clock, pooling)
+    batches = inference_batches(data)
+    with torch.inference_mode(), run.weights:
+        for bs, bs_batches in batches.items():
+            for b in bs_batches:
+                run.step(b, bs)
+    return run.result(batches)
+
+
+def run_lockstep(specs: list[dict]) -> list[dict]:
+    """Every side of one workload in this process, a step of each in turn, each timed on its own: a change in
+    the machine's load then falls on every side alike (peak RSS is the process's, so not reported per side)."""
+    spec = specs[0]
+    torch.set_num_threads(spec["threads"])
+    configure_cpu()
+    w, clock = spec["workload"], CLOCKS[spec.get("clock", "wall")]
+    cfg = config(spec["model"], w, spec["vocab_size"], spec["seq_len"], spec["dropout"])
+    data = workload_batches(w, spec["steps"] + WARMUP, spec["batch_size"], spec["seq_len"], spec["vocab_size"],
+                            spec["corpus"])
+    rows = []
+    if w == "infer":
+        runs = [InferenceRun(s["side"], cfg, s["precision"], s["compile"], clock, s.get("pooling")) for s in specs]
+        batches = inference_batches(data)
+        with torch.inference_mode(), contextlib.ExitStack() as held:
+            for run in runs:
+                held.enter_context(run.weights)
+            for bs, bs_batches in batches.items():
+                for b in bs_batches:
+                    for run in runs:
+                        run.step(b, bs)
+        rows = [run.result(batches) for run in runs]
+    else:
+        runs = [TrainingRun(s["side"], w, cfg, s["precision"], s["compile"], clock, s.get("pooling")) for s in specs]
+        for b in data:
+            for run in runs:
+                run.step(b)
+        rows = [run.result(data) for run in runs]
+    return [{**s, **describe(s, cfg, data, row), "peak_rss_mb": float("nan")} for s, row in zip(specs, rows)]
 
 
 def child(spec: dict) -> dict:
@@ -272,10 +359,19 @@ def child(spec: dict) -> dict:
     cfg = config(spec["model"], w, spec["vocab_size"], spec["seq_len"], spec["dropout"])
     data = workload_batches(w, spec["steps"] + WARMUP, spec["batch_size"], spec["seq_len"], spec["vocab_size"],
                             spec["corpus"])
+    pooling = spec.get("pooling")
     if w == "infer":
-        row = run_inference(spec["side"], cfg, data, spec["precision"], spec["compile"], clock)
+        row = run_inference(spec["side"], cfg, data, spec["precision"], spec["compile"], clock, pooling)
     else:
-        row = run_training(spec["side"], w, cfg, data, spec["precision"], spec["compile"], clock)
+        row = run_training(spec["side"], w, cfg, data, spec["precision"], spec["compile"], clock, pooling)
+    row = describe(spec, cfg, data, row)
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {**spec, **row}
+
+
+def describe(spec: dict, cfg, data: list, row: dict) -> dict:
+    """``row`` with the model FLOPs per token of its workload (what MFU is computed from)."""
+    w = spec["workload"]
     if w == "mlm":
         predicted = sum(int((b["labels"] != -100).sum()) for b in data) / sum(b["input_ids"].numel() for b in data)
     else:
@@ -283,9 +379,9 @@ def child(spec: dict) -> dict:
     encoder_fraction = 1.0
     if w == "bart":
         encoder_fraction = sum(int(b["attention"].sum()) for b in data) / sum(b["labels"].numel() for b in data)
-    row["flops_per_token"] = model_flops_per_token(cfg, w, spec["seq_len"], predicted, encoder_fraction)
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**spec, **row}
+    pooling = spec.get("pooling") if w in ("finetune", "infer") else None
+    return {**row, "flops_per_token": model_flops_per_token(cfg, w, spec["seq_len"], predicted, encoder_fraction,
+                                                            pooling)}
 
 
 BASELINES = {"bf16": "vs_hf_bf16", "fp32": "vs_hf_fp32"}  # transformers' precision -> ratio key suffix
@@ -324,7 +420,8 @@ def format_row(r: dict) -> str:
             + compiled)
 
 
-def spawn(spec: dict) -> dict:
+def spawn(spec: dict | list[dict]) -> dict | list[dict]:
+    """Run one side (a spec) or every side in lockstep (a list of specs) in a child process; its row(s)."""
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed for {spec}:\n{proc.stderr[-3000:]}")
@@ -336,7 +433,8 @@ def spawn(spec: dict) -> dict:
 
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(child(json.loads(sys.argv[2]))))
+        spec = json.loads(sys.argv[2])
+        print(json.dumps(run_lockstep(spec) if isinstance(spec, list) else child(spec)))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="mini", help="comma-separated presets, e.g. mini,small")
@@ -348,10 +446,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help=f"timed steps (after {WARMUP} warm-up steps)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dropout", type=float, default=0.0, help="both sides; 0 is transferlab's pretraining default")
+    p.add_argument("--pooling", choices=("mean", "cls"),
+                   help="finetune/infer: our classifier's pooling (default: the library's, mean for encoders); cls "
+                        "is what transformers' BERT classifier reads, so both sides compute the same function")
     p.add_argument("--compile", action="store_true", help="also run transferlab under torch.compile")
     p.add_argument("--no-hf-bf16", action="store_true", help="skip transformers under bf16 autocast")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: the process's CPU time (with --threads 1, on a shared machine)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="run every side of a workload in one process, a step of each in turn (a changing load on a "
+                        "shared machine falls on all alike; no per-side peak RSS)")
     p.add_argument("--json", help="also write every result (with per-step losses) here")
     a = p.parse_args()
     if a.clock == "cpu" and a.threads != 1:
@@ -385,12 +489,11 @@ def main() -> None:
     results = []
     for model in a.models.split(","):
         for workload in a.workloads.split(","):
-            rows = []
-            for side, precision, compile_ in sides:
-                spec = dict(model=model, workload=workload, side=side, precision=precision, compile=compile_,
-                            steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=vocab,
-                            corpus=a.corpus, threads=a.threads, dropout=a.dropout, clock=a.clock)
-                rows.append(spawn(spec))
+            specs = [dict(model=model, workload=workload, side=side, precision=precision, compile=compile_,
+                          steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, vocab_size=vocab,
+                          corpus=a.corpus, threads=a.threads, dropout=a.dropout, clock=a.clock, pooling=a.pooling)
+                     for side, precision, compile_ in sides]
+            rows = spawn(specs) if a.lockstep else [spawn(spec) for spec in specs]
             add_ratios(rows, peak)
             for r in rows:
                 print(format_row(r), flush=True)

@@ -45,6 +45,25 @@ def test_every_workload_runs_on_both_sides(workload):
         assert all(math.isfinite(x) for x in ours + theirs)
 
 
+@pytest.mark.parametrize("workload", ["finetune", "infer"])
+def test_lockstep_runs_every_side_in_one_process(workload):
+    """--lockstep: every side of a workload alternates steps in one process; each gets its own timing and the
+    one-position classifier (--pooling cls) its own FLOP count."""
+    pytest.importorskip("transformers")
+    spec = dict(model="tiny", workload=workload, compile=False, steps=1, batch_size=4, seq_len=32, vocab_size=500,
+                corpus=None, threads=1, dropout=0.0, pooling="cls")
+    rows = throughput.run_lockstep([dict(spec, side="transferlab", precision="fp32"),
+                                    dict(spec, side="transformers", precision="fp32")])
+    assert [r["side"] for r in rows] == ["transferlab", "transformers"]
+    assert all(r["tokens_per_s"] > 0 and math.isnan(r["peak_rss_mb"]) for r in rows)
+    full = throughput.model_flops_per_token(throughput.config("tiny", workload, 500, 32, 0.0), workload, 32, 1.0)
+    assert rows[0]["flops_per_token"] < full
+    if workload == "finetune":
+        assert all(len(r["losses"]) == 1 + throughput.WARMUP for r in rows)
+    else:
+        assert all(r["batch1_ms"] > 0 and r["batch32_ms"] > 0 for r in rows)
+
+
 def test_self_supervised_benchmark_runs_every_method_on_every_side():
     """SimCLR, BYOL and MAE, ours and the plain steps (and MAE encoding all patches): a smoke test, not a timing."""
     rows = self_supervised.bench(["simclr", "byol", "mae"], batch_size=4, steps=1, resnet="resnet-tiny",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..data.batches import EncodedExamples, in_order
-from ..training.precision import autocast, resolve_precision
+from ..training.precision import autocast, inference_weights, resolve_precision
 from .metrics import compute_metrics
 
 
@@ -55,10 +55,11 @@ def predict_logits(module, examples: EncodedExamples, batch_size: int = 64, prec
         precision = "fp32"
     precision = resolve_precision(precision, device)
     outs = []
-    for batch in in_order(examples, batch_size):
-        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        with autocast(precision, device):
-            outs.append(module(batch)["logits"].float().cpu())
+    with inference_weights(module, precision):
+        for batch in in_order(examples, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+            with autocast(precision, device):
+                outs.append(module(batch)["logits"].float().cpu())
     return torch.cat(outs)
 
 

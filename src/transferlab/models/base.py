@@ -57,6 +57,12 @@ class Backbone(nn.Module):
     def features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
+    def features_for(self, batch: dict, pooling: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``features(batch)`` as a head pooling by ``pooling`` needs it. A backbone may return less than every
+        position when the head reads less (text backbones: the pooled position alone, (B, 1, C) with attention
+        None, for "cls" and "last"); ``pool`` then reads the same vector it would from the full output."""
+        return self.features(batch)
+
     def count(self, batch: dict) -> int:
         raise NotImplementedError
 
@@ -79,6 +85,24 @@ class TextBackbone(Backbone):
     def features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention = batch.get("attention")
         return self(batch["input_ids"], attention=attention, token_type_ids=batch.get("token_type_ids")), attention
+
+    # Whether forward() takes ``select=`` (one position per row computed in the last block): Encoder, Decoder.
+    selects_positions = False
+
+    def features_for(self, batch: dict, pooling: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """With "cls" or "last" pooling a backbone that ``selects_positions`` computes its last block at the
+        pooled position alone: (B, 1, C) and attention None, which ``pool`` reads as the same vector."""
+        if pooling not in ("cls", "last") or not self.selects_positions:
+            return self.features(batch)
+        input_ids, attention = batch["input_ids"], batch.get("attention")
+        if pooling == "cls":
+            index = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        elif attention is None:
+            index = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+        else:  # the last real token under right padding, as pool() finds it
+            index = attention.long().sum(1).clamp(min=1) - 1
+        hidden = self(input_ids, attention=attention, token_type_ids=batch.get("token_type_ids"), select=index)
+        return hidden, None
 
     def count(self, batch: dict) -> int:
         return batch["input_ids"].numel()

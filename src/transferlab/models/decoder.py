@@ -10,10 +10,12 @@ from torch import nn
 
 from .base import TextBackbone
 from .config import ModelConfig
-from .layers import Block, Dropout, KVCache, init_weights, rotary
+from .layers import Block, Dropout, KVCache, block_at, init_weights, rotary
 
 
 class Decoder(TextBackbone):
+    selects_positions = True
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -35,15 +37,20 @@ class Decoder(TextBackbone):
 
     def forward(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, cache: list[KVCache] | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, cache: list[KVCache] | None = None,
+                select: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> hidden (B, T, C).
 
         Sequences are right-padded, so the causal pattern alone keeps real tokens from seeing padding;
         ``attention`` is accepted for interface symmetry and ``token_type_ids`` ignored (GPT has none).
         ``cache`` (one ``KVCache`` per layer, from ``new_cache``) makes the call incremental: the new tokens
         attend to every cached position. Without ``mask`` they are taken to follow the cached ones unpadded;
-        with padding, pass per-row ``positions`` and a (B, 1, T, past + T) ``mask``.
+        with padding, pass per-row ``positions`` and a (B, 1, T, past + T) ``mask``. ``select`` (B,) index: only
+        that position of each row is wanted (a classifier's last token), so the last block computes it alone
+        (``layers.block_at``) -> hidden (B, 1, C); not with ``mask`` or ``cache``.
         """
+        if select is not None and (mask is not None or cache is not None):
+            raise ValueError("select= works on the causal pattern alone: pass neither `mask` nor `cache` with it")
         T = input_ids.shape[1]
         past = 0 if cache is None else cache[0].length
         if positions is None:
@@ -56,8 +63,10 @@ class Decoder(TextBackbone):
             x = x + self.wpe(positions)
         x = self.drop(x)
         r = rotary(self.config, positions)
-        for i, block in enumerate(self.h):
+        for i, block in enumerate(self.h if select is None else self.h[:-1]):
             x = block(x, mask=mask, is_causal=mask is None, cache=None if cache is None else cache[i], rope=r)
+        if select is not None:
+            x = block_at(self.h[-1], x, select, causal=True, rope=r)
         return self.ln_f(x)
 
     def new_cache(self, capacity: int | None = None) -> list[KVCache]:

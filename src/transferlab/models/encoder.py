@@ -9,10 +9,12 @@ from torch import nn
 
 from .base import TextBackbone
 from .config import ModelConfig
-from .layers import Block, Dropout, init_weights, padding_mask, rotary
+from .layers import Block, Dropout, block_at, init_weights, padding_mask, rotary
 
 
 class Encoder(TextBackbone):
+    selects_positions = True
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -43,15 +45,20 @@ class Encoder(TextBackbone):
 
     def forward(self, input_ids: torch.Tensor, attention: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, select: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> hidden (B, T, C). ``attention`` is the (B, T) padding mask; ``mask`` an arbitrary
-        (B|1, 1|nh, T, T) bool attention pattern that replaces it."""
+        (B|1, 1|nh, T, T) bool attention pattern that replaces it. ``select`` (B,) index: only that position of
+        each row is wanted, so the last block computes it alone (``layers.block_at``) -> hidden (B, 1, C)."""
+        if select is not None and mask is not None:
+            raise ValueError("select= needs the padding mask `attention`, not an arbitrary `mask`")
         if mask is None:
             mask = padding_mask(attention)
         x = self.embed(input_ids, positions, token_type_ids)
         r = rotary(self.config, self._positions(input_ids, positions))
-        for block in self.h:
+        for block in self.h if select is None else self.h[:-1]:
             x = block(x, mask=mask, rope=r)
+        if select is not None:
+            x = block_at(self.h[-1], x, select, mask, rope=r)
         return self.ln_f(x)
 
     def two_stream(self, input_ids: torch.Tensor, content_mask: torch.Tensor, query: torch.Tensor,

@@ -34,7 +34,8 @@ class SequenceClassifier(TaskModule):
                 "pooling": self.heads["classifier"].pooling}
 
     def forward(self, batch: dict) -> dict:
-        hidden, attention = self.backbone.features(batch)
+        # the head reads one position with "cls"/"last" pooling: the backbone may skip the rest of its last block
+        hidden, attention = self.backbone.features_for(batch, self.heads["classifier"].pooling)
         logits = self.heads["classifier"](hidden, attention).float()
         out = {"logits": logits}
         if "labels" in batch:
