@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import throughput  # noqa: E402  (the HF models, built as the throughput benchmark builds them)
 from transferlab.errors import UserError  # noqa: E402
-from transferlab.recipes.pretrain import PretrainConfig, _text_setup, pretrain  # noqa: E402
+from transferlab.recipes.pretrain import PretrainConfig, pretrain, text_setup  # noqa: E402
 from transferlab.training.callbacks import Callback  # noqa: E402
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
 
@@ -234,7 +234,7 @@ def race(corpus: str, objective: str = "mlm", model: str = DEFAULTS.model, targe
                              progress=not quiet)
         # The recipe's own data and evaluation, built a second time for the peer: the same seeded batch stream,
         # corruption and held-out batches our run trains and is scored on.
-        setup = _text_setup(cfg)
+        setup = text_setup(cfg)
         data = setup.batches(batch_size, 0, 1)
         vocab = setup.inputs.vocab_size
         hf_cfg = throughput.config(model, objective, vocab, seq_len, hf_dropout)

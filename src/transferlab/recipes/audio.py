@@ -19,13 +19,13 @@ MAX_HELDOUT = 500
 
 
 def audio_setup(cfg):
-    """The ``_Setup`` (module, inputs, batches, evaluation, summary, record) of an audio objective run."""
+    """The ``PretrainSetup`` (module, inputs, batches, evaluation, summary, record) of an audio objective run."""
     from ..data.audio import parse_mel, read_audio
     from ..data.batches import FrameCrops
     from ..evaluation.predict import evaluate_lm
     from ..inputs.audio import AudioInputs
     from ..models import audio_preset, build_backbone
-    from .pretrain import _Setup
+    from .pretrain import PretrainSetup
 
     objective = AUDIO_OBJECTIVES[cfg.objective]
     other = {"corpus": cfg.corpus, "augment": cfg.augment, "image_size": cfg.image_size, "family": cfg.family,
@@ -69,4 +69,4 @@ def audio_setup(cfg):
                   "an evaluation set"))
     record = {"data": str(cfg.data), "mel": settings.to_dict(), "seq_len": cfg.seq_len, "noise": noise,
               "mask_prob": getattr(corruption, "mask_prob", None), "train_hours": round(train.hours, 4)}
-    return _Setup(module, inputs, batches, evaluate, summary, record)
+    return PretrainSetup(module, inputs, batches, evaluate, summary, record)

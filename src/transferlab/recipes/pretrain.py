@@ -80,7 +80,7 @@ def _check_family(cfg: PretrainConfig, family: str) -> None:
 
 
 @dataclass
-class _Setup:
+class PretrainSetup:
     """What a modality's set-up gives the common part of ``pretrain``: the module, its preprocessor, how to make
     the training batches of this rank, how to evaluate, a line for the log, and what config.json records."""
 
@@ -113,7 +113,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
 
         setup = audio_setup(cfg)
     else:
-        setup = _text_setup(cfg) if kind == "text" else _image_setup(cfg)
+        setup = text_setup(cfg) if kind == "text" else image_setup(cfg)
     resuming = _check_run_dir(cfg, resume, overwrite)
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     out = Path(cfg.out)
@@ -137,7 +137,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
     return out / "final"
 
 
-def _text_setup(cfg: PretrainConfig) -> _Setup:
+def text_setup(cfg: PretrainConfig) -> PretrainSetup:
+    """The module, tokenizer, batches and held-out evaluation ``pretrain`` builds for a text objective. Public so that
+    a benchmark can train another implementation on exactly these batches and score it the same way
+    (benchmarks/time_to_quality.py)."""
     family, module_cls, corruption_factory = OBJECTIVES[cfg.objective]
     _check_family(cfg, family)
     if cfg.data or cfg.augment or cfg.image_size:
@@ -178,7 +181,7 @@ def _text_setup(cfg: PretrainConfig) -> _Setup:
 
     summary = (f"{corpus.meta['splits']['train']['tokens']:,} tokens; {cfg.steps} steps of "
                f"{cfg.batch_size}x{cfg.seq_len}")
-    return _Setup(module, tokenizer, batches, evaluate, summary, {"seq_len": cfg.seq_len, "corpus": str(cfg.corpus)})
+    return PretrainSetup(module, tokenizer, batches, evaluate, summary, {"seq_len": cfg.seq_len, "corpus": str(cfg.corpus)})
 
 
 # Held-out split of an image pretraining set, in order of preference (MNIST has test, MedMNIST val and test).
@@ -191,7 +194,7 @@ OPTION_FLAGS = {"temperature": "--temperature", "momentum": "--momentum", "mask_
                 "decoder_layers": "--decoder-layers"}
 
 
-def _image_setup(cfg: PretrainConfig) -> _Setup:
+def image_setup(cfg: PretrainConfig) -> PretrainSetup:
     from ..data.augment import Augment, augment_config
     from ..data.batches import ExampleBatches
     from ..data.images import has_split, read_images
@@ -268,7 +271,7 @@ def _image_setup(cfg: PretrainConfig) -> _Setup:
                   if heldout is not None else "; no held-out split found (val or test)"
                   + ("" if objective.module is not None else ", so no evaluation")))
     record = {"data": str(cfg.data), "augment": augment.cfg.to_dict(), "image_size": list(train_set.size)}
-    return _Setup(module, inputs, batches, evaluate, summary, record, shown)
+    return PretrainSetup(module, inputs, batches, evaluate, summary, record, shown)
 
 
 def _check_image_options(cfg: PretrainConfig, objective) -> None:
