@@ -74,7 +74,7 @@ def bench_step(model: str, batch_size: int, seq_len: int, steps: int, precision:
     configure_cpu()
     cfg = audio_preset(model)
     data = synthetic_features(max(64, batch_size * 2), cfg.n_mels)
-    source = FrameCrops(data, [-6.0] * cfg.n_mels, [1.0] * cfg.n_mels, seq_len, SpanMasking(), batch_size)
+    source = FrameCrops(data, [-6.0] * cfg.n_mels, [1.0] * cfg.n_mels, seq_len, SpanMasking(), global_batch=batch_size)
     t0 = time.perf_counter()
     batches = [source.batch(i) for i in range(steps + WARMUP)]
     batch_ms = (time.perf_counter() - t0) / len(batches) * 1000

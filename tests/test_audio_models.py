@@ -126,7 +126,7 @@ def test_a_few_pretraining_steps_lower_the_loss(objective):
     module = spec.module(build_backbone(audio_preset("audio-tiny", n_mels=40, causal=spec.causal)))
     data = synthetic_speech(64, 0)
     inputs = AudioInputs.fit(data)
-    crops = FrameCrops(data, inputs.mean, inputs.std, 64, spec.corruption(None, {}), 8, seed=0)
+    crops = FrameCrops(data, inputs.mean, inputs.std, 64, spec.corruption(None, {}), global_batch=8, seed=0)
     assert torch.equal(crops.batch(3)["frames"], crops.batch(3)["frames"]), "a batch is a function of the step"
     opt = torch.optim.AdamW(module.parameters(), lr=3e-3)
     losses = []

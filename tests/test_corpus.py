@@ -340,8 +340,8 @@ def test_rank_slices_of_pretraining_batches_add_up_to_the_single_process_batch(t
 
     blocks = PackedBlocks(prepare_corpus([text], tok, tmp_path / "corpus", progress=False), "train", 15)
     corruption = MLMCorruption(tok.vocab_size, tok.mask_id, tok.cls_id)
-    single = BlockBatches(blocks, corruption, 8, seed=3).batch(5)
-    ranks = [BlockBatches(blocks, corruption, 8, seed=3, rank=r, world_size=2).batch(5) for r in range(2)]
+    single = BlockBatches(blocks, corruption, global_batch=8, seed=3).batch(5)
+    ranks = [BlockBatches(blocks, corruption, global_batch=8, seed=3, rank=r, world_size=2).batch(5) for r in range(2)]
     for key in single:
         merged = torch.empty_like(single[key])
         merged[0::2], merged[1::2] = ranks[0][key], ranks[1][key]

@@ -20,11 +20,18 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
 
 
+@dataclass(kw_only=True)
 class _Stream:
     """What the pretraining sources share: ``global_batch`` items per step drawn from an infinite seeded stream
     (a fresh permutation every epoch), the whole global batch made and corrupted with the step's generator, then
     this rank keeping every ``world_size``-th row, so the union over ranks is exactly the batch a single process
-    would train on (masks included). Subclasses (dataclasses) declare global_batch, seed, rank and world_size."""
+    would train on (masks included). Subclasses call ``_stream(n)`` with the number of items they draw from."""
+
+    global_batch: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    steps_per_epoch: int | None = None  # an infinite stream
 
     def _stream(self, n: int) -> None:
         self.order = InfiniteBlockSampler(n, self.seed)
@@ -44,11 +51,6 @@ class BlockBatches(_Stream):
 
     blocks: PackedBlocks
     corruption: Callable[[torch.Tensor, torch.Generator], dict]
-    global_batch: int
-    seed: int = 0
-    rank: int = 0
-    world_size: int = 1
-    steps_per_epoch: int | None = None  # an infinite stream
 
     def __post_init__(self):
         self._stream(len(self.blocks))
@@ -224,11 +226,6 @@ class FrameCrops(_Stream):
     std: tuple[float, ...]
     crop: int
     corruption: Callable[[dict, torch.Generator], dict]
-    global_batch: int
-    seed: int = 0
-    rank: int = 0
-    world_size: int = 1
-    steps_per_epoch: int | None = None  # an infinite stream
 
     def __post_init__(self):
         self._stream(len(self.data))

@@ -53,14 +53,14 @@ def audio_setup(cfg):
     module = objective.module(build_backbone(model_cfg), **{k: v for k, v in noise.items() if k == "shift"})
 
     def batches(micro: int, rank: int, world_size: int):
-        return FrameCrops(train, inputs.mean, inputs.std, cfg.seq_len, corruption, micro, cfg.seed, rank,
-                          world_size)
+        return FrameCrops(train, inputs.mean, inputs.std, cfg.seq_len, corruption, global_batch=micro, seed=cfg.seed,
+                          rank=rank, world_size=world_size)
 
     evaluate = None
     if n_held:
         def evaluate(module):
             micro = cfg.batch_size // cfg.grad_accum
-            source = FrameCrops(heldout, inputs.mean, inputs.std, cfg.seq_len, corruption, micro, seed=12345)
+            source = FrameCrops(heldout, inputs.mean, inputs.std, cfg.seq_len, corruption, global_batch=micro, seed=12345)
             return evaluate_lm(module, source, min(cfg.eval_batches, max(1, n_held // micro)))
 
     summary = (f"{len(train):,} clips ({train.hours:.2f} h, {settings.n_mels} mel bins at {settings.sample_rate} Hz) "

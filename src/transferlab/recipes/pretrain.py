@@ -172,11 +172,12 @@ def text_setup(cfg: PretrainConfig) -> PretrainSetup:
     heldout_blocks = PackedBlocks(corpus, "heldout", block_len)
 
     def batches(micro: int, rank: int, world_size: int):
-        return BlockBatches(PackedBlocks(corpus, "train", block_len), corruption, micro, cfg.seed, rank, world_size)
+        return BlockBatches(PackedBlocks(corpus, "train", block_len), corruption, global_batch=micro, seed=cfg.seed,
+                            rank=rank, world_size=world_size)
 
     def evaluate(module):
         micro = cfg.batch_size // cfg.grad_accum
-        heldout = BlockBatches(heldout_blocks, corruption, micro, seed=12345)
+        heldout = BlockBatches(heldout_blocks, corruption, global_batch=micro, seed=12345)
         return evaluate_lm(module, heldout, min(cfg.eval_batches, max(1, len(heldout_blocks) // micro)))
 
     summary = (f"{corpus.meta['splits']['train']['tokens']:,} tokens; {cfg.steps} steps of "
