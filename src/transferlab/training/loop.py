@@ -100,7 +100,7 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
     module.to(device)
     max_steps, per_epoch = plan_steps(cfg, getattr(data, "steps_per_epoch", None))
     optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay, name=cfg.optimizer)
-    scheduler = scheduler or build_scheduler(optimizer, cfg.schedule, max_steps, cfg.warmup)
+    scheduler = scheduler or build_scheduler(optimizer, cfg.schedule, max_steps, cfg.warmup, cfg.cooldown)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, inputs, run_dir)
     rate_key = f"{module.unit}_per_s"  # tokens_per_s, images_per_s, ...

@@ -211,15 +211,19 @@ class MuonAdamW(torch.optim.Optimizer):
             self.adamw.load_state_dict(state_dict["adamw"])
 
 
-def lr_lambda(schedule: str, total_steps: int, warmup_steps: int):
+def lr_lambda(schedule: str, total_steps: int, warmup_steps: int, cooldown: float = 0.2):
     """Multiplier of the base LR at each step: linear warm-up, then linear decay to 0, cosine to 0, or constant.
 
     "slanted" is ULMFiT's slanted triangular schedule: a short linear rise over the warm-up steps (their
     ``cut_frac``), then a long linear decay, from and to 1/32 of the peak rather than to 0.
+    "wsd" (warm-up, stable, decay; Hu et al. 2024, Hägele et al. 2024) holds the peak after warm-up and decays
+    linearly to 0 over the last ``cooldown`` fraction of the steps: the stable phase does not depend on the run's
+    length, so a run can be extended, or a checkpoint taken from the stable phase and cooled down on its own.
     """
     if schedule not in SCHEDULES:
         raise UserError(f"unknown --schedule '{schedule}'; choose one of {', '.join(SCHEDULES)}.")
     total_steps = max(1, total_steps)
+    decay_from = total_steps - max(1, round(cooldown * total_steps))
 
     def f(step: int) -> float:
         if schedule == "slanted":
@@ -230,6 +234,8 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int):
             return (step + 1) / warmup_steps
         if schedule == "constant":
             return 1.0
+        if schedule == "wsd":
+            return 1.0 if step < decay_from else max(0.0, (total_steps - step) / (total_steps - decay_from))
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         if schedule == "linear":
             return 1.0 - progress
@@ -238,10 +244,12 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int):
     return f
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup: float):
-    """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps."""
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup: float,
+                    cooldown: float = 0.2):
+    """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps; ``cooldown`` is wsd's
+    decaying fraction."""
     warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, total_steps, warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, total_steps, warmup_steps, cooldown))
 
 
 def discriminative_param_groups(layer_groups: list[list[nn.Parameter]], lr: float, weight_decay: float,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..options import Settings, option
 
-SCHEDULES = ("linear", "cosine", "constant", "slanted")
+SCHEDULES = ("linear", "cosine", "constant", "slanted", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
 STRATEGIES = ("ddp", "fsdp")  # under torchrun: a model copy per process, or parameters sharded (fsdp.py)
 ON_NAN = ("stop", "skip")
@@ -52,8 +52,11 @@ class TrainSettings(Settings):
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and norms)", at_least=0)
     warmup: float = option(0.06, "learning-rate warm-up: below 1 a fraction of all steps, from 1 on a number of "
                                  "steps", at_least=0, rule=_warmup_rule)
-    schedule: str = option("linear", "learning rate after warm-up: linear decay to 0, cosine, constant, or slanted "
-                                     "(ULMFiT's triangle)", choices=SCHEDULES)
+    schedule: str = option("linear", "learning rate after warm-up: linear decay to 0, cosine, constant, slanted "
+                                     "(ULMFiT's triangle), or wsd (warm-up, stable, decay: constant, then linear to 0 "
+                                     "over the last --cooldown of the run)", choices=SCHEDULES)
+    cooldown: float = option(0.2, "wsd: the fraction of the run, at its end, over which the learning rate decays to 0",
+                             above=0, at_most=1)
     clip: float = option(1.0, "gradient-norm clipping threshold (0 turns clipping off)", at_least=0)
     precision: str = option("auto", "auto (bf16 autocast where the hardware runs it natively, else fp32), bf16 or "
                                     "fp32; weights, optimizer state and loss stay fp32", choices=PRECISIONS)

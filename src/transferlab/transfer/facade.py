@@ -315,7 +315,7 @@ class TransferModel:
             optimizer = optimizer(module.parameters())
         steps, _ = plan_steps(s, train_data.steps_per_epoch)
         schedule = (self.method.schedule if self.method else None) or s.schedule
-        scheduler = build_scheduler(optimizer, schedule, steps, s.warmup)
+        scheduler = build_scheduler(optimizer, schedule, steps, s.warmup, s.cooldown)
         history = History()
         user_loss = c.loss
         clock = _Clock()

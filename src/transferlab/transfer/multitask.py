@@ -263,7 +263,7 @@ class MultiTaskModel:
             groups.append({"params": learned, "weight_decay": 0.0, "lr": c["weighting_lr"]})
         optimizer = build_optimizer(self.module, s.lr, s.weight_decay, name=s.optimizer, groups=groups)
         total, _ = plan_steps(s, data.steps_per_epoch)
-        scheduler = build_scheduler(optimizer, s.schedule, total, s.warmup)
+        scheduler = build_scheduler(optimizer, s.schedule, total, s.warmup, s.cooldown)
         if s.log_every is None:
             s = replace(s, log_every=max(1, min(50, total // 10)))
         history = History()
