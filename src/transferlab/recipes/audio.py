@@ -25,7 +25,7 @@ def audio_setup(cfg):
     from ..evaluation.predict import evaluate_lm
     from ..inputs.audio import AudioInputs
     from ..models import audio_preset, build_backbone
-    from .pretrain import PretrainSetup
+    from .pretrain import PretrainSetup, run_length
 
     objective = AUDIO_OBJECTIVES[cfg.objective]
     other = {"corpus": cfg.corpus, "augment": cfg.augment, "image_size": cfg.image_size, "family": cfg.family,
@@ -64,7 +64,7 @@ def audio_setup(cfg):
             return evaluate_lm(module, source, min(cfg.eval_batches, max(1, n_held // micro)))
 
     summary = (f"{len(train):,} clips ({train.hours:.2f} h, {settings.n_mels} mel bins at {settings.sample_rate} Hz) "
-               f"from {cfg.data}; {cfg.steps} steps of {cfg.batch_size} crops of {cfg.seq_len} frames"
+               f"from {cfg.data}; {run_length(cfg)} of {cfg.batch_size} crops of {cfg.seq_len} frames"
                + (f"; {n_held} clips held out for the evaluation loss" if n_held else "; too few clips to hold out "
                   "an evaluation set"))
     record = {"data": str(cfg.data), "mel": settings.to_dict(), "seq_len": cfg.seq_len, "noise": noise,

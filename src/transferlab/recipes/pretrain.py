@@ -27,6 +27,7 @@ from ..training.checkpoint import check_weights, load_config, load_weights
 from ..training.distributed import barrier, is_main, world
 from ..options import changed_settings
 from ..training.callbacks import ShowOnProgressBar
+from ..training.budget import TimeBudget
 from ..training.loop import RESUME_HINT, train
 from .settings import DEFAULT_PRESET, PretrainConfig  # noqa: F401  (PretrainConfig is imported from here too)
 
@@ -79,6 +80,11 @@ def _check_family(cfg: PretrainConfig, family: str) -> None:
                         f"it (masked LM takes --mask-prob).")
 
 
+def run_length(cfg: PretrainConfig) -> str:
+    """"1000 steps", or "a 30-minute budget of steps", for the line that says what a run will do."""
+    return f"a {cfg.time_budget:g}-minute budget of steps" if cfg.time_budget else f"{cfg.steps} steps"
+
+
 @dataclass
 class PretrainSetup:
     """What a modality's set-up gives the common part of ``pretrain``: the module, its preprocessor, how to make
@@ -128,12 +134,17 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
             what = f"{cfg.init} (continued)" if cfg.init else cfg.model
             print(f"pretraining {what} {setup.module.config.family} ({n_params / 1e6:.2f}M backbone parameters) "
                   f"with {cfg.objective} on {setup.summary}", file=sys.stderr)
-        record = {"objective": cfg.objective, "preset": None if cfg.init else cfg.model, "steps": cfg.steps,
+        record = {"objective": cfg.objective, "preset": None if cfg.init else cfg.model,
+                  **({"time_budget_minutes": cfg.time_budget} if cfg.time_budget else {"steps": cfg.steps}),
                   **setup.record, **({"init": str(cfg.init)} if cfg.init else {})}
         shown = [ShowOnProgressBar(setup.shown)] if setup.shown else []
-        train(setup.module, data, cfg, evaluate=setup.evaluate, run_dir=out, inputs=setup.inputs,
-              extra_config={"pretraining": record}, resume=resuming, callbacks=[*shown, *callbacks], resume_hint=resume_hint,
-              started=guard.commit)
+        budget = TimeBudget(cfg.time_budget, cfg.budget_clock) if cfg.time_budget else None
+        state = train(setup.module, data, cfg, evaluate=setup.evaluate, run_dir=out, inputs=setup.inputs,
+                      extra_config={"pretraining": record}, resume=resuming, callbacks=[*shown, *callbacks],
+                      resume_hint=resume_hint, started=guard.commit, budget=budget)
+        if budget is not None and is_main():
+            print(f"time budget {cfg.time_budget:g} {'CPU' if cfg.budget_clock == 'cpu' else 'wall-clock'} minutes: "
+                  f"{state.step:,} steps in {budget.spent / 60:.2f} minutes of timed training", file=sys.stderr)
     return out / "final"
 
 
@@ -180,7 +191,7 @@ def text_setup(cfg: PretrainConfig) -> PretrainSetup:
         heldout = BlockBatches(heldout_blocks, corruption, global_batch=micro, seed=12345)
         return evaluate_lm(module, heldout, min(cfg.eval_batches, max(1, len(heldout_blocks) // micro)))
 
-    summary = (f"{corpus.meta['splits']['train']['tokens']:,} tokens; {cfg.steps} steps of "
+    summary = (f"{corpus.meta['splits']['train']['tokens']:,} tokens; {run_length(cfg)} of "
                f"{cfg.batch_size}x{cfg.seq_len}")
     return PretrainSetup(module, tokenizer, batches, evaluate, summary, {"seq_len": cfg.seq_len, "corpus": str(cfg.corpus)})
 
@@ -265,7 +276,7 @@ def image_setup(cfg: PretrainConfig) -> PretrainSetup:
     if objective.module is not None and train_set.labels is not None:
         classes += ", labels used only by the monitor"
     summary = (f"{len(train_set):,} images of {train_set.size[0]}x{train_set.size[1]}x{train_set.channels} "
-               f"({classes}) from {cfg.data}; {cfg.steps} steps of {cfg.batch_size}"
+               f"({classes}) from {cfg.data}; {run_length(cfg)} of {cfg.batch_size}"
                + (f" x {views} views" if views else "")
                + f"; augmentation {augment.cfg.to_dict() if augment.cfg.enabled else 'off'}"
                + (f"; evaluated on {heldout.source} ({min(len(heldout), cfg.eval_batches * cfg.batch_size)} images)"

@@ -84,6 +84,14 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
     # more than doubled MLM tokens/s here (docs/performance.md). Fine-tuning turns it back on (dropout=0.1).
     dropout: float = option(0.0, "dropout while pretraining", at_least=0, below=1)
     eval_batches: int = option(20, "batches of held-out data per evaluation", at_least=1)
+    # A budget in time rather than steps: "the best model an hour buys". The run times its steps and sets its length
+    # (and so the schedule's) from its own speed: training.budget.
+    time_budget: float | None = option(None, "train for this many minutes instead of --steps: the run measures its "
+                                             "speed and fits the number of steps and the schedule to the budget "
+                                             "(evaluations and checkpoints are not counted)", unit="minutes",
+                                       above=0, default_text="none: --steps decides")
+    budget_clock: str = option("wall", "what --time-budget counts: wall-clock time, or this process's CPU time "
+                                       "(CPU-minutes: its threads add up)", choices=("wall", "cpu"))
     # Encoder-decoder objectives (bart, mass): the family check, decoder depth, and corruption settings.
     family: str | None = option(None, "check the backbone family", choices=("encoder", "decoder", "encoder_decoder"),
                                 default_text="the one the objective needs")

@@ -7,6 +7,7 @@ periodic evaluation, checkpoints, resume, progress bar and metrics log.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -20,10 +21,11 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..fsutil import remove_debris
 from . import checkpoint as ckpt
+from .budget import TimeBudget
 from .callbacks import Callback, MetricsLog
 from .distributed import grad_sync, is_main, mean_over_ranks, token_weight, unwrap, world
 from .fsdp import full_state, load_model_state, load_optimizer_state, shard
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, refit_scheduler
 from .precision import autocast, configure_cpu, resolve_precision
 from .settings import TrainSettings
 
@@ -70,8 +72,8 @@ RESUME_HINT = "run the same command with --resume auto (from Python: the same ca
 def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
           evaluate: Callable[[torch.nn.Module], dict] | None = None, run_dir: str | Path | None = None, inputs=None,
           extra_config: dict | None = None, callbacks: list[Callback] = (), optimizer=None, scheduler=None,
-          resume: bool = False, resume_hint: str = RESUME_HINT, started: Callable[[], None] | None = None
-          ) -> TrainState:
+          resume: bool = False, resume_hint: str = RESUME_HINT, started: Callable[[], None] | None = None,
+          budget: TimeBudget | None = None) -> TrainState:
     """Train ``module`` on ``data`` (an object with ``batch(i) -> dict`` and ``steps_per_epoch``).
 
     ``module`` is a task module: ``module(batch)`` returns a dict with ``loss``, and ``module.count(batch)`` says
@@ -84,6 +86,9 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
     how to continue (``resume_hint``: the command that does it). ``started()`` is called once, after the first
     optimizer step of this call: from then on the run has done work worth keeping. A callback with a
     ``state_key`` and ``state_dict()`` / ``load_state_dict()`` has its state saved in step checkpoints.
+
+    ``budget`` (a ``TimeBudget``) sets the run's length from its own speed instead of ``cfg.steps`` / ``epochs``,
+    and fits the loop's schedule to it (so no ``scheduler`` may be passed with it).
     """
     if cfg.device == "cpu":
         configure_cpu()
@@ -98,17 +103,23 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
                             "processes; use --distributed ddp with it, or --optimizer adamw with fsdp.")
         shard(module, device, optimizer)
     module.to(device)
-    max_steps, per_epoch = plan_steps(cfg, getattr(data, "steps_per_epoch", None))
+    if budget is None:
+        max_steps, per_epoch = plan_steps(cfg, getattr(data, "steps_per_epoch", None))
+    else:
+        if scheduler is not None:
+            raise ValueError("a time budget fits the loop's own schedule to the run's length; pass no scheduler")
+        per_epoch = plan_steps(dataclasses.replace(cfg, steps=1), getattr(data, "steps_per_epoch", None))[1]
+        max_steps = budget.total or 100 * budget.calibrate  # provisional until the first estimate
     optimizer = optimizer or build_optimizer(module, cfg.lr, cfg.weight_decay, name=cfg.optimizer)
     scheduler = scheduler or build_scheduler(optimizer, cfg.schedule, max_steps, cfg.warmup, cfg.cooldown)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(module, optimizer, scheduler, max_steps, per_epoch, inputs, run_dir)
     rate_key = f"{module.unit}_per_s"  # tokens_per_s, images_per_s, ...
-    eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)
+    eval_every = cfg.eval_every or per_epoch or max(1, max_steps // 10)  # a budget's estimates update it
     log_every = cfg.log_every or (max(1, per_epoch // 4) if per_epoch else 10)
     # A module with state besides its trained weights (BYOL's moving-average target) supplies the callbacks that
     # update it, so the loop never needs to know which objective it runs.
-    callbacks = [*getattr(unwrap(module), "callbacks", list)(), *callbacks]
+    callbacks = [*getattr(unwrap(module), "callbacks", list)(), *callbacks, *([budget] if budget else [])]
     log = None
     if run_dir is not None and is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,13 +149,18 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
         if log is not None:
             log.truncate_after(state.step)
         say(f"resumed from {resumed_from} at step {state.step}")
+        if budget is not None and budget.total:
+            refit_scheduler(scheduler, cfg.schedule, budget.total, cfg.warmup, cfg.cooldown)
+            state.max_steps = budget.total
     elif resume and run_dir is not None:
         say(f"--resume auto: '{run_dir}' holds no complete step checkpoint (the run stopped before its first one), "
             f"so training starts over from step 0")
         if log is not None:
             log.truncate_after(0)
-    if run_dir is not None and cfg.progress and (not cfg.save_every or cfg.save_every >= max_steps):
-        say(f"no step checkpoints will be written (--save-every {cfg.save_every or 'not set'}, {max_steps} steps): "
+    no_saves = not cfg.save_every or (budget is None and cfg.save_every >= max_steps)
+    if run_dir is not None and cfg.progress and no_saves:
+        length = f"{max_steps} steps" if budget is None else "a time budget"
+        say(f"no step checkpoints will be written (--save-every {cfg.save_every or 'not set'}, {length}): "
             f"Ctrl-C or SIGTERM still saves one to resume from, but a crash or kill -9 loses the run")
     first_step = state.step
 
@@ -189,7 +205,8 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
     # A bar redraws itself with carriage returns: in a log file that is one unreadable line. Without a terminal the
     # loop prints one plain line per log interval instead.
     terminal = sys.stderr.isatty()
-    bar = tqdm(total=max_steps, initial=state.step, disable=not (cfg.progress and is_main() and terminal),
+    bar = tqdm(total=None if budget is not None and not budget.total else state.max_steps, initial=state.step,
+               disable=not (cfg.progress and is_main() and terminal),
                dynamic_ncols=True, unit="step", desc="train", file=sys.stderr)
     lines = cfg.progress and is_main() and not terminal
     run_start = time.perf_counter()
@@ -198,7 +215,8 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
     window_steps = 0
     bad_in_a_row = 0
     try:
-        while state.step < max_steps and not state.should_stop:
+        while state.step < state.max_steps and not state.should_stop:
+            step_start = budget.now() if budget else 0.0
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for k in range(cfg.grad_accum):
@@ -236,13 +254,28 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
             state.step += 1
             if state.step == first_step + 1 and started is not None:
                 started()
+            if budget is not None:
+                budget.add(budget.now() - step_start)
+                if budget.steps_timed == budget.calibrate or state.step % log_every == 0:
+                    was_estimated = budget.total is not None
+                    if (total := budget.estimate(state.step)) is not None:
+                        if world_size > 1:  # every rank must run the same number of steps
+                            total = round(mean_over_ranks(float(total), device))
+                        budget.set_total(total, state.step)
+                        refit_scheduler(scheduler, cfg.schedule, total, cfg.warmup, cfg.cooldown)
+                        state.max_steps = bar.total = total
+                        bar.refresh()
+                        if not cfg.eval_every and not per_epoch:
+                            eval_every = max(1, total // 10)
+                        if is_main() and cfg.progress and (not was_estimated or budget.frozen):
+                            tqdm.write(budget.describe(), file=sys.stderr)
             if fault is None:
                 state.last_loss = step_loss
                 window_loss += step_loss
                 window_steps += 1
             bar.update(1)
             logs = {"skipped_batches": state.skipped_batches, "fault": fault} if fault else {}
-            if state.step % log_every == 0 or state.step == max_steps:
+            if state.step % log_every == 0 or state.step == state.max_steps:
                 elapsed = time.perf_counter() - window_start
                 logs = {"loss": window_loss / window_steps if window_steps else float("nan"),
                         "lr": scheduler.get_last_lr()[0], rate_key: window_units / max(elapsed, 1e-9),
@@ -257,7 +290,7 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
             for cb in callbacks:
                 cb.on_step_end(state, logs)
             paused = time.perf_counter()  # evaluation and checkpoints do not count against training throughput
-            if state.step % eval_every == 0 and state.step != max_steps:
+            if state.step % eval_every == 0 and state.step != state.max_steps:
                 run_eval()
             if run_dir is not None and cfg.save_every and state.step % cfg.save_every == 0:
                 save(run_dir / f"step-{state.step:07d}", with_state=True)

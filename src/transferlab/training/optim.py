@@ -252,6 +252,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, total_steps, warmup_steps, cooldown))
 
 
+def refit_scheduler(scheduler, schedule: str, total_steps: int, warmup: float, cooldown: float = 0.2) -> None:
+    """Give ``scheduler`` (one from ``build_scheduler``) a new run length, keeping its position: a time-budgeted
+    run learns its length from its speed (``training.budget``)."""
+    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
+    scheduler.lr_lambdas = [lr_lambda(schedule, total_steps, warmup_steps, cooldown)] * len(scheduler.lr_lambdas)
+    # the next step already runs at the new schedule's rate (LambdaLR would apply it one step later)
+    rates = [base * f(scheduler.last_epoch) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() reports
+
+
 def discriminative_param_groups(layer_groups: list[list[nn.Parameter]], lr: float, weight_decay: float,
                                 factor: float = 2.6) -> list[dict]:
     """ULMFiT's discriminative learning rates: the top group (last in ``layer_groups``, bottom first) gets ``lr``,
