@@ -18,9 +18,10 @@ W=${W:-runs/cpuhour-sweep}
 CORPUS=${CORPUS:-runs/mt-text/corpus}
 mkdir -p "$W"
 
-# name | pretrain flags. Equal time: the tiny encoder's step of 64 x 128 tokens costs the same under every optimizer
-# and schedule here (0.40 CPU-s); batch 32 costs half a step of 64, so it gets twice the steps. The measured CPU
-# time of each arm is in W/NAME.time.
+# name | pretrain flags (later flags win over the common ones below). Equal time: the tiny encoder's step of 64 x 128
+# tokens costs the same under every optimizer and schedule here (0.40 CPU-s), so those arms run 1,500 steps; batch
+# 32 costs half a step of 64, so it gets twice the steps. Arms whose step costs differ (another size or objective)
+# run on a budget of CPU-minutes instead (--time-budget). The measured CPU time of each arm is in W/NAME.time.
 ARM_TABLE="
 default|--batch-size 32 --lr 1e-3 --steps 3000
 adamw-linear|--lr 3e-3 --steps 1500
@@ -30,6 +31,10 @@ muon-wsd|--lr 3e-3 --steps 1500 --optimizer muon --schedule wsd
 adamw-wsd-6e-3|--lr 6e-3 --steps 1500 --schedule wsd
 adamw-wsd-b128|--lr 3e-3 --steps 750 --batch-size 128 --schedule wsd
 adamw-wsd-seq64|--lr 3e-3 --steps 1500 --batch-size 128 --seq-len 64 --schedule wsd
+mini-wsd-3e-3|--model mini --lr 3e-3 --time-budget 10 --budget-clock cpu --schedule wsd
+mini-wsd-1.5e-3|--model mini --lr 1.5e-3 --time-budget 10 --budget-clock cpu --schedule wsd
+clm-wsd|--objective clm --lr 3e-3 --time-budget 10 --budget-clock cpu --schedule wsd
+electra-wsd|--objective electra --lr 3e-3 --time-budget 10 --budget-clock cpu --schedule wsd
 "
 ARMS=${ARMS:-$(echo "$ARM_TABLE" | cut -d'|' -f1 | xargs)}
 
