@@ -7,6 +7,7 @@
 #   scripts/cpuhour_sweep.sh pretrain      # claims the next arm not yet taken and runs it, until none is left;
 #                                          # start one per core: /work/bin/oncore scripts/cpuhour_sweep.sh pretrain
 #   scripts/cpuhour_sweep.sh downstream    # the SST-2 grid over every finished arm (2 workers)
+#   scripts/cpuhour_sweep.sh table         # the results table (docs/results/cpuhour.md)
 # Env: W (work dir, default runs/cpuhour-sweep), CORPUS (default runs/mt-text/corpus, made by
 # scripts/multitask_text.sh or real_experiment.sh), ARMS (names to run, default all). A crashed arm resumes from its
 # last step checkpoint: delete W/NAME.claim and run again.
@@ -28,14 +29,15 @@ adamw-linear|--lr 3e-3 --steps 1500
 adamw-wsd|--lr 3e-3 --steps 1500 --schedule wsd
 muon-linear|--lr 3e-3 --steps 1500 --optimizer muon
 muon-wsd|--lr 3e-3 --steps 1500 --optimizer muon --schedule wsd
-adamw-wsd-6e-3|--lr 6e-3 --steps 1500 --schedule wsd
-adamw-wsd-b128|--lr 3e-3 --steps 750 --batch-size 128 --schedule wsd
-adamw-wsd-seq64|--lr 3e-3 --steps 1500 --batch-size 128 --seq-len 64 --schedule wsd
-mini-wsd-3e-3|--model mini --lr 3e-3 --time-budget 10 --budget-clock cpu --schedule wsd
-mini-wsd-1.5e-3|--model mini --lr 1.5e-3 --time-budget 10 --budget-clock cpu --schedule wsd
-clm-wsd|--objective clm --lr 3e-3 --time-budget 10 --budget-clock cpu --schedule wsd
-electra-wsd|--objective electra --lr 3e-3 --time-budget 10 --budget-clock cpu --schedule wsd
+muon-wsd-6e-3|--lr 6e-3 --steps 1500 --optimizer muon --schedule wsd
+muon-wsd-b128|--lr 3e-3 --steps 750 --batch-size 128 --optimizer muon --schedule wsd
+muon-wsd-seq64|--lr 3e-3 --steps 1500 --batch-size 128 --seq-len 64 --optimizer muon --schedule wsd
+mini-muon-wsd-3e-3|--model mini --lr 3e-3 --time-budget 10 --budget-clock cpu --optimizer muon --schedule wsd
+mini-muon-wsd-1.5e-3|--model mini --lr 1.5e-3 --time-budget 10 --budget-clock cpu --optimizer muon --schedule wsd
+clm-muon-wsd|--objective clm --lr 3e-3 --time-budget 10 --budget-clock cpu --optimizer muon --schedule wsd
+electra-muon-wsd|--objective electra --lr 3e-3 --time-budget 10 --budget-clock cpu --optimizer muon --schedule wsd
 "
+# The arms were run in two rounds: the first five, then (Muon + wsd having won them) the variations on that base.
 ARMS=${ARMS:-$(echo "$ARM_TABLE" | cut -d'|' -f1 | xargs)}
 
 flags_of() { echo "$ARM_TABLE" | grep "^$1|" | cut -d'|' -f2; }
@@ -79,6 +81,32 @@ train:
 YAML
   } > "$spec"
   $T compare "$spec" --workers 2 --threads 1 --quiet ;;
+table)  # the markdown table of docs/results/cpuhour.md: time, tokens, held-out loss and SST-2 of every arm
+  $PY - "$W" $ARMS <<'PYEOF'
+import csv, json, sys
+from pathlib import Path
+w, arms = Path(sys.argv[1]), sys.argv[2:]
+sst2 = {}
+summary = w / "compare-sst2" / "summary.csv"
+if summary.is_file():
+    for row in csv.DictReader(summary.open()):
+        if row["method"] == "finetune":
+            sst2[row["checkpoint"]] = f"{float(row['mean']):.3f} ± {float(row['std']):.3f}"
+print("| arm | objective | steps x tokens | CPU-min | held-out loss | SST-2 dev @1k |")
+print("|---|---|---:|---:|---:|---:|")
+for arm in arms:
+    run = w / arm
+    if not (run / "final").is_dir():
+        continue
+    cfg = json.loads((run / "run.json").read_text())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    last = [r for r in rows if r.get("split") == "eval"][-1]
+    steps = max(r["step"] for r in rows)
+    user = float((w / f"{arm}.time").read_text().split()[0]) / 60
+    print(f"| {arm} | {cfg['objective']} | {steps:,} x {cfg['batch_size']}x{cfg['seq_len']} | {user:.1f} | "
+          f"{last['loss']:.3f} | {sst2.get(arm, 'not run')} |")
+PYEOF
+  ;;
 *)
-  echo "usage: scripts/cpuhour_sweep.sh pretrain|downstream" >&2; exit 2 ;;
+  echo "usage: scripts/cpuhour_sweep.sh pretrain|downstream|table" >&2; exit 2 ;;
 esac
