@@ -5,8 +5,11 @@ What is compared, exactly:
 
 - **ours**: `transferlab pretrain` as a user runs it, through the recipe and the one loop (``recipes.pretrain``):
   the preset (tiny by default) with its defaults, i.e. rotary positions, pre-norm, the tied LM head, no dropout,
-  sparse masked-LM prediction (the head only on the masked rows), chunked cross-entropy, fused AdamW (lr --lr,
-  weight decay 0.01 off biases and norms), 6% linear warm-up then linear decay to 0 at --steps, clipping at 1.0.
+  sparse masked-LM prediction (the head only on the masked rows), chunked cross-entropy, batch 64, and the recipe's
+  optimizer and schedule: Muon for the trunk's matrices with AdamW for the rest (lr --lr, by default the preset's:
+  3e-3 for tiny; weight decay 0.01 off biases and norms), 6% linear warm-up, the peak held, then linear decay to 0
+  over the last 20% of --steps (wsd), clipping at 1.0. (Before issue 20's sweep the recipe was AdamW alone with
+  linear decay, batch 32, lr 1e-3; the figures in docs/performance.md say which they ran.)
 - **transformers**: ``BertForMaskedLM`` (masked LM) or ``GPT2LMHeadModel`` (causal LM) with the preset's layers,
   width, heads and feed-forward size (built as in ``benchmarks/throughput.py``, SDPA attention; otherwise the
   config defaults: learned positions, BERT's post-norm and LM-head transform, dropout 0.1 unless --hf-dropout),
@@ -60,6 +63,7 @@ import throughput  # noqa: E402  (the HF models, built as the throughput benchma
 from transferlab.errors import UserError  # noqa: E402
 from transferlab.recipes.pretrain import PretrainConfig, pretrain, text_setup  # noqa: E402
 from transferlab.training.callbacks import Callback  # noqa: E402
+from transferlab.training.optim import default_pretrain_lr  # noqa: E402
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
 
 OBJECTIVES = {"mlm": "BertForMaskedLM", "clm": "GPT2LMHeadModel"}
@@ -215,7 +219,7 @@ def run_peer(peer: list, steps: int | None) -> None:
 
 def race(corpus: str, objective: str = "mlm", model: str = DEFAULTS.model, target: float = 7.0,
          cap_s: float = 600.0, eval_every: int = 50, eval_batches: int = DEFAULTS.eval_batches,
-         batch_size: int = DEFAULTS.batch_size, seq_len: int = DEFAULTS.seq_len, lr: float = DEFAULTS.lr,
+         batch_size: int = DEFAULTS.batch_size, seq_len: int = DEFAULTS.seq_len, lr: float | None = None,
          hf_lr: float | None = None, hf_dropout: float = HF_DROPOUT, steps: int = DEFAULTS.steps,
          precision: str = DEFAULTS.precision, clock: str = "wall", chunk: int = 10, seed: int = DEFAULTS.seed,
          quiet: bool = True) -> dict:
@@ -235,6 +239,7 @@ def race(corpus: str, objective: str = "mlm", model: str = DEFAULTS.model, targe
         # The recipe's own data and evaluation, built a second time for the peer: the same seeded batch stream,
         # corruption and held-out batches our run trains and is scored on.
         setup = text_setup(cfg)
+        lr = lr or default_pretrain_lr(setup.module.config.d_model)  # the recipe's default for the width
         data = setup.batches(batch_size, 0, 1)
         vocab = setup.inputs.vocab_size
         hf_cfg = throughput.config(model, objective, vocab, seq_len, hf_dropout)
@@ -290,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-batches", type=int, default=DEFAULTS.eval_batches, help="held-out batches per evaluation")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--seq-len", type=int, default=DEFAULTS.seq_len)
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak learning rate of both sides")
+    p.add_argument("--lr", type=float, help="peak learning rate of both sides (default: the recipe's for the "
+                                             "preset's width)")
     p.add_argument("--hf-lr", type=float, help="the transformers side's own peak rate (default: --lr)")
     p.add_argument("--hf-dropout", type=float, default=HF_DROPOUT,
                    help="dropout of the transformers side (its configs' default; ours pretrains without)")

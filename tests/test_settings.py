@@ -136,11 +136,18 @@ def test_a_recipe_changes_a_default_without_restating_the_field():
     from transferlab.recipes.settings import PretrainConfig, Seq2SeqConfig
     from transferlab.training.settings import FinetuneSettings, TrainSettings
 
-    for cls, name, default in ((PretrainConfig, "lr", 1e-3), (PretrainConfig, "steps", 1000),
+    for cls, name, default in ((PretrainConfig, "save_every", 1000), (PretrainConfig, "steps", 1000),
                                (FinetuneSettings, "warmup", 0.1), (Seq2SeqConfig, "lr", 1e-4)):
         f, base = field_of(cls, name), field_of(TrainSettings, name)
         assert f.default == default and f.metadata["help"] == base.metadata["help"]
         assert f.metadata["above" if name == "lr" else "at_least"] is not None
+    # Pretraining's recipe fields are redeclared (None: the modality's, filled in when the config is built), with
+    # the same help, range and choices.
+    for name in ("batch_size", "optimizer", "schedule", "lr"):
+        f, base = field_of(PretrainConfig, name), field_of(TrainSettings, name)
+        assert f.default is None and f.metadata["default_text"]
+        assert {k: v for k, v in f.metadata.items() if k != "default_text"} == \
+            {k: v for k, v in base.metadata.items() if k != "default_text"}
     assert [f.name for f in dataclasses.fields(PretrainConfig)][:3] == ["steps", "epochs", "batch_size"]
     # Fine-tuning's lr is redeclared (None: from the model's width), with the same help and range.
     f, base = field_of(FinetuneSettings, "lr"), field_of(TrainSettings, "lr")
@@ -186,7 +193,7 @@ def test_every_subcommand_help_shows_every_default():
     generate = " ".join(dict(_leaf_parsers(build_parser()))[("seq2seq", "generate")].format_help().split())
     assert "--beam BEAM beam size (1 = greedy) [default: the fine-tuning run's]" in generate
     finetune = " ".join(dict(_leaf_parsers(build_parser()))[("finetune",)].format_help().split())
-    for needle in ("--lr X peak learning rate (AdamW) [default: from the model width",
+    for needle in ("--lr X peak learning rate [default: from the model width",
                    "--optimizer {adamw,adam,sgd,muon}", "[default: 32 examples]",
                    "--header, --no-header", "[default: --header]"):
         assert needle in finetune

@@ -349,7 +349,7 @@ def test_protocols_training_options_are_the_grid_settings_declared_once(tmp_path
     with pytest.raises(SystemExit):
         main(["protocols", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--lr X peak learning rate (AdamW) [default: 5e-5 for text, 1e-3 for images and audio]" in text
+    assert "--lr X peak learning rate [default: 5e-5 for text, 1e-3 for images and audio]" in text
 
 
 @pytest.mark.parametrize("objective, model, extra, message", [

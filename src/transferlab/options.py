@@ -57,6 +57,12 @@ def option(default=MISSING, help: str = "", *, unit: str | None = None, at_least
     return field(default=default, metadata=metadata)
 
 
+def option_like(base: type, name: str, default=None, *, default_text: str) -> dataclasses.Field:
+    """Field ``name`` of the settings class ``base`` with another default (None: chosen later, as ``default_text``
+    says): a recipe that decides a setting itself redeclares it without restating its help, range or choices."""
+    return _copy_field(field_of(base, name), default, default_text)
+
+
 class SettingError(UserError):
     """A value a field does not allow. ``problem`` is the sentence without the option's name, for callers that name
     the place themselves (a spec's ``file:line: key``)."""

@@ -29,6 +29,7 @@ from ..options import changed_settings
 from ..training.callbacks import ShowOnProgressBar
 from ..training.budget import TimeBudget
 from ..training.loop import RESUME_HINT, train
+from ..training.optim import default_lr_line, default_pretrain_lr
 from .settings import DEFAULT_PRESET, PretrainConfig  # noqa: F401  (PretrainConfig is imported from here too)
 
 
@@ -120,6 +121,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
         setup = audio_setup(cfg)
     else:
         setup = text_setup(cfg) if kind == "text" else image_setup(cfg)
+    if cfg.lr is None:  # a transformer's: from the width of the model just built (an --init checkpoint's too)
+        d_model = setup.module.config.d_model
+        cfg = replace(cfg, lr=default_pretrain_lr(d_model))
+        if is_main():
+            print(default_lr_line(cfg.lr, "text", d_model), file=sys.stderr)
     resuming = _check_run_dir(cfg, resume, overwrite)
     barrier()  # every rank has looked at the run directory before rank 0 writes to it
     out = Path(cfg.out)

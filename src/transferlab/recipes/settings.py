@@ -16,9 +16,17 @@ from dataclasses import dataclass, fields
 
 from ..data.labeled import ReadOptions
 from ..errors import UserError
-from ..options import Settings, option
+from ..options import Settings, option, option_like
 from ..training.settings import FinetuneSettings, TrainSettings
 
+# The pretraining recipe's defaults by modality. Text: the winner of issue 20's sweep at equal CPU time (Muon for the
+# trunk's matrices and a warm-up-stable-decay schedule, batch 64; docs/results/cpuhour.md); images and audio keep
+# the recipe their results were measured with (AdamW, linear decay, batch 32, lr 1e-3). Text's lr follows the width
+# (training.optim.default_pretrain_lr), chosen once the model is built.
+# word2vec and ELMo have no attention blocks for Muon to orthogonalise and keep the other recipe too.
+PRETRAIN_RECIPE = {"transformer": {"batch_size": 64, "optimizer": "muon", "schedule": "wsd"},
+                   "other": {"batch_size": 32, "optimizer": "adamw", "schedule": "linear", "lr": 1e-3}}
+NOT_TRANSFORMERS = ("word2vec", "elmo")
 # The preset a pretraining run uses when --model is not given, per modality.
 DEFAULT_PRESET = {"text": "tiny", "image": "resnet-small", "audio": "audio-mini", "mae": "vit-mini"}  # MAE needs a ViT
 METHODS = ("finetune", "linear-probe", "gradual-unfreeze", "lora")  # transfer.methods.METHODS
@@ -40,8 +48,22 @@ def parse_noise(text: str) -> dict[str, float]:
 
 
 @dataclass(kw_only=True)
-class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_every": 10, "save_every": 1000}):
-    """`transferlab pretrain`: an objective on a prepared text corpus, or supervised on a labeled image set."""
+class PretrainConfig(TrainSettings, defaults={"steps": 1000, "log_every": 10, "save_every": 1000}):
+    """`transferlab pretrain`: an objective on a prepared text corpus, or supervised on a labeled image set.
+
+    The recipe's batch, optimizer and schedule default by modality (``check``: ``PRETRAIN_RECIPE``); the learning
+    rate, for text, by the model's width, once the model is built (``recipes.pretrain``)."""
+
+    # None: the modality's, filled in by check(); text's was chosen by issue 20's sweep (docs/results/cpuhour.md).
+    batch_size: int | None = option_like(TrainSettings, "batch_size",
+                                         default_text="text 64; images, audio, word2vec and elmo 32")
+    optimizer: str | None = option_like(TrainSettings, "optimizer",
+                                        default_text="text muon; images, audio, word2vec and elmo adamw")
+    schedule: str | None = option_like(TrainSettings, "schedule",
+                                       default_text="text wsd; images, audio, word2vec and elmo linear")
+    lr: float | None = option_like(TrainSettings, "lr", default_text="text: from the model width, 3e-3 at d_model "
+                                                                     "128, 1.5e-3 at 256, 1e-4 at 768; images, "
+                                                                     "audio, word2vec and elmo 1e-3")
 
     corpus: str | None = option(None, "text objectives: a directory written by `transferlab corpus prepare`",
                                 metavar="DIR")
@@ -118,12 +140,16 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "lr": 1e-3, "log_ev
                              default_text="16 kHz, 25 ms windows every 10 ms, 80 mel bins, f_max half the rate")
 
     def check(self) -> None:
-        super().check()
         from ..objectives import objective_modality
 
         kind = objective_modality(self.objective)  # a UserError naming --objective and listing them all
         if self.model is None:
             self.model = DEFAULT_PRESET.get(self.objective, DEFAULT_PRESET[kind])
+        transformer = kind == "text" and self.objective not in NOT_TRANSFORMERS
+        for name, value in PRETRAIN_RECIPE["transformer" if transformer else "other"].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        super().check()
 
 
 @dataclass(kw_only=True)

@@ -35,17 +35,36 @@ def param_groups(module: nn.Module, weight_decay: float, lr: float | None = None
 FINETUNE_LR_ANCHORS = ((128, 1e-3), (768, 5e-5))
 
 
+# Pretraining learning rates of the text presets, measured on the tiny and mini presets with the default recipe
+# (Muon + wsd, batch 64 x 128, docs/results/cpuhour.md "The recipe sweep"); BERT-base (768) is Devlin et al. 2019's
+# 1e-4 (at batch 256).
+PRETRAIN_LR_ANCHORS = ((128, 3e-3), (256, 1.5e-3), (768, 1e-4))
+
+
+def _power_law(anchors: tuple, d_model: int) -> float:
+    """A power law in the width through each pair of neighbouring ``anchors`` ((d_model, lr), ...), held at the end
+    values outside them; two significant digits."""
+    d = min(max(d_model, anchors[0][0]), anchors[-1][0])
+    for (d0, lr0), (d1, lr1) in zip(anchors, anchors[1:]):
+        if d <= d1:
+            return float(f"{lr0 * (lr1 / lr0) ** (math.log(d / d0) / math.log(d1 / d0)):.2g}")
+    return anchors[-1][1]
+
+
 def default_finetune_lr(d_model: int) -> float:
-    """The default fine-tuning learning rate of a text model of width ``d_model``: log-linear in the width between
-    ``FINETUNE_LR_ANCHORS`` (a power law through both points), held at the end values outside them.
+    """The default fine-tuning learning rate of a text model of width ``d_model``: a power law in the width through
+    ``FINETUNE_LR_ANCHORS``, held at the end values outside them.
 
     Returns:
         the learning rate, rounded to two significant digits (tiny 1e-3, mini 3.1e-4, small 9.8e-5, base 5e-5).
     """
-    (d0, lr0), (d1, lr1) = FINETUNE_LR_ANCHORS
-    d = min(max(d_model, d0), d1)
-    lr = lr0 * (lr1 / lr0) ** (math.log(d / d0) / math.log(d1 / d0))
-    return float(f"{lr:.2g}")
+    return _power_law(FINETUNE_LR_ANCHORS, d_model)
+
+
+def default_pretrain_lr(d_model: int) -> float:
+    """The default pretraining learning rate of a text model of width ``d_model``, through ``PRETRAIN_LR_ANCHORS``
+    (tiny 3e-3, mini 1.5e-3, small and medium 2.7e-4, base 1e-4)."""
+    return _power_law(PRETRAIN_LR_ANCHORS, d_model)
 
 
 def default_lr_for(modality: str, d_model: int | None) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import Settings, option
+from ..options import Settings, option, option_like
 
 SCHEDULES = ("linear", "cosine", "constant", "slanted", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -45,7 +45,7 @@ class TrainSettings(Settings):
                                  "--grad-accum micro-batches", unit="examples", at_least=1)
     grad_accum: int = option(1, "micro-batches whose gradients are summed before each optimizer step (--batch-size "
                                 "is split into this many)", at_least=1)
-    lr: float = option(5e-4, "peak learning rate (AdamW)", above=0)
+    lr: float = option(5e-4, "peak learning rate", above=0)
     optimizer: str = option("adamw", "adamw, adam, sgd, or muon (Muon for the 2-D weights inside the backbone's "
                                      "blocks, AdamW for embeddings, norms, biases and heads; not under fsdp)",
                             choices=OPTIMIZERS)
@@ -122,9 +122,9 @@ class FinetuneSettings(TrainSettings, defaults={"epochs": 3, "warmup": 0.1}):
     intermediate evaluations of a large dev set. The learning rate follows the model's width unless given (None here,
     chosen where the model is known: ``TransferModel.compile`` with ``training.optim.default_finetune_lr``)."""
 
-    lr: float | None = option(None, "peak learning rate (AdamW)", above=0,
-                              default_text="from the model width: 1e-3 at d_model 128 down to 5e-5 at 768 and above; "
-                                           "5e-5 for images")
+    lr: float | None = option_like(TrainSettings, "lr",
+                                   default_text="from the model width: 1e-3 at d_model 128 down to 5e-5 at 768 and "
+                                                "above; 5e-5 for images")
 
     eval_sample: int | None = option(None, "dev examples (a seeded sample, drawn once) scored at intermediate "
                                            "evaluations; the final evaluation always scores every example",
