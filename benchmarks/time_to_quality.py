@@ -63,6 +63,7 @@ import throughput  # noqa: E402  (the HF models, built as the throughput benchma
 from transferlab.errors import UserError  # noqa: E402
 from transferlab.recipes.pretrain import PretrainConfig, pretrain, text_setup  # noqa: E402
 from transferlab.training.callbacks import Callback  # noqa: E402
+from transferlab.models.config import PRESETS  # noqa: E402
 from transferlab.training.optim import default_pretrain_lr  # noqa: E402
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
 
@@ -317,9 +318,11 @@ def main(argv: list[str] | None = None) -> dict:
         if getattr(a, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(a, flag)}")
     torch.set_num_threads(a.threads)
+    a.lr = a.lr or default_pretrain_lr(PRESETS[a.preset]["d_model"])
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} threads, "
           f"{a.objective} {a.preset}, batch {a.batch_size} x {a.seq_len}, corpus {a.corpus}, precision "
-          f"{resolve_precision(a.precision)}, lr {a.lr:g} (transformers {a.hf_lr or a.lr:g}, dropout "
+          f"{resolve_precision(a.precision)}, ours {DEFAULTS.optimizer} + {DEFAULTS.schedule} at lr {a.lr:g} "
+          f"(transformers adamw + linear at {a.hf_lr or a.lr:g}, dropout "
           f"{a.hf_dropout:g}), schedule {a.steps} steps, target {a.target:g}, cap {a.cap_s:g} s, {a.clock} clock, "
           f"evaluation every {a.eval_every} steps on {a.eval_batches} held-out batches", flush=True)
     try:
