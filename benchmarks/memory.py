@@ -55,7 +55,8 @@ def child(spec: dict) -> dict:
         cfg = PretrainConfig(corpus=spec["corpus"], out=str(Path(out) / "run"), objective=spec["objective"],
                              model=spec["model"], seq_len=spec["seq_len"], batch_size=spec["batch_size"],
                              steps=spec["steps"], precision=spec["precision"], eval_every=10**9, eval_batches=1,
-                             log_every=max(1, spec["steps"] // 10), progress=False)
+                             log_every=max(1, spec["steps"] // 10), progress=False,
+                             optimizer="adamw", schedule="linear")  # like the peer's optimizer state
         pretrain(cfg, callbacks=[monitor])
     warm = [rss for step, rss in monitor.samples if step <= spec["warmup"]][-1]
     end = monitor.samples[-1][1]

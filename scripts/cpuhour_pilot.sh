@@ -29,7 +29,7 @@ mkdir -p "$W"
 for opt in adamw muon; do
   [ -d "$W/mlm-$opt/final" ] || $T pretrain --corpus "$W/corpus" --objective mlm --model tiny --steps "$STEPS" \
       --seq-len 128 --batch-size 64 --lr "$LR" --warmup 40 --eval-every "$EVAL" --eval-batches 10 --log-every 10 \
-      --optimizer "$opt" --out "$W/mlm-$opt" --quiet
+      --optimizer "$opt" --schedule linear --out "$W/mlm-$opt" --quiet
 done
 
 if [ ! -f "$W/sst2-2000/train.tsv" ]; then

@@ -50,6 +50,7 @@ pretrain)
     # shellcheck disable=SC2046
     /usr/bin/time -f "%U s user, %S s sys, %e s wall" -o "$W/$name.time" \
       $T pretrain --corpus "$CORPUS" --objective mlm --model tiny --seq-len 128 --batch-size 64 --warmup 0.06 \
+        --optimizer adamw --schedule linear \
         --eval-every 250 --eval-batches 20 --log-every 50 --save-every 250 --seed 0 \
         $(flags_of "$name") --out "$W/$name" --resume auto --quiet
   done ;;

@@ -37,7 +37,7 @@ if stage pretrain; then
     start=$(date +%s)
     $T pretrain --corpus "$CORPUS" --objective "$obj" --model "$MODEL" --steps "$STEPS" --seq-len "$SEQ_LEN" \
         --batch-size "$BATCH" --lr "$lr" --warmup 0.05 --eval-every "$STEPS" --save-every 200 --log-every 50 \
-        --out "$W/pretrain-$obj" --resume auto --quiet
+        --optimizer adamw --schedule linear --out "$W/pretrain-$obj" --resume auto --quiet
     echo "$obj $(( $(date +%s) - start ))" >> "$W/pretrain_wall_s.txt"
   done
 fi

@@ -41,6 +41,7 @@ fi
     --tokenizer "$W/tok" --out "$W/corpus" --quiet
 [ -d "$W/pretrain-$MODEL/final" ] || /usr/bin/time -v $T pretrain --corpus "$W/corpus" --objective mlm \
     --model "$MODEL" --steps "$STEPS" --seq-len 128 --batch-size 64 --lr "$LR" --warmup 300 --save-every 500 \
+    --optimizer adamw --schedule linear \
     --eval-every 500 --log-every 50 --out "$W/pretrain-$MODEL" --resume auto 2> >(tee "$W/pretrain-$MODEL.log" >&2)
 
 # Task-adaptive pretraining (Gururangan et al. 2020): the same model continues on the task text alone.
@@ -49,6 +50,7 @@ fi
     --out "$W/corpus-task" --quiet
 [ -d "$W/tapt-$MODEL/final" ] || /usr/bin/time -v $T pretrain --init "$W/pretrain-$MODEL/final" \
     --corpus "$W/corpus-task" --objective mlm --steps "$TAPT_STEPS" --seq-len 128 --batch-size 64 --lr 1e-3 --warmup 100 \
+    --optimizer adamw --schedule linear \
     --save-every 500 --eval-every 500 --log-every 50 --out "$W/tapt-$MODEL" --resume auto \
     2> >(tee "$W/tapt-$MODEL.log" >&2)
 

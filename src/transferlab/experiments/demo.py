@@ -63,7 +63,10 @@ def run_demo(out: str | Path = "runs/demo", seeds: int = 3, quick: bool = False,
     _say(f"[3/4] pretraining a tiny encoder with masked LM for {size.pretrain_steps} steps")
     final = pretrain(PretrainConfig(corpus=str(corpus), out=str(out / "pretrain"), model="tiny",
                                     seq_len=size.seq_len, batch_size=size.pretrain_batch, steps=size.pretrain_steps,
-                                    lr=2e-3, warmup=0.05, progress=progress, log_every=25))
+                                    lr=2e-3, warmup=0.05, progress=progress, log_every=25,
+                                    # the recipe the demo's figures (README) were measured with, kept when text
+                                    # pretraining's default became Muon + wsd (docs/results/cpuhour.md)
+                                    optimizer="adamw", schedule="linear"))
     pretrain_seconds = time.time() - start
 
     _say(f"[4/4] fine-tuning pretrained vs scratch, {seeds} seeds x {size.epochs} epochs on {size.n_train} "

@@ -104,7 +104,8 @@ class FamilyWork:
             pretrain(PretrainConfig(
                 corpus=os.path.join(self.cwd, self.corpus), out=os.path.join(self.cwd, cfg.out, "models", run.size),
                 objective="clm", model=run.size, steps=cfg.steps, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
-                lr=cfg.lr, seed=cfg.seed, precision=cfg.precision, progress=False, eval_batches=2))
+                lr=cfg.lr, seed=cfg.seed, precision=cfg.precision, progress=False, eval_batches=2,
+                optimizer="adamw", schedule="linear"))  # the recipe its recorded results used
         where = os.path.join(self.cwd, checkpoint)
         module, tokenizer = load_causal_lm(where)
         params = sum(p.numel() for p in module.backbone.parameters())
