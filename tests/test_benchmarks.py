@@ -149,7 +149,7 @@ def test_int8_benchmark_reports_accuracy_change_and_latency(pretrained_dir, labe
 # Tiny runs of the time-to-quality race on the test corpus (vocabulary 120, so both sides start near ln 120 = 4.8):
 # batch 8 x 32, an evaluation every 5 steps on 2 held-out batches. Both sides pass these targets within 25 steps.
 TTQ = ["--batch-size", "8", "--seq-len", "32", "--steps", "60", "--eval-every", "5", "--eval-batches", "2",
-       "--chunk", "5", "--threads", "1", "--clock", "cpu", "--cap-s", "60"]
+       "--chunk", "5", "--threads", "1", "--clock", "cpu", "--cap-s", "60", "--lr", "1e-3"]
 
 
 @pytest.mark.parametrize("objective,target", [("mlm", 4.0), ("clm", 3.5)])
