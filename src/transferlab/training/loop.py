@@ -200,6 +200,22 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
         for cb in callbacks:
             cb.on_eval_end(state, metrics)
 
+    def follow_budget(eval_every: int) -> int:
+        """Set the run's length to what fits in the time budget at its speed so far (until the budget fixes it),
+        with the schedule, the progress bar and the default evaluation interval; returns the interval."""
+        was_estimated = budget.total is not None
+        if (total := budget.estimate(state.step)) is None:
+            return eval_every
+        if world_size > 1:  # every rank must run the same number of steps
+            total = round(mean_over_ranks(float(total), device))
+        budget.set_total(total, state.step)
+        refit_scheduler(scheduler, cfg.schedule, total, cfg.warmup, cfg.cooldown)
+        state.max_steps = bar.total = total
+        bar.refresh()
+        if is_main() and cfg.progress and (not was_estimated or budget.frozen):
+            tqdm.write(budget.describe(), file=sys.stderr)
+        return eval_every if cfg.eval_every or per_epoch else max(1, total // 10)
+
     for cb in callbacks:
         cb.on_fit_start(state)
     # A bar redraws itself with carriage returns: in a log file that is one unreadable line. Without a terminal the
@@ -257,18 +273,7 @@ def train(module: torch.nn.Module, data, cfg: TrainSettings, *,
             if budget is not None:
                 budget.add(budget.now() - step_start)
                 if budget.steps_timed == budget.calibrate or state.step % log_every == 0:
-                    was_estimated = budget.total is not None
-                    if (total := budget.estimate(state.step)) is not None:
-                        if world_size > 1:  # every rank must run the same number of steps
-                            total = round(mean_over_ranks(float(total), device))
-                        budget.set_total(total, state.step)
-                        refit_scheduler(scheduler, cfg.schedule, total, cfg.warmup, cfg.cooldown)
-                        state.max_steps = bar.total = total
-                        bar.refresh()
-                        if not cfg.eval_every and not per_epoch:
-                            eval_every = max(1, total // 10)
-                        if is_main() and cfg.progress and (not was_estimated or budget.frozen):
-                            tqdm.write(budget.describe(), file=sys.stderr)
+                    eval_every = follow_budget(eval_every)
             if fault is None:
                 state.last_loss = step_loss
                 window_loss += step_loss
