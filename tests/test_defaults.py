@@ -61,3 +61,9 @@ def test_pretrain_prints_and_records_the_lr_it_chose(corpus_dir, tmp_path, capsy
     assert (run["lr"], run["optimizer"], run["schedule"]) == (pytest.approx(3e-3), "muon", "wsd")
     # the run resumes with the same command: what was chosen is what is recorded
     assert main([str(a) for a in args + ["--out", tmp_path / "default", "--resume", "auto", "--steps", 3]]) == 0
+
+
+def test_fsdp_takes_adamw_unless_told_otherwise():
+    # FSDP splits the weight matrices Muon orthogonalises whole; the loop refuses muon under fsdp when it is asked for
+    assert PretrainConfig(objective="mlm", distributed="fsdp").optimizer == "adamw"
+    assert PretrainConfig(objective="mlm", distributed="fsdp", optimizer="muon").optimizer == "muon"

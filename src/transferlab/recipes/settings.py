@@ -58,7 +58,8 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "log_every": 10, "s
     batch_size: int | None = option_like(TrainSettings, "batch_size",
                                          default_text="text 64; images, audio, word2vec and elmo 32")
     optimizer: str | None = option_like(TrainSettings, "optimizer",
-                                        default_text="text muon; images, audio, word2vec and elmo adamw")
+                                        default_text="text muon (adamw under --distributed fsdp); images, audio, "
+                                                     "word2vec and elmo adamw")
     schedule: str | None = option_like(TrainSettings, "schedule",
                                        default_text="text wsd; images, audio, word2vec and elmo linear")
     lr: float | None = option_like(TrainSettings, "lr", default_text="text: from the model width, 3e-3 at d_model "
@@ -146,6 +147,8 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "log_every": 10, "s
         if self.model is None:
             self.model = DEFAULT_PRESET.get(self.objective, DEFAULT_PRESET[kind])
         transformer = kind == "text" and self.objective not in NOT_TRANSFORMERS
+        if self.optimizer is None and self.distributed == "fsdp":
+            self.optimizer = "adamw"  # FSDP splits the matrices Muon orthogonalises whole
         for name, value in PRETRAIN_RECIPE["transformer" if transformer else "other"].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
