@@ -149,8 +149,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
                       extra_config={"pretraining": record}, resume=resuming, callbacks=[*shown, *callbacks],
                       resume_hint=resume_hint, started=guard.commit, budget=budget)
         if budget is not None and is_main():
-            print(f"time budget {cfg.time_budget:g} {'CPU' if cfg.budget_clock == 'cpu' else 'wall-clock'} minutes: "
-                  f"{state.step:,} steps in {budget.spent / 60:.2f} minutes of timed training", file=sys.stderr)
+            print(budget.outcome(state.step), file=sys.stderr)
     return out / "final"
 
 

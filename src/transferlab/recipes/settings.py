@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from ..data.labeled import ReadOptions
 from ..errors import UserError
 from ..options import Settings, option, option_like
-from ..training.settings import FinetuneSettings, TrainSettings
+from ..training.settings import BUDGET_CLOCKS, FinetuneSettings, TrainSettings
 
 # The pretraining recipe's defaults by modality. Text: the winner of issue 20's sweep at equal CPU time (Muon for the
 # trunk's matrices and a warm-up-stable-decay schedule, batch 64; docs/results/cpuhour.md); images and audio keep
@@ -114,7 +114,7 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "log_every": 10, "s
                                              "(evaluations and checkpoints are not counted)", unit="minutes",
                                        above=0, default_text="none: --steps decides")
     budget_clock: str = option("wall", "what --time-budget counts: wall-clock time, or this process's CPU time "
-                                       "(CPU-minutes: its threads add up)", choices=("wall", "cpu"))
+                                       "(CPU-minutes: its threads add up)", choices=BUDGET_CLOCKS)
     # Encoder-decoder objectives (bart, mass): the family check, decoder depth, and corruption settings.
     family: str | None = option(None, "check the backbone family", choices=("encoder", "decoder", "encoder_decoder"),
                                 default_text="the one the objective needs")

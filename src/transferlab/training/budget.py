@@ -13,8 +13,7 @@ from __future__ import annotations
 import time
 
 from .callbacks import Callback
-
-CLOCKS = ("wall", "cpu")
+from .settings import BUDGET_CLOCKS
 
 
 class TimeBudget(Callback):
@@ -26,8 +25,8 @@ class TimeBudget(Callback):
     def __init__(self, minutes: float, clock: str = "wall", calibrate: int = 20, freeze_at: float = 0.5):
         if minutes <= 0:
             raise ValueError(f"a time budget must be positive, got {minutes} minutes")
-        if clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+        if clock not in BUDGET_CLOCKS:
+            raise ValueError(f"clock must be one of {BUDGET_CLOCKS}, got {clock!r}")
         self.minutes, self.clock, self.calibrate, self.freeze_at = minutes, clock, calibrate, freeze_at
         self.spent = 0.0  # seconds of timed steps
         self.steps_timed = 0
@@ -61,10 +60,17 @@ class TimeBudget(Callback):
         self.frozen = step >= self.freeze_at * total
 
     def describe(self) -> str:
+        """The length it set: "time budget 30 CPU minutes: 4,351 steps at 0.414 s a step (...)"."""
         per_step = self.spent / max(1, self.steps_timed)
-        clock = "CPU" if self.clock == "cpu" else "wall-clock"
-        return (f"time budget {self.minutes:g} {clock} minutes: {self.total:,} steps at {per_step:.3f} s a step"
+        return (f"{self._name()}: {self.total:,} steps at {per_step:.3f} s a step"
                 + ("" if self.frozen else f" (re-estimated until {self.freeze_at:.0%} of it is spent)"))
+
+    def outcome(self, steps: int) -> str:
+        """What the run did with it: "time budget 30 CPU minutes: 4,351 steps in 29.87 minutes of timed training"."""
+        return f"{self._name()}: {steps:,} steps in {self.spent / 60:.2f} minutes of timed training"
+
+    def _name(self) -> str:
+        return f"time budget {self.minutes:g} {'CPU' if self.clock == 'cpu' else 'wall-clock'} minutes"
 
     def state_dict(self) -> dict:
         return {"spent": self.spent, "steps_timed": self.steps_timed, "total": self.total, "frozen": self.frozen}

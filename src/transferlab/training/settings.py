@@ -22,6 +22,8 @@ STRATEGIES = ("ddp", "fsdp")  # under torchrun: a model copy per process, or par
 ON_NAN = ("stop", "skip")
 # build_optimizer (optim.py) knows these; muon: Muon for the trunk's matrices, AdamW for the rest.
 OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
+# What a time budget (budget.py) counts: the wall clock, or the process's CPU time.
+BUDGET_CLOCKS = ("wall", "cpu")
 # A run.json written before --optimizer existed: that run trained with AdamW (resuming it compares against this).
 BEFORE_OPTIMIZER = {"optimizer": "adamw"}
 
