@@ -34,7 +34,7 @@ def test_finetune_prints_and_records_the_lr_it_chose(pretrained_dir, labeled_fil
 
 def test_default_pretrain_lr_is_what_the_docs_say():
     # measured on tiny (128) and mini (256); BERT-base's 1e-4 (Devlin et al. 2019) at 768; a power law between
-    assert [default_pretrain_lr(d) for d in (128, 256, 512, 768)] == [3e-3, 1.5e-3, 2.7e-4, 1e-4]
+    assert [default_pretrain_lr(d) for d in (128, 256, 512, 768)] == [3e-3, 3e-3, 3.5e-4, 1e-4]
     assert default_pretrain_lr(64) == 3e-3 and default_pretrain_lr(1024) == 1e-4
 
 

@@ -62,8 +62,8 @@ class PretrainConfig(TrainSettings, defaults={"steps": 1000, "log_every": 10, "s
                                                      "word2vec and elmo adamw")
     schedule: str | None = option_like(TrainSettings, "schedule",
                                        default_text="text wsd; images, audio, word2vec and elmo linear")
-    lr: float | None = option_like(TrainSettings, "lr", default_text="text: from the model width, 3e-3 at d_model "
-                                                                     "128, 1.5e-3 at 256, 1e-4 at 768; images, "
+    lr: float | None = option_like(TrainSettings, "lr", default_text="text: from the model width, 3e-3 up to "
+                                                                     "d_model 256 down to 1e-4 at 768; images, "
                                                                      "audio, word2vec and elmo 1e-3")
 
     corpus: str | None = option(None, "text objectives: a directory written by `transferlab corpus prepare`",
