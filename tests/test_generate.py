@@ -20,7 +20,8 @@ def clm_dir(tmp_path_factory, corpus_dir):
 
     out = tmp_path_factory.mktemp("runs") / "clm"
     return pretrain(PretrainConfig(corpus=str(corpus_dir), out=str(out), objective="clm", model="tiny", seq_len=32,
-                                   batch_size=8, steps=30, lr=3e-3, progress=False, eval_batches=1))
+                                   batch_size=8, steps=30, lr=3e-3, progress=False, eval_batches=1,
+                                   optimizer="adamw", schedule="linear"))  # deterministic across thread counts
 
 
 @pytest.fixture(scope="module")

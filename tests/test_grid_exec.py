@@ -191,8 +191,9 @@ def test_ctrl_c_stops_the_workers_and_the_next_invocation_resumes(tmp_path):
     out = tmp_path / "grid"
     out.mkdir()
     script = tmp_path / "driver.py"
+    # runs long enough that the interrupt lands mid-grid even when the suite's other work slows the polling
     script.write_text(DRIVER.format(tests=str(Path(__file__).parent), out=str(out), scratch=str(tmp_path),
-                                    sleep=1.5))
+                                    sleep=4.0))
     env = {**os.environ, "PYTHONPATH": SRC}
     # Its own process group, like a terminal's: Ctrl-C reaches the driver and its workers alike.
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True,
