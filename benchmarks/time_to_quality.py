@@ -64,7 +64,7 @@ from transferlab.errors import UserError  # noqa: E402
 from transferlab.recipes.pretrain import PretrainConfig, pretrain, text_setup  # noqa: E402
 from transferlab.training.callbacks import Callback  # noqa: E402
 from transferlab.models.config import PRESETS  # noqa: E402
-from transferlab.training.optim import default_pretrain_lr  # noqa: E402
+from transferlab.training.optim import default_pretrain_lr, warmup_steps_of  # noqa: E402
 from transferlab.training.precision import autocast, configure_cpu, resolve_precision  # noqa: E402
 
 OBJECTIVES = {"mlm": "BertForMaskedLM", "clm": "GPT2LMHeadModel"}
@@ -248,7 +248,7 @@ def race(corpus: str, objective: str = "mlm", model: str = DEFAULTS.model, targe
         tokens_per_step = data.batch(0)["input_ids"].numel()
         ours = Side("transferlab", type(setup.module).__name__, target, cap_s, clock_fn)
         theirs = Side("transformers", OBJECTIVES[objective], target, cap_s, clock_fn)
-        warmup = int(cfg.warmup * steps) if cfg.warmup < 1 else int(cfg.warmup)  # the recipe's rule (optim.py)
+        warmup = warmup_steps_of(cfg.warmup, steps)  # the recipe's rule
         peer = [hf_training(theirs, hf_model, objective, data, setup.evaluate,
                             resolve_precision(precision), steps, eval_every, hf_lr or lr, cfg.weight_decay, warmup)]
         pretrain(cfg, callbacks=[Lockstep(ours, peer, chunk, tokens_per_step)])

@@ -263,19 +263,24 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int, cooldown: floa
     return f
 
 
+def warmup_steps_of(warmup: float, total_steps: int) -> int:
+    """The warm-up setting in steps: below 1 a fraction of ``total_steps``, otherwise a number of steps."""
+    return int(warmup * total_steps) if warmup < 1 else int(warmup)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup: float,
                     cooldown: float = 0.2):
-    """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps; ``cooldown`` is wsd's
+    """A LambdaLR of ``lr_lambda``'s shape; ``warmup`` as ``warmup_steps_of`` reads it, ``cooldown`` is wsd's
     decaying fraction."""
-    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, total_steps, warmup_steps, cooldown))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(schedule, total_steps, warmup_steps_of(warmup, total_steps), cooldown))
 
 
 def refit_scheduler(scheduler, schedule: str, total_steps: int, warmup: float, cooldown: float = 0.2) -> None:
     """Give ``scheduler`` (one from ``build_scheduler``) a new run length, keeping its position: a time-budgeted
     run learns its length from its speed (``training.budget``)."""
-    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
-    scheduler.lr_lambdas = [lr_lambda(schedule, total_steps, warmup_steps, cooldown)] * len(scheduler.lr_lambdas)
+    shape = lr_lambda(schedule, total_steps, warmup_steps_of(warmup, total_steps), cooldown)
+    scheduler.lr_lambdas = [shape] * len(scheduler.lr_lambdas)
     # the next step already runs at the new schedule's rate (LambdaLR would apply it one step later)
     rates = [base * f(scheduler.last_epoch) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
     for group, rate in zip(scheduler.optimizer.param_groups, rates):
